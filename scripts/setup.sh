@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs what building and testing prereg-station needs on a clean Debian
+# machine that has only the Rust toolchain: C libraries for the -sys crates and
+# the independent test peers (python-fido2, jwcrypto) in a private venv.
+# Idempotent: every step checks before it installs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+for pkg in pkg-config libudev-dev libpcsclite-dev libclang-dev; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")
+done
+if [ ${#need_apt[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  echo "setup: installing ${need_apt[*]}" >&2
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+if [ "${1:-}" = "--with-python" ]; then
+  if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+  fi
+  .venv/bin/python -m pip install -q --disable-pip-version-check -r tests/python/requirements.txt
+fi

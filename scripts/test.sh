@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, lints, Rust unit and integration tests, and
+# the interop tests against independent peers (python-fido2, jwcrypto).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh --with-python
+
+cargo fmt --all -- --check
+cargo clippy --all-targets --locked -- -D warnings
+cargo test --locked

@@ -1,0 +1,96 @@
+//! The command line of SPEC §11. One file per command group; each exposes an
+//! `Args` type (clap) and a `run` function returning [`CliResult`]. `main.rs`
+//! only parses, initialises logging and maps errors to exit codes.
+
+use crate::error::CliResult;
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+pub mod demo;
+pub mod devices;
+pub mod idp;
+pub mod jobs;
+pub mod keys;
+pub mod run;
+pub mod sim;
+
+/// Default configuration file (SPEC §11).
+pub const DEFAULT_CONFIG: &str = "/etc/prereg-station/station.toml";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "prereg-station",
+    version,
+    about = "Programs pre-registered FIDO security keys"
+)]
+pub struct Cli {
+    /// Station configuration (TOML). Accepted before or after the subcommand.
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        env = "PREREG_STATION_CONFIG"
+    )]
+    pub config: Option<PathBuf>,
+
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+
+    /// More log output (-v debug, -vv trace). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// The embedded default: simulated rig, reference IdP, program and verify everything.
+    Demo(demo::Args),
+    /// The daemon: pull jobs, program keys in every slot, deliver results.
+    Run(run::Args),
+    /// Job intake and inspection.
+    #[command(subcommand)]
+    Jobs(jobs::Command),
+    /// Station key custody: transport and signing keys, JWKS export.
+    #[command(subcommand)]
+    Keys(keys::Command),
+    /// Security keys attached to this machine (HID, UDP bridge, PC/SC, simulator).
+    #[command(subcommand)]
+    Devices(devices::Command),
+    /// The simulated YubiKey.
+    #[command(subcommand)]
+    Sim(sim::Command),
+    /// The reference identity provider: make jobs, verify results.
+    #[command(subcommand)]
+    Idp(idp::Command),
+}
+
+/// Where the configuration comes from: `--config`, else the default path.
+pub fn config_path(cli_config: &Option<PathBuf>) -> PathBuf {
+    cli_config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG))
+}
+
+/// Dispatches a parsed command line.
+pub fn dispatch(cli: Cli) -> CliResult {
+    let config = cli.config;
+    match cli.command {
+        Command::Demo(args) => demo::run(args),
+        Command::Run(args) => run::run(&config, args),
+        Command::Jobs(cmd) => jobs::run(&config, cmd),
+        Command::Keys(cmd) => keys::run(cmd),
+        Command::Devices(cmd) => devices::run(&config, cmd),
+        Command::Sim(cmd) => sim::run(cmd),
+        Command::Idp(cmd) => idp::run(cmd),
+    }
+}

@@ -1,0 +1,3 @@
+//! The reference identity provider: enroll (make jobs) and activate (verify results).
+//!
+//! (Being built; see docs/ARCHITECTURE.md for its contract.)

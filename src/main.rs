@@ -1,0 +1,32 @@
+//! Thin entry point: parse, set up logging and process hardening, dispatch, map
+//! errors to exit codes (SPEC §11).
+
+use clap::Parser;
+use prereg_station::cli::{self, Cli, LogFormat};
+use tracing_subscriber::EnvFilter;
+
+fn main() {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format, cli.verbose);
+    prereg_station::hardening::apply();
+    if let Err(err) = cli::dispatch(cli) {
+        eprintln!("prereg-station: {err}");
+        std::process::exit(err.exit_code());
+    }
+}
+
+fn init_tracing(format: LogFormat, verbose: u8) {
+    let default = match verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

@@ -1,0 +1,3 @@
+//! The SQLite job store on its own thread.
+//!
+//! (Being built; see docs/ARCHITECTURE.md for its contract.)
