@@ -1,0 +1,10 @@
+//! The one integration-test binary (ripgrep style): one module per area, all
+//! driving the public API and the built binary.
+
+mod util;
+
+mod ctap;
+mod jose;
+mod rig;
+mod sim;
+mod station;
