@@ -35,6 +35,7 @@ pub trait Transport: Send {
     fn send(&mut self, report: &Report) -> Result<(), TransportError>;
 
     /// Waits at most `timeout` for one input report; `Ok(None)` if none came.
+    /// `Duration::ZERO` must not block: it polls for a report already waiting.
     fn recv(&mut self, timeout: Duration) -> Result<Option<Report>, TransportError>;
 
     /// A short human name for logs and `devices list` (path, address, profile).
@@ -52,3 +53,5 @@ impl<T: Transport + ?Sized> Transport for Box<T> {
         (**self).describe()
     }
 }
+
+pub mod memory;
