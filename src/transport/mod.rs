@@ -24,6 +24,9 @@ pub enum TransportError {
     /// The device could not be opened or addressed.
     #[error("cannot open device {device}: {reason}")]
     Open { device: String, reason: String },
+    /// The device kind cannot be opened as a report transport here.
+    #[error("not supported: {0}")]
+    Unsupported(String),
     /// Any other I/O failure, with the OS's words.
     #[error("I/O error: {0}")]
     Io(String),
@@ -54,4 +57,9 @@ impl<T: Transport + ?Sized> Transport for Box<T> {
     }
 }
 
+pub mod hid;
 pub mod memory;
+pub mod spec;
+pub mod udp;
+
+pub use spec::{DeviceSpec, DeviceSpecError};
