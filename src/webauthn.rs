@@ -463,13 +463,26 @@ fn subject_ou(cert: &Certificate) -> Vec<String> {
 enum IssuerKey {
     P256(p256::ecdsa::VerifyingKey),
     P384(p384::ecdsa::VerifyingKey),
+    /// Yubico's attestation roots are RSA (PKCS#1 v1.5 with SHA-256).
+    Rsa(Box<rsa::RsaPublicKey>),
 }
+
+/// Weaker RSA keys are refused outright.
+const MIN_RSA_BITS: usize = 2048;
 
 fn issuer_key(cert: &Certificate) -> Result<IssuerKey, AttestationError> {
     let spki = &cert.tbs_certificate.subject_public_key_info;
     let point = spki.subject_public_key.raw_bytes();
     if spki.algorithm.oid == OID_RSA_ENCRYPTION {
-        return Err(AttestationError::CertAlgUnsupported);
+        use rsa::pkcs1::DecodeRsaPublicKey;
+        use rsa::traits::PublicKeyParts;
+        // RFC 3279 §2.3.1: the BIT STRING holds a PKCS#1 RSAPublicKey.
+        let key = rsa::RsaPublicKey::from_pkcs1_der(point)
+            .map_err(|_| AttestationError::CertificateMalformed)?;
+        if key.size() * 8 < MIN_RSA_BITS {
+            return Err(AttestationError::CertAlgUnsupported);
+        }
+        return Ok(IssuerKey::Rsa(Box::new(key)));
     }
     if spki.algorithm.oid != OID_EC_PUBLIC_KEY {
         return Err(AttestationError::CertAlgUnsupported);
@@ -510,7 +523,15 @@ fn verify_cert_signature(cert: &Certificate, issuer: &Certificate) -> Result<(),
         .ok_or(AttestationError::CertificateMalformed)?;
     let alg = &cert.signature_algorithm.oid;
     if *alg == OID_RSA_SHA256 {
-        return Err(AttestationError::CertAlgUnsupported);
+        use rsa::signature::Verifier;
+        let IssuerKey::Rsa(key) = issuer_key(issuer)? else {
+            return Err(AttestationError::ChainSignatureInvalid);
+        };
+        let sig = rsa::pkcs1v15::Signature::try_from(sig)
+            .map_err(|_| AttestationError::ChainSignatureInvalid)?;
+        return rsa::pkcs1v15::VerifyingKey::<Sha256>::new(*key)
+            .verify(&tbs, &sig)
+            .map_err(|_| AttestationError::ChainSignatureInvalid);
     }
     let digest: Vec<u8> = if *alg == OID_ECDSA_SHA256 {
         Sha256::digest(&tbs).to_vec()
@@ -526,6 +547,7 @@ fn verify_cert_signature(cert: &Certificate, issuer: &Certificate) -> Result<(),
         IssuerKey::P384(k) => p384::ecdsa::Signature::from_der(sig)
             .ok()
             .is_some_and(|s| k.verify_prehash(&digest, &s).is_ok()),
+        IssuerKey::Rsa(_) => false,
     };
     if ok {
         Ok(())
@@ -759,7 +781,7 @@ fn verify_packed(
     }
     let leaf_key = match issuer_key(leaf)? {
         IssuerKey::P256(k) => k,
-        IssuerKey::P384(_) => return Err(AttestationError::AlgUnsupported),
+        IssuerKey::P384(_) | IssuerKey::Rsa(_) => return Err(AttestationError::AlgUnsupported),
     };
     let sig =
         p256::ecdsa::Signature::from_der(sig).map_err(|_| AttestationError::SignatureInvalid)?;
@@ -950,6 +972,25 @@ mod tests {
         assert_eq!(
             verify_attestation(&obj.encode(), &expected(&cdh), &roots),
             Err(AttestationError::LeafProfile)
+        );
+    }
+
+    #[test]
+    fn rsa_root_chain_verifies_and_tamper_fails() {
+        let mut o = CaOptions::new(AAGUID);
+        o.rsa_root = true;
+        let ca = SoftCa::with_options(&o);
+        let roots = TrustRoots::from_pem(ca.root_pem().as_bytes()).unwrap();
+        let cdh = client_data_hash(&client_data_json(&[7; 32], "https://myorg.okta.com"));
+        let (obj, _) = ca.attest("myorg.okta.com", &cdh, Some(3));
+        let v = verify_attestation(&obj.encode(), &expected(&cdh), &roots).unwrap();
+        assert!(matches!(v.trust, Trust::Chained { .. }));
+        // Same names, another RSA key: untrusted.
+        let other = SoftCa::with_options(&o);
+        let other_roots = TrustRoots::from_pem(other.root_pem().as_bytes()).unwrap();
+        assert_eq!(
+            verify_attestation(&obj.encode(), &expected(&cdh), &other_roots),
+            Err(AttestationError::UntrustedRoot)
         );
     }
 

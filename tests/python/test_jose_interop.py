@@ -20,7 +20,7 @@ import subprocess
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 from fido2 import cbor
 from jwcrypto import jwe, jwk, jws
@@ -48,14 +48,18 @@ def run(binary, *args, check=True):
 class PyStation:
     """The station's side, written against the SPEC with other people's libraries."""
 
-    def __init__(self, keys_dir: pathlib.Path):
+    def __init__(self, keys_dir: pathlib.Path, rsa_root: bool = False):
         self.keys = {}
         for f in keys_dir.glob("*.jwk"):
             k = jwk.JWK.from_json(f.read_text())
             self.keys[k.get("kid")] = k
         manifest = json.loads((keys_dir / "manifest.json").read_text())
         self.sign_key = self.keys[manifest["active_signing_kid"]]
-        self.ca_key = ec.generate_private_key(ec.SECP384R1())
+        # Yubico's real attestation roots are RSA (PKCS#1 v1.5, SHA-256).
+        if rsa_root:
+            self.ca_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        else:
+            self.ca_key = ec.generate_private_key(ec.SECP384R1())
         self.leaf_key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.datetime.now(datetime.timezone.utc)
         ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "py station root")])
@@ -68,7 +72,7 @@ class PyStation:
             .not_valid_before(now - datetime.timedelta(days=1))
             .not_valid_after(now + datetime.timedelta(days=365))
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(self.ca_key, hashes.SHA384())
+            .sign(self.ca_key, hashes.SHA256() if rsa_root else hashes.SHA384())
         )
         leaf_name = x509.Name(
             [
@@ -262,16 +266,24 @@ def test_exported_jwks_are_public_p384(setup):
         assert f.stat().st_mode & 0o077 == 0, f
 
 
-@pytest.mark.parametrize("alg", ["ECDH-ES+A256KW", "ECDH-ES"])
-@pytest.mark.parametrize("attestation", ["direct", "none"])
-def test_python_station_results_activate(binary, setup, alg, attestation):
+@pytest.mark.parametrize(
+    "alg,attestation,rsa_root",
+    [
+        ("ECDH-ES+A256KW", "direct", False),
+        ("ECDH-ES+A256KW", "direct", True),
+        ("ECDH-ES", "direct", False),
+        ("ECDH-ES+A256KW", "none", False),
+        ("ECDH-ES", "none", False),
+    ],
+)
+def test_python_station_results_activate(binary, setup, alg, attestation, rsa_root):
     jobs = setup / "jobs.jsonl"
     run(
         binary, "idp", "enroll", "--state", setup / "idp", "--station-jwks",
         setup / "pub" / "transport-keys.jwks", "--users", "2", "--credentials", "2",
         "--alg", alg, "--attestation", attestation, "--out", jobs,
     )
-    station = PyStation(setup / "keys")
+    station = PyStation(setup / "keys", rsa_root=rsa_root)
     (setup / "root.pem").write_bytes(station.root_pem())
     outbox = setup / "outbox"
     outbox.mkdir()
