@@ -994,6 +994,59 @@ mod tests {
         );
     }
 
+    /// A real YubiKey's packed attestation under Yubico's real RSA root
+    /// (provenance in the vector file).
+    #[test]
+    fn real_yubikey_attestation_verifies_to_the_yubico_root() {
+        let v: serde_json::Value = serde_json::from_str(include_str!(
+            "../tests/vectors/yubikey-packed-attestation.json"
+        ))
+        .unwrap();
+        let s = |k: &str| v[k].as_str().unwrap().to_string();
+        let b = |k: &str| crate::jose::b64url_decode(&s(k)).unwrap();
+        let roots = TrustRoots::from_pem(include_bytes!(
+            "../tests/vectors/yubico-u2f-root-ca-457200631.pem"
+        ))
+        .unwrap();
+        let cdj = b("client_data_json");
+        check_client_data(&cdj, &b("challenge"), &s("origin")).unwrap();
+        let cdh = client_data_hash(&cdj);
+        let e = Expected {
+            rp_id: "localhost",
+            client_data_hash: &cdh,
+            require_uv: true,
+            cred_protect: None,
+            allow_none: false,
+            now: NOW,
+        };
+        let att = b("attestation_object");
+        let got = verify_attestation(&att, &e, &roots).unwrap();
+        assert_eq!(got.credential_id, b("credential_id"));
+        assert_eq!(format_aaguid(&got.aaguid), s("aaguid"));
+        assert_eq!(
+            got.trust,
+            Trust::Chained {
+                root_subject: "CN=Yubico U2F Root CA Serial 457200631".into()
+            }
+        );
+        // One bit of the leaf's RSA signature flipped (it ends 207 bytes before
+        // the end: "authData" key and the 196-byte authData follow it).
+        let mut t = att.clone();
+        let i = t.len() - 207 - 100;
+        t[i] ^= 1;
+        assert_eq!(
+            verify_attestation(&t, &e, &roots),
+            Err(AttestationError::UntrustedRoot)
+        );
+        // Without the Yubico root configured: untrusted.
+        let other = SoftCa::new(AAGUID);
+        let other_roots = TrustRoots::from_pem(other.root_pem().as_bytes()).unwrap();
+        assert_eq!(
+            verify_attestation(&att, &e, &other_roots),
+            Err(AttestationError::UntrustedRoot)
+        );
+    }
+
     #[test]
     fn auth_data_truncations_are_errors() {
         for n in 0..37 {
