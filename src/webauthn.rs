@@ -329,6 +329,28 @@ impl AttestationObject {
         })
     }
 
+    /// From a CTAP 2.1 authenticatorMakeCredential response map (§6.1:
+    /// 0x01 fmt, 0x02 authData, 0x03 attStmt; epAtt and largeBlobKey ignored).
+    pub fn from_ctap_response(response: &Value) -> Result<Self, AttestationError> {
+        let fmt = response
+            .get(1)
+            .and_then(Value::as_text)
+            .ok_or(AttestationError::ObjectMalformed)?;
+        let auth_data = response
+            .get(2)
+            .and_then(Value::as_bytes)
+            .ok_or(AttestationError::ObjectMalformed)?;
+        let att_stmt = response
+            .get(3)
+            .filter(|v| v.as_map().is_some())
+            .ok_or(AttestationError::ObjectMalformed)?;
+        Ok(AttestationObject {
+            fmt: fmt.to_string(),
+            att_stmt: att_stmt.clone(),
+            auth_data: auth_data.to_vec(),
+        })
+    }
+
     /// Canonical CBOR `{fmt, attStmt, authData}`, e.g. from a CTAP
     /// makeCredential response (keys 1, 3, 2).
     pub fn encode(&self) -> Vec<u8> {
@@ -1044,6 +1066,26 @@ mod tests {
         assert_eq!(
             verify_attestation(&att, &e, &other_roots),
             Err(AttestationError::UntrustedRoot)
+        );
+    }
+
+    #[test]
+    fn from_ctap_response_round_trips() {
+        let ca = SoftCa::new(AAGUID);
+        let (obj, _) = ca.attest("myorg.okta.com", &[0; 32], None);
+        let ctap = Value::map([
+            (Value::from(1), Value::from(obj.fmt.as_str())),
+            (Value::from(2), Value::Bytes(obj.auth_data.clone())),
+            (Value::from(3), obj.att_stmt.clone()),
+        ]);
+        assert_eq!(AttestationObject::from_ctap_response(&ctap).unwrap(), obj);
+        assert_eq!(AttestationObject::parse(&obj.encode()).unwrap(), obj);
+        assert_eq!(
+            AttestationObject::from_ctap_response(&Value::map([(
+                Value::from(1),
+                Value::from("packed")
+            )])),
+            Err(AttestationError::ObjectMalformed)
         );
     }
 
