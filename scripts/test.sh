@@ -8,3 +8,6 @@ scripts/setup.sh --with-python
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo test --locked
+
+# Shipped system integration: the unit verifies and meets the hardening threshold.
+scripts/check-systemd.sh
