@@ -280,13 +280,19 @@ fn malformed(s: impl Into<String>) -> YubiKeyError {
 
 /// Splits one page (`len ‖ TLVs`) into TLVs; the length byte must match.
 pub fn parse_page(page: &[u8]) -> Result<Vec<(u8, Vec<u8>)>, YubiKeyError> {
-    let (&len, mut rest) = page.split_first().ok_or_else(|| malformed("empty page"))?;
+    let (&len, rest) = page.split_first().ok_or_else(|| malformed("empty page"))?;
     if rest.len() != len as usize {
         return Err(malformed(format!(
             "page length byte says {len}, {} bytes follow",
             rest.len()
         )));
     }
+    parse_tlvs(rest)
+}
+
+/// Splits concatenated TLVs (no length prefix), e.g. the pages the PC/SC
+/// management path has already merged.
+pub fn parse_tlvs(mut rest: &[u8]) -> Result<Vec<(u8, Vec<u8>)>, YubiKeyError> {
     let mut out = Vec::new();
     while !rest.is_empty() {
         let [t, l, ..] = rest else {
@@ -391,6 +397,11 @@ impl DeviceInfo {
             merged.extend(parse_page(p)?);
         }
         Self::from_tlvs(&merged)
+    }
+
+    /// Parses concatenated TLVs without a page length byte.
+    pub fn parse_tlv_bytes(tlvs: &[u8]) -> Result<Self, YubiKeyError> {
+        Self::from_tlvs(&parse_tlvs(tlvs)?.into_iter().collect())
     }
 
     /// The real firmware version: 0x05, unless a pre-release reports 0.0.1 and
