@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// vpcd's default port (reader "Virtual PCD 00 00"; the next slot listens on +1).
 pub const VPCD_DEFAULT_PORT: u16 = 35963;
@@ -348,8 +348,8 @@ impl VpcdCard {
     }
     /// Waits until connected, at most `timeout`.
     pub fn wait_connected(&self, timeout: Duration) -> bool {
-        let deadline = std::time::Instant::now() + timeout;
-        while std::time::Instant::now() < deadline {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
             if self.is_connected() {
                 return true;
             }
@@ -381,9 +381,36 @@ impl Drop for VpcdCard {
 /// Poll period for control flags while idle on the socket.
 const TICK: Duration = Duration::from_millis(50);
 
+/// How long a card stays out of the field before it (or another card) may
+/// enter the same reader again. vpcd learns of presence only by polling (about
+/// every 0.4 s); a card that leaves and a new one that arrives between two
+/// polls look like one card to pcscd, which then reports no insertion.
+pub const MIN_ABSENCE: Duration = Duration::from_millis(1000);
+
+/// When a card last left each vpcd address, process-wide, so a fresh
+/// [`serve`] on the same reader honours [`MIN_ABSENCE`] too.
+static LAST_LEFT: Mutex<Vec<(SocketAddr, Instant)>> = Mutex::new(Vec::new());
+
+fn mark_left(addr: SocketAddr) {
+    if let Ok(mut v) = LAST_LEFT.lock() {
+        v.retain(|(a, _)| *a != addr);
+        v.push((addr, Instant::now()));
+    }
+}
+
+fn absent_long_enough(addr: SocketAddr) -> bool {
+    LAST_LEFT
+        .lock()
+        .map(|v| {
+            v.iter()
+                .all(|(a, t)| *a != addr || t.elapsed() >= MIN_ABSENCE)
+        })
+        .unwrap_or(true)
+}
+
 fn run<B: CardBackend>(addr: SocketAddr, mut card: VirtualCard<B>, ctl: &Control) {
     while !ctl.stop.load(Ordering::SeqCst) {
-        if !ctl.present.load(Ordering::SeqCst) {
+        if !ctl.present.load(Ordering::SeqCst) || !absent_long_enough(addr) {
             std::thread::sleep(TICK);
             continue;
         }
@@ -401,6 +428,7 @@ fn run<B: CardBackend>(addr: SocketAddr, mut card: VirtualCard<B>, ctl: &Control
             tracing::info!(%addr, error = %e, "vpcd connection ended");
         }
         ctl.connected.store(false, Ordering::SeqCst);
+        mark_left(addr);
         card.power_cycle();
     }
 }
