@@ -18,7 +18,7 @@ pub mod vcard;
 
 pub use apdu::{LengthMode, StatusWord};
 pub use management::{device_info, ManagementInfo};
-pub use transport::{ApduSession, CardChannel, NfcCtap, NfcStatus, NfcTiming, PcscCard};
+pub use transport::{ApduSession, CardChannel, NfcCtap, NfcTiming, PcscCard};
 
 use std::ffi::CString;
 use std::time::{Duration, Instant};

@@ -8,6 +8,9 @@
 
 use super::apdu::{self, Command, LengthMode, Response, StatusWord, SHORT_MAX_LC, SHORT_MAX_LE};
 use super::PcscError;
+// SW 9100 carries the same status byte as a CTAPHID KEEPALIVE (CTAP 2.1
+// §11.3.9.2 refers to §11.2.9.1.5), so one open type serves both transports.
+use crate::ctaphid::KeepaliveStatus;
 use std::ffi::{CStr, CString};
 use std::time::{Duration, Instant};
 
@@ -229,16 +232,6 @@ impl<C: CardChannel> ApduSession<C> {
     }
 }
 
-/// The keepalive status byte of SW `9100` (CTAP 2.1 §11.3.9.2; same values
-/// as CTAPHID KEEPALIVE, §11.2.9.1.5). Open: unknown values are passed on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct NfcStatus(pub u8);
-
-impl NfcStatus {
-    pub const PROCESSING: Self = Self(0x01);
-    pub const UPNEEDED: Self = Self(0x02);
-}
-
 /// Timing of one CTAP exchange over NFC.
 #[derive(Debug, Clone, Copy)]
 pub struct NfcTiming {
@@ -312,7 +305,7 @@ impl<C: CardChannel> NfcCtap<C> {
     pub fn cbor(
         &mut self,
         request: &[u8],
-        keepalive: &mut dyn FnMut(NfcStatus),
+        keepalive: &mut dyn FnMut(KeepaliveStatus),
     ) -> Result<Vec<u8>, PcscError> {
         if self.version.is_none() {
             self.select()?;
@@ -340,8 +333,8 @@ impl<C: CardChannel> NfcCtap<C> {
                         .data
                         .first()
                         .copied()
-                        .map(NfcStatus)
-                        .unwrap_or(NfcStatus::PROCESSING);
+                        .map(KeepaliveStatus)
+                        .unwrap_or(KeepaliveStatus::PROCESSING);
                     keepalive(status);
                     if started.elapsed() >= self.timing.timeout {
                         return Err(PcscError::Timeout(self.timing.timeout));

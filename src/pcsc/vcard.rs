@@ -16,7 +16,7 @@
 //!   the card from the reader.
 
 use super::apdu::{self, ChainAssembler, Chained, Command, Response, ResponseQueue, StatusWord};
-use super::transport::NfcStatus;
+use crate::ctaphid::KeepaliveStatus;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
@@ -58,7 +58,7 @@ pub fn contactless_atr() -> Vec<u8> {
 pub trait CardBackend: Send + 'static {
     /// One CTAP2 message (command byte ‖ CBOR) → response (status ‖ CBOR).
     /// May block (waiting for a touch), reporting progress to `keepalive`.
-    fn ctap(&mut self, request: &[u8], keepalive: &mut dyn FnMut(NfcStatus)) -> Vec<u8>;
+    fn ctap(&mut self, request: &[u8], keepalive: &mut dyn FnMut(KeepaliveStatus)) -> Vec<u8>;
     /// Management SELECT answer (firmware version text); `None`: no management app.
     fn management_version(&mut self) -> Option<String>;
     /// READ CONFIG page: `len ‖ TLVs`; `None` if the page does not exist.
@@ -68,7 +68,7 @@ pub trait CardBackend: Send + 'static {
 }
 
 impl<B: CardBackend + ?Sized> CardBackend for Box<B> {
-    fn ctap(&mut self, request: &[u8], keepalive: &mut dyn FnMut(NfcStatus)) -> Vec<u8> {
+    fn ctap(&mut self, request: &[u8], keepalive: &mut dyn FnMut(KeepaliveStatus)) -> Vec<u8> {
         (**self).ctap(request, keepalive)
     }
     fn management_version(&mut self) -> Option<String> {
@@ -229,14 +229,14 @@ impl<B: CardBackend> VirtualCard<B> {
             return Response::status(StatusWord::CONDITIONS_NOT_SATISFIED);
         }
         let (tx, rx) = mpsc::channel();
-        let status = Arc::new(AtomicU8::new(NfcStatus::PROCESSING.0));
+        let status = Arc::new(AtomicU8::new(KeepaliveStatus::PROCESSING.0));
         let backend = Arc::clone(&self.backend);
         let request = cmd.data.clone();
         let shared = Arc::clone(&status);
         // One short-lived thread per message: the backend may block for a
         // touch while this card keeps answering GETRESPONSE polls.
         std::thread::spawn(move || {
-            let mut keepalive = |s: NfcStatus| shared.store(s.0, Ordering::Relaxed);
+            let mut keepalive = |s: KeepaliveStatus| shared.store(s.0, Ordering::Relaxed);
             let rsp = match backend.lock() {
                 Ok(mut b) => b.ctap(&request, &mut keepalive),
                 // A backend that panicked earlier: CTAP2_ERR_OTHER.
@@ -544,9 +544,9 @@ mod tests {
     }
 
     impl CardBackend for Echo {
-        fn ctap(&mut self, request: &[u8], keepalive: &mut dyn FnMut(NfcStatus)) -> Vec<u8> {
+        fn ctap(&mut self, request: &[u8], keepalive: &mut dyn FnMut(KeepaliveStatus)) -> Vec<u8> {
             if request.first() == Some(&0xFF) {
-                keepalive(NfcStatus::UPNEEDED);
+                keepalive(KeepaliveStatus::UPNEEDED);
                 while !self.touches.load(Ordering::SeqCst) {
                     std::thread::sleep(Duration::from_millis(5));
                 }
@@ -626,7 +626,7 @@ mod tests {
             .unwrap();
         assert_eq!(rsp, vec![0, 2, 1, 0xFF]);
         assert!(
-            seen.len() >= 3 && seen.iter().all(|s| *s == NfcStatus::UPNEEDED),
+            seen.len() >= 3 && seen.iter().all(|s| *s == KeepaliveStatus::UPNEEDED),
             "{seen:?}"
         );
     }

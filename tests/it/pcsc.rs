@@ -3,10 +3,11 @@
 //! which starts a private pcscd and sets `PREREG_PCSC=1` and
 //! `PREREG_PCSC_DIR`. Without `PREREG_PCSC=1` each test prints why it skips.
 
+use prereg_station::ctaphid::KeepaliveStatus;
 use prereg_station::pcsc::apdu::{Command, LengthMode, Response};
 use prereg_station::pcsc::vcard::{self, CardBackend, Fault, VirtualCard, VpcdCard};
 use prereg_station::pcsc::{
-    self, CardChannel, NfcCtap, NfcStatus, NfcTiming, PcscCard, PcscError, ReaderEvent,
+    self, CardChannel, NfcCtap, NfcTiming, PcscCard, PcscError, ReaderEvent,
 };
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -51,9 +52,9 @@ struct Echo {
 }
 
 impl CardBackend for Echo {
-    fn ctap(&mut self, request: &[u8], keepalive: &mut dyn FnMut(NfcStatus)) -> Vec<u8> {
+    fn ctap(&mut self, request: &[u8], keepalive: &mut dyn FnMut(KeepaliveStatus)) -> Vec<u8> {
         if request.first() == Some(&0xFF) {
-            keepalive(NfcStatus::UPNEEDED);
+            keepalive(KeepaliveStatus::UPNEEDED);
             for _ in 0..2000 {
                 if self.touched.load(Ordering::SeqCst) {
                     break;
@@ -188,7 +189,7 @@ fn pcsc_ctap_messages_chain_poll_and_return_long_responses() {
         .unwrap();
     assert_eq!(rsp, vec![0x00, 0x01, 0xFF]);
     assert!(
-        seen.len() >= 3 && seen.iter().all(|s| *s == NfcStatus::UPNEEDED),
+        seen.len() >= 3 && seen.iter().all(|s| *s == KeepaliveStatus::UPNEEDED),
         "{seen:?}"
     );
     card.stop();
