@@ -468,11 +468,24 @@ fn session<B: CardBackend>(
         }
         match stream.read(&mut chunk) {
             Ok(0) => return Err(SessionEnd::Closed),
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Ok(n) => {
+                buf.extend_from_slice(&chunk[..n]);
+                quickack(&stream);
+            }
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// vpcd writes the length and the APDU in two sends; with Nagle on its side
+/// and delayed ACKs on ours every APDU would stall ~40 ms. Quick ACK mode is
+/// not sticky, so it is re-armed after every read.
+fn quickack(stream: &TcpStream) {
+    #[cfg(target_os = "linux")]
+    let _ = socket2::SockRef::from(stream).set_tcp_quickack(true);
+    #[cfg(not(target_os = "linux"))]
+    let _ = stream;
 }
 
 /// Splits one `len ‖ data` frame off the front of `buf`, if complete.
