@@ -328,6 +328,10 @@ impl<T: Transport> HidChannel<T> {
                             self.abort_cbor();
                             return Err(e);
                         }
+                        Err(e @ HidError::Frame(_)) => {
+                            self.drain_garbled_reply();
+                            return Err(e);
+                        }
                         other => other?,
                     };
                 match message.cmd {
@@ -362,6 +366,20 @@ impl<T: Transport> HidChannel<T> {
             }
         }
         Ok(())
+    }
+
+    /// After bad packets: the rest of that reply may still be in flight. Read
+    /// until the line is quiet for a moment (bounded by [`Timeouts::reply`]),
+    /// so the tail is not taken for the next answer.
+    fn drain_garbled_reply(&mut self) {
+        const QUIET: Duration = Duration::from_millis(50);
+        let until = Instant::now() + self.timeouts.reply;
+        while Instant::now() < until {
+            match self.transport.recv(QUIET) {
+                Ok(Some(_)) => continue,
+                _ => break,
+            }
+        }
     }
 
     /// Reads reports of our channel until one completes a message.
@@ -545,6 +563,15 @@ mod tests {
 
     const CID: u32 = 0x0102_0304;
 
+    /// Generous limits for exchanges expected to succeed on a loaded machine.
+    fn relaxed() -> Timeouts {
+        Timeouts {
+            reply: Duration::from_secs(3),
+            transaction: Duration::from_secs(10),
+            busy_retry: Duration::from_millis(10),
+        }
+    }
+
     /// A scripted device: answers INIT, then for each request calls `script`,
     /// which returns the reports to send back.
     fn device(
@@ -599,7 +626,7 @@ mod tests {
             out.extend(frames(HidCommand::CBOR, &reply));
             out
         });
-        let mut ch = HidChannel::open(host, Timeouts::short()).unwrap();
+        let mut ch = HidChannel::open(host, relaxed()).unwrap();
         assert_eq!(ch.cid(), CID);
         assert_eq!(ch.info().device_version, (5, 7, 1));
         let mut statuses = Vec::new();
@@ -628,7 +655,7 @@ mod tests {
                 _ => frames(HidCommand::ERROR, &[0x01]),
             }
         });
-        let mut ch = HidChannel::open(host, Timeouts::short()).unwrap();
+        let mut ch = HidChannel::open(host, relaxed()).unwrap();
         ch.ping(b"hello").unwrap();
         match ch.vendor(HidCommand(0x42), &[0]) {
             Err(HidError::Device { cmd, code }) => {
@@ -654,8 +681,8 @@ mod tests {
             vec![]
         });
         let t = Timeouts {
-            reply: Duration::from_millis(100),
-            transaction: Duration::from_millis(150),
+            reply: Duration::from_secs(1),
+            transaction: Duration::from_millis(300),
             busy_retry: Duration::from_millis(5),
         };
         let mut ch = HidChannel::open(host, t).unwrap();
@@ -686,7 +713,11 @@ mod tests {
             }
             _ => frames(HidCommand::PING, &[0]),
         });
-        let mut ch = HidChannel::open(host, Timeouts::short()).unwrap();
+        let mut ch = HidChannel::open(host, relaxed()).unwrap();
+        ch.set_timeouts(Timeouts {
+            reply: Duration::from_millis(800),
+            ..relaxed()
+        });
         let err = ch.cbor(&[1], &mut |_| {}).unwrap_err();
         assert!(
             matches!(
@@ -741,7 +772,7 @@ mod tests {
             }
             dev
         });
-        let ch = HidChannel::open(host, Timeouts::short()).unwrap();
+        let ch = HidChannel::open(host, relaxed()).unwrap();
         assert_eq!(ch.cid(), 9);
         let _dev = t.join().unwrap();
         let (host, _dev2) = pair("silent");
