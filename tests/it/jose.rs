@@ -161,6 +161,17 @@ fn end_to_end_enroll_program_activate() {
         swapped[1].shipment_items[0].product_data[0].fido_pin_response = a.fido_pin_response;
         let reports = idp.activate(&keys.signing_jwks(), &roots, &swapped[..2], NOW);
         assert!(reports.iter().all(|r| !r.verified()));
+        // One key reported for two shipments.
+        let mut twice = results[..2].to_vec();
+        twice[1].shipment_items[0].product_data[0].serial_number = twice[0].shipment_items[0]
+            .product_data[0]
+            .serial_number
+            .clone();
+        let reports = idp.activate(&keys.signing_jwks(), &roots, &twice, NOW);
+        assert!(reports.iter().all(|r| r
+            .failures
+            .iter()
+            .any(|f| f.starts_with("idp.duplicate_serial"))));
         // Signed by a key not in sign.jwks.
         let other = StationKeys::generate_ephemeral();
         let reports = idp.activate(&other.signing_jwks(), &roots, &results[..1], NOW);
