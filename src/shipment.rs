@@ -243,7 +243,8 @@ mod tests {
 
     #[test]
     fn each_rule_has_its_reason() {
-        let cases: Vec<(fn(&mut Shipment), &str)> = vec![
+        type Mutation = fn(&mut Shipment);
+        let cases: Vec<(Mutation, &str)> = vec![
             (|s| s.shipment_id.clear(), "intake.shipment_id_empty"),
             (|s| s.shipment_items.clear(), "intake.item_count"),
             (
