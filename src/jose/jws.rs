@@ -7,6 +7,7 @@ use p384::ecdsa::signature::{Signer, Verifier};
 use p384::ecdsa::{Signature, SigningKey, VerifyingKey};
 use p384::PublicKey;
 use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
 
 /// A JWS protected header as this profile reads and writes it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,8 +33,9 @@ impl VerifierResolver for super::Jwks {
     }
 }
 
-/// Signs `payload` as a compact JWS `{alg: ES384, kid, typ}`.
-pub fn sign(payload: &[u8], key: &p384::SecretKey, kid: &str, typ: &str) -> String {
+/// Signs `payload` as a compact JWS `{alg: ES384, kid, typ}`. The result
+/// embeds the payload (a PIN response carries the PIN), so it zeroizes.
+pub fn sign(payload: &[u8], key: &p384::SecretKey, kid: &str, typ: &str) -> Zeroizing<String> {
     let header = JwsHeader {
         alg: "ES384".into(),
         kid: Some(kid.into()),
@@ -42,10 +44,18 @@ pub fn sign(payload: &[u8], key: &p384::SecretKey, kid: &str, typ: &str) -> Stri
     };
     // Serializing three strings cannot fail.
     let header_b64 = b64::encode(serde_json::to_vec(&header).unwrap_or_default());
-    let signing_input = format!("{header_b64}.{}", b64::encode(payload));
+    let payload_b64 = Zeroizing::new(b64::encode(payload));
+    let mut out = Zeroizing::new(String::with_capacity(
+        header_b64.len() + payload_b64.len() + 2 + 128,
+    ));
+    out.push_str(&header_b64);
+    out.push('.');
+    out.push_str(&payload_b64);
     // RFC 6979 deterministic nonce: no RNG failure mode while signing.
-    let sig: Signature = SigningKey::from(key).sign(signing_input.as_bytes());
-    format!("{signing_input}.{}", b64::encode(sig.to_bytes()))
+    let sig: Signature = SigningKey::from(key).sign(out.as_bytes());
+    out.push('.');
+    out.push_str(&b64::encode(sig.to_bytes()));
+    out
 }
 
 /// A verified JWS: header and payload (secret: a PIN response carries the PIN).

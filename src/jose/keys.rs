@@ -390,7 +390,7 @@ impl KeyResolver for StationKeys {
 
 /// Reads a private key file after checking its mode. The check is on the
 /// open file descriptor, so a swap between check and read cannot slip past.
-fn read_private(path: &Path) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+pub(crate) fn read_private(path: &Path) -> Result<Zeroizing<Vec<u8>>, KeyError> {
     use std::io::Read;
     let mut file = fs::File::open(path).map_err(io(path))?;
     let mode = file.metadata().map_err(io(path))?.permissions().mode();
@@ -408,7 +408,11 @@ fn read_private(path: &Path) -> Result<Zeroizing<Vec<u8>>, KeyError> {
     Ok(buf)
 }
 
-fn write_private(dir: &Path, key: &NamedKey, key_use: KeyUse) -> Result<PathBuf, KeyError> {
+pub(crate) fn write_private(
+    dir: &Path,
+    key: &NamedKey,
+    key_use: KeyUse,
+) -> Result<PathBuf, KeyError> {
     let path = dir.join(format!("{}.jwk", key.kid));
     // create_new + mode 0600 at open(2): the file never exists with wider bits.
     let mut file = fs::OpenOptions::new()

@@ -25,6 +25,7 @@ pub use error::JoseError;
 pub use jwe::KeyManagement;
 pub use jwk::{EcJwk, Jwks};
 pub use keys::{KeyError, StationKeys};
+pub use request::{decrypt_job, DecryptedRequests, RequestError, RequestRefusal};
 
 /// The `cty` values of SPEC §2.
 pub mod cty {

@@ -18,7 +18,7 @@ pub mod vcard;
 
 pub use apdu::{LengthMode, StatusWord};
 pub use management::{device_info, ManagementInfo};
-pub use transport::{ApduSession, CardChannel, NfcCtap, NfcStatus, NfcTiming, PcscCard};
+pub use transport::{ApduSession, CardChannel, NfcCtap, NfcTiming, PcscCard};
 
 use std::ffi::CString;
 use std::time::{Duration, Instant};
@@ -137,14 +137,34 @@ fn reader_names(ctx: &pcsc::Context) -> Result<Vec<CString>, PcscError> {
 
 /// Waits at most `timeout` for a card in `reader`; returns its ATR.
 pub fn wait_for_card(reader: &str, timeout: Duration) -> Result<Vec<u8>, PcscError> {
+    wait_for(reader, timeout, true)
+}
+
+/// Waits at most `timeout` until `reader` is empty (the key was taken away).
+pub fn wait_for_removal(reader: &str, timeout: Duration) -> Result<(), PcscError> {
+    wait_for(reader, timeout, false).map(drop)
+}
+
+/// Longest single `SCardGetStatusChange` wait. pcsc-lite 1.9 can miss a
+/// change that lands between two calls, so every slice ends with a fresh
+/// (UNAWARE) look instead of trusting the previous state.
+const STATUS_SLICE: Duration = Duration::from_millis(250);
+
+fn wait_for(reader: &str, timeout: Duration, present: bool) -> Result<Vec<u8>, PcscError> {
     let ctx = establish()?;
     let name = CString::new(reader).map_err(|_| PcscError::ReaderNotFound(reader.to_owned()))?;
-    let mut states = [pcsc::ReaderState::new(name, pcsc::State::UNAWARE)];
+    let mut states = [pcsc::ReaderState::new(name.clone(), pcsc::State::UNAWARE)];
     let deadline = Instant::now() + timeout;
     loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match ctx.get_status_change(left, &mut states) {
+        let slice = deadline
+            .saturating_duration_since(Instant::now())
+            .min(STATUS_SLICE);
+        match ctx.get_status_change(slice, &mut states) {
             Ok(()) => {}
+            Err(pcsc::Error::Timeout) if Instant::now() < deadline => {
+                states[0] = pcsc::ReaderState::new(name.clone(), pcsc::State::UNAWARE);
+                continue;
+            }
             Err(pcsc::Error::Timeout) => return Err(PcscError::Timeout(timeout)),
             Err(e) => return Err(PcscError::from_pcsc(e, reader)),
         }
@@ -152,8 +172,12 @@ pub fn wait_for_card(reader: &str, timeout: Duration) -> Result<Vec<u8>, PcscErr
         if state.intersects(pcsc::State::UNKNOWN | pcsc::State::IGNORE) {
             return Err(PcscError::ReaderNotFound(reader.to_owned()));
         }
-        if state.contains(pcsc::State::PRESENT) && !state.contains(pcsc::State::MUTE) {
+        let usable = state.contains(pcsc::State::PRESENT) && !state.contains(pcsc::State::MUTE);
+        if present && usable {
             return Ok(states[0].atr().to_vec());
+        }
+        if !present && state.contains(pcsc::State::EMPTY) {
+            return Ok(Vec::new());
         }
         states[0].sync_current_state();
     }
@@ -174,6 +198,10 @@ pub struct Monitor {
     ctx: pcsc::Context,
     // Index 0 is the PnP pseudo reader; the rest are real readers.
     states: Vec<pcsc::ReaderState>,
+    // Card presence last reported per reader (index = states index - 1);
+    // events are differences against it, so a missed notification is caught
+    // at the next refresh instead of lost.
+    present: Vec<bool>,
     pending: std::collections::VecDeque<ReaderEvent>,
 }
 
@@ -197,6 +225,7 @@ impl Monitor {
                 pcsc::PNP_NOTIFICATION(),
                 pcsc::State::UNAWARE,
             )],
+            present: Vec::new(),
             pending: Default::default(),
         };
         monitor.rescan()?;
@@ -205,29 +234,46 @@ impl Monitor {
 
     fn rescan(&mut self) -> Result<(), PcscError> {
         let names = reader_names(&self.ctx)?;
-        let known: Vec<String> = self.states[1..]
-            .iter()
-            .map(|s| transport::name_of(s.name()))
-            .collect();
-        for name in &names {
-            let text = transport::name_of(name);
-            if !known.contains(&text) {
-                self.pending.push_back(ReaderEvent::ReaderAdded(text));
-                self.states
-                    .push(pcsc::ReaderState::new(name.clone(), pcsc::State::UNAWARE));
-            }
-        }
         let mut i = 1;
         while i < self.states.len() {
             if names.iter().any(|n| n.as_c_str() == self.states[i].name()) {
                 i += 1;
             } else {
                 let gone = self.states.remove(i);
+                self.present.remove(i - 1);
                 self.pending
                     .push_back(ReaderEvent::ReaderRemoved(transport::name_of(gone.name())));
             }
         }
+        for name in names {
+            if !self.states[1..].iter().any(|s| s.name() == name.as_c_str()) {
+                self.pending
+                    .push_back(ReaderEvent::ReaderAdded(transport::name_of(&name)));
+                self.states
+                    .push(pcsc::ReaderState::new(name, pcsc::State::UNAWARE));
+                self.present.push(false);
+            }
+        }
         Ok(())
+    }
+
+    /// Compares what pcscd reported with what we reported before.
+    fn diff(&mut self) {
+        for (s, was) in self.states[1..].iter_mut().zip(self.present.iter_mut()) {
+            let now = s.event_state();
+            let is = now.contains(pcsc::State::PRESENT) && !now.contains(pcsc::State::MUTE);
+            let name = transport::name_of(s.name());
+            if is && !*was {
+                self.pending.push_back(ReaderEvent::CardInserted {
+                    reader: name,
+                    atr: s.atr().to_vec(),
+                });
+            } else if !is && *was {
+                self.pending.push_back(ReaderEvent::CardRemoved(name));
+            }
+            *was = is;
+            s.sync_current_state();
+        }
     }
 
     /// The next event, waiting at most `timeout`; `Ok(None)` on timeout.
@@ -237,38 +283,39 @@ impl Monitor {
             if let Some(ev) = self.pending.pop_front() {
                 return Ok(Some(ev));
             }
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.ctx.get_status_change(left, &mut self.states) {
-                Ok(()) => {}
-                Err(pcsc::Error::Timeout) => return Ok(None),
-                Err(e) => return Err(PcscError::from_pcsc(e, "")),
-            }
-            let mut readers_changed = self.states[0].event_state().contains(pcsc::State::CHANGED);
-            for s in &mut self.states[1..] {
-                let (was, now) = (s.current_state(), s.event_state());
-                if now.intersects(pcsc::State::UNKNOWN | pcsc::State::IGNORE) {
-                    readers_changed = true;
-                } else if now.contains(pcsc::State::CHANGED) {
-                    let name = transport::name_of(s.name());
-                    let (p0, p1) = (
-                        was.contains(pcsc::State::PRESENT),
-                        now.contains(pcsc::State::PRESENT),
-                    );
-                    if p1 && !p0 {
-                        self.pending.push_back(ReaderEvent::CardInserted {
-                            reader: name,
-                            atr: s.atr().to_vec(),
+            let slice = deadline
+                .saturating_duration_since(Instant::now())
+                .min(STATUS_SLICE);
+            let mut readers_changed = false;
+            match self.ctx.get_status_change(slice, &mut self.states) {
+                Ok(()) => {
+                    readers_changed = self.states[0].event_state().contains(pcsc::State::CHANGED)
+                        || self.states[1..].iter().any(|s| {
+                            s.event_state()
+                                .intersects(pcsc::State::UNKNOWN | pcsc::State::IGNORE)
                         });
-                    } else if p0 && !p1 {
-                        self.pending.push_back(ReaderEvent::CardRemoved(name));
+                    self.states[0].sync_current_state();
+                }
+                Err(pcsc::Error::Timeout) => {
+                    // Fresh look at every reader (see STATUS_SLICE).
+                    for s in &mut self.states[1..] {
+                        *s = pcsc::ReaderState::new(s.name().to_owned(), pcsc::State::UNAWARE);
+                    }
+                    match self
+                        .ctx
+                        .get_status_change(Duration::ZERO, &mut self.states[1..])
+                    {
+                        Ok(()) | Err(pcsc::Error::Timeout) => {}
+                        Err(pcsc::Error::UnknownReader) => readers_changed = true,
+                        Err(e) => return Err(PcscError::from_pcsc(e, "")),
                     }
                 }
-                s.sync_current_state();
+                Err(e) => return Err(PcscError::from_pcsc(e, "")),
             }
-            self.states[0].sync_current_state();
             if readers_changed {
                 self.rescan()?;
             }
+            self.diff();
             if self.pending.is_empty() && Instant::now() >= deadline {
                 return Ok(None);
             }

@@ -8,6 +8,9 @@
 
 use super::apdu::{self, Command, LengthMode, Response, StatusWord, SHORT_MAX_LC, SHORT_MAX_LE};
 use super::PcscError;
+// SW 9100 carries the same status byte as a CTAPHID KEEPALIVE (CTAP 2.1
+// §11.3.9.2 refers to §11.2.9.1.5), so one open type serves both transports.
+use crate::ctaphid::KeepaliveStatus;
 use std::ffi::{CStr, CString};
 use std::time::{Duration, Instant};
 
@@ -57,7 +60,13 @@ impl PcscCard {
             CString::new(reader).map_err(|_| PcscError::ReaderNotFound(reader.to_owned()))?;
         let card = ctx
             .connect(&name, pcsc::ShareMode::Shared, pcsc::Protocols::ANY)
-            .map_err(|e| PcscError::from_pcsc(e, reader))?;
+            .map_err(|e| match e {
+                // Before we hold the card, "removed" just means "not there".
+                pcsc::Error::NoSmartcard | pcsc::Error::RemovedCard => {
+                    PcscError::NoCard(reader.to_owned())
+                }
+                e => PcscError::from_pcsc(e, reader),
+            })?;
         Ok(Self {
             _ctx: ctx,
             card,
@@ -80,10 +89,49 @@ impl PcscCard {
     }
 }
 
+impl PcscCard {
+    /// Whether the card left the reader, watching for up to [`GONE_GRACE`]
+    /// (the reader driver may notice only at its next presence poll).
+    fn card_gone(&self) -> bool {
+        let deadline = Instant::now() + GONE_GRACE;
+        loop {
+            match self.card.status2_owned() {
+                Ok(st) if !st.status().contains(pcsc::Status::PRESENT) => return true,
+                Ok(_) => {}
+                Err(_) => return true,
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// How long a short answer waits for the reader to notice a removal
+/// (pcscd polls presence about every 0.4 s).
+const GONE_GRACE: Duration = Duration::from_millis(1200);
+
 impl CardChannel for PcscCard {
     fn transmit(&mut self, apdu: &[u8]) -> Result<Vec<u8>, PcscError> {
         match self.card.transmit(apdu, &mut self.buf) {
-            Ok(rsp) => Ok(rsp.to_vec()),
+            Ok(rsp) if rsp.len() >= 2 => Ok(rsp.to_vec()),
+            Ok(rsp) => {
+                // Some drivers (vpcd among them) report a card that vanished
+                // mid-exchange as an empty success. Tell that apart from a
+                // card that really answered garbage before calling it malformed.
+                let rsp = rsp.to_vec();
+                if self.card_gone() {
+                    Err(PcscError::CardRemoved(self.reader.clone()))
+                } else {
+                    Ok(rsp)
+                }
+            }
+            // With a card handle in hand, a vanished service means the reader
+            // under it went away (pcscd stopped, reader driver gone).
+            Err(
+                pcsc::Error::NoService | pcsc::Error::ServiceStopped | pcsc::Error::InvalidHandle,
+            ) => Err(PcscError::ReaderGone(self.reader.clone())),
             Err(e) => Err(PcscError::from_pcsc(e, &self.reader)),
         }
     }
@@ -184,16 +232,6 @@ impl<C: CardChannel> ApduSession<C> {
     }
 }
 
-/// The keepalive status byte of SW `9100` (CTAP 2.1 §11.3.9.2; same values
-/// as CTAPHID KEEPALIVE, §11.2.9.1.5). Open: unknown values are passed on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct NfcStatus(pub u8);
-
-impl NfcStatus {
-    pub const PROCESSING: Self = Self(0x01);
-    pub const UPNEEDED: Self = Self(0x02);
-}
-
 /// Timing of one CTAP exchange over NFC.
 #[derive(Debug, Clone, Copy)]
 pub struct NfcTiming {
@@ -267,7 +305,7 @@ impl<C: CardChannel> NfcCtap<C> {
     pub fn cbor(
         &mut self,
         request: &[u8],
-        keepalive: &mut dyn FnMut(NfcStatus),
+        keepalive: &mut dyn FnMut(KeepaliveStatus),
     ) -> Result<Vec<u8>, PcscError> {
         if self.version.is_none() {
             self.select()?;
@@ -295,8 +333,8 @@ impl<C: CardChannel> NfcCtap<C> {
                         .data
                         .first()
                         .copied()
-                        .map(NfcStatus)
-                        .unwrap_or(NfcStatus::PROCESSING);
+                        .map(KeepaliveStatus)
+                        .unwrap_or(KeepaliveStatus::PROCESSING);
                     keepalive(status);
                     if started.elapsed() >= self.timing.timeout {
                         return Err(PcscError::Timeout(self.timing.timeout));

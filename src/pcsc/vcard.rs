@@ -16,14 +16,14 @@
 //!   the card from the reader.
 
 use super::apdu::{self, ChainAssembler, Chained, Command, Response, ResponseQueue, StatusWord};
-use super::transport::NfcStatus;
+use crate::ctaphid::KeepaliveStatus;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// vpcd's default port (reader "Virtual PCD 00 00"; the next slot listens on +1).
 pub const VPCD_DEFAULT_PORT: u16 = 35963;
@@ -58,7 +58,7 @@ pub fn contactless_atr() -> Vec<u8> {
 pub trait CardBackend: Send + 'static {
     /// One CTAP2 message (command byte ‖ CBOR) → response (status ‖ CBOR).
     /// May block (waiting for a touch), reporting progress to `keepalive`.
-    fn ctap(&mut self, request: &[u8], keepalive: &mut dyn FnMut(NfcStatus)) -> Vec<u8>;
+    fn ctap(&mut self, request: &[u8], keepalive: &mut dyn FnMut(KeepaliveStatus)) -> Vec<u8>;
     /// Management SELECT answer (firmware version text); `None`: no management app.
     fn management_version(&mut self) -> Option<String>;
     /// READ CONFIG page: `len ‖ TLVs`; `None` if the page does not exist.
@@ -68,7 +68,7 @@ pub trait CardBackend: Send + 'static {
 }
 
 impl<B: CardBackend + ?Sized> CardBackend for Box<B> {
-    fn ctap(&mut self, request: &[u8], keepalive: &mut dyn FnMut(NfcStatus)) -> Vec<u8> {
+    fn ctap(&mut self, request: &[u8], keepalive: &mut dyn FnMut(KeepaliveStatus)) -> Vec<u8> {
         (**self).ctap(request, keepalive)
     }
     fn management_version(&mut self) -> Option<String> {
@@ -229,14 +229,14 @@ impl<B: CardBackend> VirtualCard<B> {
             return Response::status(StatusWord::CONDITIONS_NOT_SATISFIED);
         }
         let (tx, rx) = mpsc::channel();
-        let status = Arc::new(AtomicU8::new(NfcStatus::PROCESSING.0));
+        let status = Arc::new(AtomicU8::new(KeepaliveStatus::PROCESSING.0));
         let backend = Arc::clone(&self.backend);
         let request = cmd.data.clone();
         let shared = Arc::clone(&status);
         // One short-lived thread per message: the backend may block for a
         // touch while this card keeps answering GETRESPONSE polls.
         std::thread::spawn(move || {
-            let mut keepalive = |s: NfcStatus| shared.store(s.0, Ordering::Relaxed);
+            let mut keepalive = |s: KeepaliveStatus| shared.store(s.0, Ordering::Relaxed);
             let rsp = match backend.lock() {
                 Ok(mut b) => b.ctap(&request, &mut keepalive),
                 // A backend that panicked earlier: CTAP2_ERR_OTHER.
@@ -348,8 +348,8 @@ impl VpcdCard {
     }
     /// Waits until connected, at most `timeout`.
     pub fn wait_connected(&self, timeout: Duration) -> bool {
-        let deadline = std::time::Instant::now() + timeout;
-        while std::time::Instant::now() < deadline {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
             if self.is_connected() {
                 return true;
             }
@@ -381,9 +381,36 @@ impl Drop for VpcdCard {
 /// Poll period for control flags while idle on the socket.
 const TICK: Duration = Duration::from_millis(50);
 
+/// How long a card stays out of the field before it (or another card) may
+/// enter the same reader again. vpcd learns of presence only by polling (about
+/// every 0.4 s); a card that leaves and a new one that arrives between two
+/// polls look like one card to pcscd, which then reports no insertion.
+pub const MIN_ABSENCE: Duration = Duration::from_millis(1000);
+
+/// When a card last left each vpcd address, process-wide, so a fresh
+/// [`serve`] on the same reader honours [`MIN_ABSENCE`] too.
+static LAST_LEFT: Mutex<Vec<(SocketAddr, Instant)>> = Mutex::new(Vec::new());
+
+fn mark_left(addr: SocketAddr) {
+    if let Ok(mut v) = LAST_LEFT.lock() {
+        v.retain(|(a, _)| *a != addr);
+        v.push((addr, Instant::now()));
+    }
+}
+
+fn absent_long_enough(addr: SocketAddr) -> bool {
+    LAST_LEFT
+        .lock()
+        .map(|v| {
+            v.iter()
+                .all(|(a, t)| *a != addr || t.elapsed() >= MIN_ABSENCE)
+        })
+        .unwrap_or(true)
+}
+
 fn run<B: CardBackend>(addr: SocketAddr, mut card: VirtualCard<B>, ctl: &Control) {
     while !ctl.stop.load(Ordering::SeqCst) {
-        if !ctl.present.load(Ordering::SeqCst) {
+        if !ctl.present.load(Ordering::SeqCst) || !absent_long_enough(addr) {
             std::thread::sleep(TICK);
             continue;
         }
@@ -401,6 +428,7 @@ fn run<B: CardBackend>(addr: SocketAddr, mut card: VirtualCard<B>, ctl: &Control
             tracing::info!(%addr, error = %e, "vpcd connection ended");
         }
         ctl.connected.store(false, Ordering::SeqCst);
+        mark_left(addr);
         card.power_cycle();
     }
 }
@@ -440,11 +468,24 @@ fn session<B: CardBackend>(
         }
         match stream.read(&mut chunk) {
             Ok(0) => return Err(SessionEnd::Closed),
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Ok(n) => {
+                buf.extend_from_slice(&chunk[..n]);
+                quickack(&stream);
+            }
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// vpcd writes the length and the APDU in two sends; with Nagle on its side
+/// and delayed ACKs on ours every APDU would stall ~40 ms. Quick ACK mode is
+/// not sticky, so it is re-armed after every read.
+fn quickack(stream: &TcpStream) {
+    #[cfg(target_os = "linux")]
+    let _ = socket2::SockRef::from(stream).set_tcp_quickack(true);
+    #[cfg(not(target_os = "linux"))]
+    let _ = stream;
 }
 
 /// Splits one `len ‖ data` frame off the front of `buf`, if complete.
@@ -516,9 +557,9 @@ mod tests {
     }
 
     impl CardBackend for Echo {
-        fn ctap(&mut self, request: &[u8], keepalive: &mut dyn FnMut(NfcStatus)) -> Vec<u8> {
+        fn ctap(&mut self, request: &[u8], keepalive: &mut dyn FnMut(KeepaliveStatus)) -> Vec<u8> {
             if request.first() == Some(&0xFF) {
-                keepalive(NfcStatus::UPNEEDED);
+                keepalive(KeepaliveStatus::UPNEEDED);
                 while !self.touches.load(Ordering::SeqCst) {
                     std::thread::sleep(Duration::from_millis(5));
                 }
@@ -598,7 +639,7 @@ mod tests {
             .unwrap();
         assert_eq!(rsp, vec![0, 2, 1, 0xFF]);
         assert!(
-            seen.len() >= 3 && seen.iter().all(|s| *s == NfcStatus::UPNEEDED),
+            seen.len() >= 3 && seen.iter().all(|s| *s == KeepaliveStatus::UPNEEDED),
             "{seen:?}"
         );
     }

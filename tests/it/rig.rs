@@ -297,3 +297,484 @@ fn driver_works_over_a_socket_pair() {
     drop(rig);
     server.join().unwrap().unwrap();
 }
+
+// ---------------------------------------------------------------------------
+// The operator web: a StatusBoard updated as the station would, served over
+// loopback, checked with a minimal HTTP/1.1 client (no client crate needed).
+
+mod web {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::{SocketAddr, TcpStream};
+    use std::time::{Duration, Instant};
+
+    use prereg_station::rig::{RigHealth, RigInfo};
+    use prereg_station::secret::SecretString;
+    use prereg_station::web::{
+        self, Outcome, ResultRecord, SlotState, SlotView, StatusBoard, WebConfig, WebConfigError,
+        WebHandle,
+    };
+
+    const TOKEN: &str = "test-token-0123456789abcdef";
+
+    pub struct Resp {
+        pub status: u16,
+        pub headers: Vec<(String, String)>,
+        pub body: String,
+    }
+
+    impl Resp {
+        pub fn header(&self, name: &str) -> Option<&str> {
+            self.headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str())
+        }
+    }
+
+    fn dechunk(mut raw: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        loop {
+            let Some(pos) = raw.windows(2).position(|w| w == b"\r\n") else {
+                return out;
+            };
+            let size = usize::from_str_radix(std::str::from_utf8(&raw[..pos]).unwrap().trim(), 16)
+                .unwrap();
+            if size == 0 {
+                return out;
+            }
+            out.extend_from_slice(&raw[pos + 2..pos + 2 + size]);
+            raw = &raw[pos + 2 + size + 2..];
+        }
+    }
+
+    fn connect(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]) -> TcpStream {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut req = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+        if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+            req.push_str(&format!("Host: {addr}\r\n"));
+        }
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        if method == "POST" {
+            req.push_str("Content-Length: 0\r\n");
+        }
+        req.push_str("\r\n");
+        s.write_all(req.as_bytes()).unwrap();
+        s
+    }
+
+    fn parse_head(head: &str) -> (u16, Vec<(String, String)>) {
+        let mut lines = head.split("\r\n");
+        let status = lines
+            .next()
+            .unwrap()
+            .split(' ')
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap();
+        let headers = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+            .collect();
+        (status, headers)
+    }
+
+    pub fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]) -> Resp {
+        let mut s = connect(addr, method, path, headers);
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).unwrap();
+        let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+        let head = String::from_utf8(raw[..split].to_vec()).unwrap();
+        let (status, headers) = parse_head(&head);
+        let body = &raw[split + 4..];
+        let chunked = headers
+            .iter()
+            .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+        let body = if chunked {
+            dechunk(body)
+        } else {
+            body.to_vec()
+        };
+        Resp {
+            status,
+            headers,
+            body: String::from_utf8(body).unwrap(),
+        }
+    }
+
+    /// An open SSE stream, decoded (chunked transfer, then event blocks).
+    pub struct Sse {
+        r: BufReader<TcpStream>,
+        pending: String,
+    }
+
+    impl Sse {
+        pub fn open(addr: SocketAddr, headers: &[(&str, &str)]) -> Sse {
+            let s = connect(addr, "GET", "/events", headers);
+            let mut r = BufReader::new(s);
+            let mut head = String::new();
+            loop {
+                let mut l = String::new();
+                r.read_line(&mut l).unwrap();
+                if l == "\r\n" {
+                    break;
+                }
+                head.push_str(&l);
+            }
+            let (status, hs) = parse_head(head.trim_end());
+            assert_eq!(status, 200, "{head}");
+            assert!(hs
+                .iter()
+                .any(|(k, v)| k.eq_ignore_ascii_case("content-type")
+                    && v.starts_with("text/event-stream")));
+            Sse {
+                r,
+                pending: String::new(),
+            }
+        }
+
+        /// The next event as (name, data).
+        pub fn next(&mut self) -> (String, String) {
+            loop {
+                if let Some(end) = self.pending.find("\n\n") {
+                    let block: String = self.pending.drain(..end + 2).collect();
+                    let mut name = String::from("message");
+                    let mut data = String::new();
+                    for line in block.lines() {
+                        if let Some(v) = line.strip_prefix("event:") {
+                            name = v.trim().to_owned();
+                        } else if let Some(v) = line.strip_prefix("data:") {
+                            data.push_str(v.strip_prefix(' ').unwrap_or(v));
+                        }
+                    }
+                    if data.is_empty() {
+                        continue; // keep-alive comment
+                    }
+                    return (name, data);
+                }
+                let mut size = String::new();
+                self.r.read_line(&mut size).unwrap();
+                let n = usize::from_str_radix(size.trim(), 16).unwrap();
+                assert!(n > 0, "stream ended");
+                let mut chunk = vec![0u8; n + 2];
+                self.r.read_exact(&mut chunk).unwrap();
+                self.pending
+                    .push_str(std::str::from_utf8(&chunk[..n]).unwrap());
+            }
+        }
+
+        pub fn next_board(&mut self) -> serde_json::Value {
+            let (name, data) = self.next();
+            assert_eq!(name, "board");
+            serde_json::from_str(&data).unwrap()
+        }
+    }
+
+    fn serve(board: &StatusBoard, token: Option<&str>) -> WebHandle {
+        let cfg = WebConfig::parse(
+            "127.0.0.1:0",
+            token.map(|t| SecretString::new(t.to_owned())),
+        )
+        .unwrap();
+        web::spawn(cfg, board.clone()).unwrap()
+    }
+
+    fn programming(step: &str) -> SlotView {
+        SlotView {
+            state: SlotState::Programming,
+            serial: Some(23456789),
+            firmware: Some("5.7.1".into()),
+            job: Some("job-0001".into()),
+            step: Some(step.into()),
+            started: Some(Instant::now()),
+            ..SlotView::default()
+        }
+    }
+
+    #[test]
+    fn page_is_one_self_contained_file_with_strict_csp() {
+        let board = StatusBoard::new("line1-rig3", 4);
+        let h = serve(&board, None);
+        let r = http(h.local_addr(), "GET", "/", &[]);
+        assert_eq!(r.status, 200);
+        assert!(r.header("content-type").unwrap().starts_with("text/html"));
+        assert!(r.body.contains("new EventSource(\"events\")"));
+        assert!(!r.body.contains("src=\""), "no external scripts or images");
+        let csp = r.header("content-security-policy").unwrap();
+        assert!(csp.contains("script-src 'sha256-") && csp.contains("default-src 'none'"));
+        h.shutdown().unwrap();
+    }
+
+    #[test]
+    fn sse_streams_board_changes_as_the_station_makes_them() {
+        let board = StatusBoard::new("line1-rig3", 2);
+        let h = serve(&board, None);
+        let mut sse = Sse::open(h.local_addr(), &[]);
+        let b = sse.next_board();
+        assert_eq!(b["station"], "line1-rig3");
+        assert_eq!(b["slots"][0]["state"], "idle");
+        assert_eq!(b["slots"][0]["instruction"], "Insert a blank key");
+
+        board.slot_update(0, programming("makeCredential 1/2"));
+        let b = sse.next_board();
+        assert_eq!(b["slots"][0]["state"], "programming");
+        assert_eq!(b["slots"][0]["label"], "PROGRAMMING");
+        assert_eq!(b["slots"][0]["serial"], 23456789);
+        assert_eq!(b["slots"][0]["job"], "job-0001");
+        assert_eq!(b["slots"][0]["step"], "makeCredential 1/2");
+
+        board.slot_update(0, SlotView::new(SlotState::Pass));
+        board.record_result(ResultRecord {
+            slot: 0,
+            outcome: Outcome::Programmed,
+            serial: Some(23456789),
+            job: Some("job-0001".into()),
+            step: None,
+            error: None,
+            duration: Duration::from_secs(4),
+        });
+        // Bursts may coalesce: read until the result shows.
+        let mut b = sse.next_board();
+        while b["totals"]["programmed"] != 1 {
+            b = sse.next_board();
+        }
+        assert_eq!(b["slots"][0]["state"], "pass");
+        assert_eq!(b["keys_last_hour"], 1);
+
+        board.set_rig_health(RigHealth::down("no reply to TOUCH within 500 ms"));
+        board.set_queue_counts([("queued", 7u64), ("done", 1)]);
+        board.record_result(ResultRecord {
+            slot: 1,
+            outcome: Outcome::Quarantined,
+            serial: Some(11112222),
+            job: Some("job-0002".into()),
+            step: Some("makeCredential 1/1".into()),
+            error: Some("key unplugged".into()),
+            duration: Duration::from_secs(2),
+        });
+        let mut b = sse.next_board();
+        while b["failures"].as_array().unwrap().is_empty() || b["queue"]["queued"] != 7 {
+            b = sse.next_board();
+        }
+        assert_eq!(b["rig"]["state"], "down");
+        assert_eq!(b["failures"][0]["outcome"], "quarantined");
+        assert_eq!(b["failures"][0]["error"], "key unplugged");
+        // Shutdown ends open SSE streams instead of waiting on them.
+        let t = Instant::now();
+        h.shutdown().unwrap();
+        assert!(t.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn metrics_are_valid_prometheus_text() {
+        let board = StatusBoard::new("s", 2);
+        board.set_rig_health(RigHealth::Up(RigInfo {
+            name: "r".into(),
+            slots: 2,
+            caps: Default::default(),
+        }));
+        board.record_step("setPIN", Duration::from_millis(80));
+        board.record_step("makeCredential", Duration::from_millis(1200));
+        board.slot_update(1, programming("setPIN"));
+        for outcome in [Outcome::Programmed, Outcome::Failed, Outcome::Quarantined] {
+            board.record_result(ResultRecord {
+                slot: 0,
+                outcome,
+                serial: None,
+                job: None,
+                step: None,
+                error: None,
+                duration: Duration::from_secs(3),
+            });
+        }
+        board.set_queue_counts([("queued", 3u64)]);
+        let h = serve(&board, None);
+        let r = http(h.local_addr(), "GET", "/metrics", &[]);
+        assert_eq!(r.status, 200);
+        assert_eq!(
+            r.header("content-type").unwrap(),
+            "text/plain; version=0.0.4; charset=utf-8"
+        );
+        // Every sample: a declared family, name[{labels}] value.
+        let mut typed = std::collections::HashMap::new();
+        for line in r.body.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').unwrap();
+                assert!(
+                    typed.insert(name.to_owned(), kind.to_owned()).is_none(),
+                    "dup {name}"
+                );
+                continue;
+            }
+            if line.starts_with("# HELP ") {
+                continue;
+            }
+            let (series, value) = line.rsplit_once(' ').unwrap();
+            value
+                .parse::<f64>()
+                .unwrap_or_else(|_| panic!("bad value in {line:?}"));
+            let name = series.split('{').next().unwrap();
+            assert!(
+                name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'),
+                "{line}"
+            );
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| {
+                    name.strip_suffix(s)
+                        .filter(|f| typed.get(*f).is_some_and(|k| k == "histogram"))
+                })
+                .unwrap_or(name);
+            assert!(typed.contains_key(family), "undeclared {line}");
+            if let Some(labels) = series.strip_prefix(name) {
+                if !labels.is_empty() {
+                    assert!(labels.starts_with('{') && labels.ends_with('}'), "{line}");
+                }
+            }
+        }
+        for (want, line) in [
+            ("counter", "prereg_keys_programmed_total 1"),
+            ("counter", "prereg_keys_failed_total 1"),
+            ("counter", "prereg_keys_quarantined_total 1"),
+            ("gauge", "prereg_queue_jobs{state=\"queued\"} 3"),
+            (
+                "gauge",
+                "prereg_slot_state{slot=\"1\",state=\"programming\"} 1",
+            ),
+            ("gauge", "prereg_rig_up 1"),
+            (
+                "histogram",
+                "prereg_step_duration_seconds_bucket{step=\"makeCredential\",le=\"2.5\"} 1",
+            ),
+            (
+                "histogram",
+                "prereg_step_duration_seconds_count{step=\"setPIN\"} 1",
+            ),
+            ("histogram", "prereg_job_duration_seconds_count 3"),
+        ] {
+            assert!(
+                r.body.lines().any(|l| l == line),
+                "missing {line:?} in\n{}",
+                r.body
+            );
+            let fam = line.split(['{', ' ']).next().unwrap();
+            let fam = fam.trim_end_matches("_bucket").trim_end_matches("_count");
+            assert_eq!(typed[fam], want);
+        }
+        let r = http(h.local_addr(), "GET", "/healthz", &[]);
+        assert_eq!(r.status, 200);
+        let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(v["status"], "ok");
+        assert_eq!(v["rig"], "up");
+    }
+
+    #[test]
+    fn token_is_required_off_loopback_and_enforced() {
+        assert!(matches!(
+            WebConfig::parse("0.0.0.0:0", None),
+            Err(WebConfigError::TokenRequired(_))
+        ));
+        let board = StatusBoard::new("s", 1);
+        // Bound on every interface: only the token lets anyone in.
+        let cfg = WebConfig::parse("0.0.0.0:0", Some(SecretString::new(TOKEN.to_owned()))).unwrap();
+        let h = web::spawn(cfg, board.clone()).unwrap();
+        let addr: SocketAddr = format!("127.0.0.1:{}", h.local_addr().port())
+            .parse()
+            .unwrap();
+        let bearer = format!("Bearer {TOKEN}");
+        for path in ["/", "/events", "/api/board", "/metrics", "/healthz"] {
+            let r = http(addr, "GET", path, &[]);
+            assert_eq!(r.status, 401, "{path}");
+            assert_eq!(r.header("www-authenticate"), Some("Bearer"));
+            let r = http(
+                addr,
+                "GET",
+                path,
+                &[("Authorization", "Bearer wrong-token-0123456789")],
+            );
+            assert_eq!(r.status, 401, "{path}");
+        }
+        for path in ["/", "/api/board", "/metrics", "/healthz"] {
+            assert_eq!(
+                http(addr, "GET", path, &[("Authorization", &bearer)]).status,
+                200,
+                "{path}"
+            );
+        }
+        let r = http(addr, "POST", "/api/pause", &[("X-Prereg-Operator", "1")]);
+        assert_eq!(r.status, 401);
+        assert!(!board.controls().paused());
+        // A browser: one visit with ?token= sets an HttpOnly cookie.
+        let r = http(addr, "GET", &format!("/?token={TOKEN}"), &[]);
+        assert_eq!(r.status, 303);
+        let cookie = r.header("set-cookie").unwrap().to_owned();
+        assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"));
+        let pair = cookie.split(';').next().unwrap();
+        assert_eq!(http(addr, "GET", "/", &[("Cookie", pair)]).status, 200);
+        let mut sse = Sse::open(addr, &[("Cookie", pair)]);
+        assert_eq!(sse.next_board()["station"], "s");
+        assert_eq!(
+            http(addr, "GET", "/?token=nope-nope-nope-nope", &[]).status,
+            401
+        );
+        // The page never carries the token.
+        let r = http(addr, "GET", "/", &[("Authorization", &bearer)]);
+        assert!(!r.body.contains(TOKEN));
+        drop(sse);
+        h.shutdown().unwrap();
+    }
+
+    #[test]
+    fn pause_and_drain_buttons_set_flags_the_station_reads() {
+        let board = StatusBoard::new("s", 1);
+        let h = serve(&board, None);
+        let a = h.local_addr();
+        let mut sse = Sse::open(a, &[]);
+        assert_eq!(sse.next_board()["paused"], false);
+        // Cross-site forms cannot send the header: refused.
+        assert_eq!(http(a, "POST", "/api/pause", &[]).status, 403);
+        assert!(!board.controls().paused());
+        let op = [("X-Prereg-Operator", "1")];
+        let r = http(a, "POST", "/api/pause", &op);
+        assert_eq!(r.status, 200);
+        assert!(board.controls().paused());
+        assert_eq!(sse.next_board()["paused"], true);
+        http(a, "POST", "/api/drain", &op);
+        assert!(board.controls().draining());
+        assert_eq!(sse.next_board()["draining"], true);
+        http(a, "POST", "/api/resume", &op);
+        http(a, "POST", "/api/undrain", &op);
+        let c = board.controls();
+        assert!(!c.paused() && !c.draining());
+        assert_eq!(http(a, "GET", "/api/pause", &op).status, 405);
+        drop(sse);
+        h.shutdown().unwrap();
+    }
+
+    #[test]
+    fn loopback_without_token_refuses_foreign_host_names() {
+        let board = StatusBoard::new("s", 1);
+        let h = serve(&board, None);
+        let r = http(
+            h.local_addr(),
+            "GET",
+            "/",
+            &[("Host", "rebind.example:8080")],
+        );
+        assert_eq!(r.status, 403);
+        let r = http(h.local_addr(), "GET", "/", &[("Host", "localhost:8080")]);
+        assert_eq!(r.status, 200);
+    }
+
+    #[test]
+    fn second_server_on_the_same_port_is_a_typed_error() {
+        let board = StatusBoard::new("s", 1);
+        let h = serve(&board, None);
+        let cfg = WebConfig::new(h.local_addr(), None).unwrap();
+        let e = web::spawn(cfg, board).unwrap_err();
+        assert!(e.to_string().contains("cannot listen"), "{e}");
+    }
+}

@@ -1,0 +1,210 @@
+//! `/metrics` in the Prometheus text exposition format (version 0.0.4):
+//! `# HELP` / `# TYPE` lines, then samples; label values escaped.
+
+use std::fmt::Write;
+
+use super::board::{Histogram, SlotState, StatusBoard, DURATION_BUCKETS};
+
+/// The content type Prometheus expects for this format.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+fn escape(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+fn histogram(out: &mut String, name: &str, labels: &str, h: &Histogram) {
+    let sep = if labels.is_empty() { "" } else { "," };
+    let mut cum = 0u64;
+    for (i, b) in DURATION_BUCKETS.iter().enumerate() {
+        cum += h.counts[i];
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {cum}");
+    }
+    cum += h.counts[DURATION_BUCKETS.len()];
+    let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {cum}");
+    let braces = if labels.is_empty() {
+        String::new()
+    } else {
+        format!("{{{labels}}}")
+    };
+    let _ = writeln!(out, "{name}_sum{braces} {}", h.sum);
+    let _ = writeln!(out, "{name}_count{braces} {}", h.count);
+}
+
+/// Renders every metric of the board.
+pub fn render(board: &StatusBoard) -> String {
+    let s = board.snapshot();
+    let (steps, jobs) = board.histograms();
+    let mut out = String::new();
+
+    for (name, help, v) in [
+        (
+            "prereg_keys_programmed_total",
+            "Keys programmed, verified and passed.",
+            s.totals.programmed,
+        ),
+        (
+            "prereg_keys_failed_total",
+            "Keys that failed before any change (job requeued).",
+            s.totals.failed,
+        ),
+        (
+            "prereg_keys_quarantined_total",
+            "Keys stopped mid-programming and quarantined.",
+            s.totals.quarantined,
+        ),
+    ] {
+        header(&mut out, name, "counter", help);
+        let _ = writeln!(out, "{name} {v}");
+    }
+
+    header(
+        &mut out,
+        "prereg_keys_last_hour",
+        "gauge",
+        "Keys passed in the last hour.",
+    );
+    let _ = writeln!(out, "prereg_keys_last_hour {}", s.keys_last_hour);
+
+    header(
+        &mut out,
+        "prereg_job_duration_seconds",
+        "histogram",
+        "Time from key start to result.",
+    );
+    histogram(&mut out, "prereg_job_duration_seconds", "", &jobs);
+
+    header(
+        &mut out,
+        "prereg_step_duration_seconds",
+        "histogram",
+        "Duration of each programming step.",
+    );
+    for (step, h) in &steps {
+        histogram(
+            &mut out,
+            "prereg_step_duration_seconds",
+            &format!("step=\"{}\"", escape(step)),
+            h,
+        );
+    }
+
+    header(
+        &mut out,
+        "prereg_queue_jobs",
+        "gauge",
+        "Jobs in the store by state.",
+    );
+    for (state, n) in &s.queue {
+        let _ = writeln!(out, "prereg_queue_jobs{{state=\"{}\"}} {n}", escape(state));
+    }
+
+    header(
+        &mut out,
+        "prereg_slot_state",
+        "gauge",
+        "1 for the state each slot is in.",
+    );
+    for slot in &s.slots {
+        for st in SlotState::ALL {
+            let v = u8::from(slot.state == st);
+            let _ = writeln!(
+                out,
+                "prereg_slot_state{{slot=\"{}\",state=\"{}\"}} {v}",
+                slot.index,
+                st.as_str()
+            );
+        }
+    }
+
+    header(
+        &mut out,
+        "prereg_rig_up",
+        "gauge",
+        "1 if the rig controller answers, 0 if down or absent.",
+    );
+    let _ = writeln!(out, "prereg_rig_up {}", u8::from(s.rig.state == "up"));
+    header(
+        &mut out,
+        "prereg_rig_configured",
+        "gauge",
+        "1 if a rig controller is configured.",
+    );
+    let _ = writeln!(
+        out,
+        "prereg_rig_configured {}",
+        u8::from(s.rig.state != "absent")
+    );
+
+    header(
+        &mut out,
+        "prereg_station_paused",
+        "gauge",
+        "1 while the operator has paused the station.",
+    );
+    let _ = writeln!(out, "prereg_station_paused {}", u8::from(s.paused));
+    header(
+        &mut out,
+        "prereg_station_draining",
+        "gauge",
+        "1 while the station drains.",
+    );
+    let _ = writeln!(out, "prereg_station_draining {}", u8::from(s.draining));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::web::board::{Outcome, ResultRecord, SlotView};
+    use std::time::Duration;
+
+    #[test]
+    fn renders_counters_histograms_and_escapes() {
+        let b = StatusBoard::new("s", 2);
+        b.slot_update(1, SlotView::new(SlotState::Pass));
+        b.record_step("make\"Credential\\", Duration::from_millis(300));
+        b.record_result(ResultRecord {
+            slot: 1,
+            outcome: Outcome::Programmed,
+            serial: None,
+            job: None,
+            step: None,
+            error: None,
+            duration: Duration::from_secs(3),
+        });
+        b.set_queue_counts([("queued", 4)]);
+        let m = render(&b);
+        assert!(m.contains(
+            "# TYPE prereg_keys_programmed_total counter\nprereg_keys_programmed_total 1\n"
+        ));
+        assert!(m.contains(
+            "prereg_step_duration_seconds_bucket{step=\"make\\\"Credential\\\\\",le=\"0.25\"} 0\n"
+        ));
+        assert!(m.contains(
+            "prereg_step_duration_seconds_bucket{step=\"make\\\"Credential\\\\\",le=\"0.5\"} 1\n"
+        ));
+        assert!(m.contains("prereg_job_duration_seconds_bucket{le=\"+Inf\"} 1\n"));
+        assert!(m.contains("prereg_job_duration_seconds_count 1\n"));
+        assert!(m.contains("prereg_queue_jobs{state=\"queued\"} 4\n"));
+        assert!(m.contains("prereg_slot_state{slot=\"1\",state=\"pass\"} 1\n"));
+        assert!(m.contains("prereg_slot_state{slot=\"1\",state=\"idle\"} 0\n"));
+        assert!(
+            m.contains("prereg_rig_up 0\nprereg_rig_configured") || m.contains("prereg_rig_up 0\n")
+        );
+        assert!(m.ends_with('\n'));
+    }
+}
