@@ -436,10 +436,12 @@ pub(crate) fn write_atomic(
 ) -> Result<PathBuf, KeyError> {
     let path = dir.join(name);
     let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+    // A stale temp file (or a planted symlink) is removed, then the temp file
+    // is created exclusively with its final mode.
+    let _ = fs::remove_file(&tmp);
     let mut file = fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(mode)
         .open(&tmp)
         .map_err(io(&tmp))?;

@@ -983,4 +983,9 @@ fn interop_jwcrypto_opens_responses_made_here() {
     assert_eq!(opened["pin_jwe_header"]["cty"], "JWT");
     assert_eq!(opened["cred"]["credential"]["type"], "public-key");
     assert_eq!(opened["cred_jws_header"]["typ"], cty::CRED_RESPONSE);
+    assert_eq!(opened["fido2"]["origin"], "https://myorg.okta.com");
+    assert_eq!(
+        opened["fido2"]["rp_id_hash"].as_str().unwrap(),
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b"myorg.okta.com"))
+    );
 }
