@@ -442,6 +442,11 @@ impl StatusBoard {
         self.inner.changes.subscribe()
     }
 
+    /// How many live feeds (SSE clients) are watching.
+    pub fn watchers(&self) -> usize {
+        self.inner.changes.receiver_count()
+    }
+
     /// Everything the page shows, at this instant.
     pub fn snapshot(&self) -> BoardSnapshot {
         let now = Instant::now();
