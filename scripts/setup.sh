@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
-for pkg in pkg-config libudev-dev libpcsclite-dev libclang-dev; do
+for pkg in pkg-config libudev-dev libpcsclite-dev libclang-dev pcscd vsmartcard-vpcd; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then

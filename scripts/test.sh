@@ -8,3 +8,10 @@ scripts/setup.sh --with-python
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo test --locked
+
+# Keys over PC/SC through a real pcscd with the vpcd virtual reader
+# (tests/it/pcsc.rs; skipped above because PREREG_PCSC is unset there).
+tests/pcsc/run-pcscd.sh -- cargo test --locked --test it pcsc::
+
+# Shipped system integration: the unit verifies and meets the hardening threshold.
+scripts/check-systemd.sh

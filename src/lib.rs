@@ -15,6 +15,7 @@
 //! | [`ctaphid`] | CTAPHID packets, fragmentation, reassembly, INIT/CBOR/MSG/KEEPALIVE |
 //! | [`ctap2`] | the CTAP 2.1 client, one file per command |
 //! | [`pin`] | PIN/UV auth protocols one and two |
+//! | [`pcsc`] | keys over PC/SC: APDUs, CTAP over NFC/CCID, management app, vpcd virtual card |
 //! | [`yubikey`] | YubiKey device info TLVs over vendor command 0xC2 |
 //! | [`profile`] | firmware profiles (`firmware-profiles/*.toml`) |
 //! | [`sim`] | the simulated YubiKey, fault injection and the UDP bridge server |
@@ -40,6 +41,7 @@ pub mod hardening;
 pub mod idp;
 pub mod job;
 pub mod jose;
+pub mod pcsc;
 pub mod pin;
 pub mod profile;
 pub mod rig;

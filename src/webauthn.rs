@@ -1,3 +1,971 @@
-//! WebAuthn pieces the station and the IdP share: clientDataJSON, attestation verification.
-//!
-//! (Being built; see docs/ARCHITECTURE.md for its contract.)
+//! WebAuthn pieces the station and the IdP share (SPEC §5, §7 step 7):
+//! clientDataJSON, authenticator data and attestation object parsing, and
+//! verification of `packed` attestation (x5c chain to configured roots) and
+//! of `none`. Pure functions over bytes; certificates parsed with `x509-cert`.
+
+use crate::cbor::{self, Value};
+use crate::jose::b64url_encode;
+use const_oid::ObjectIdentifier;
+use der::{Decode, Encode};
+use sha2::{Digest, Sha256, Sha384};
+use std::path::Path;
+use thiserror::Error;
+use x509_cert::Certificate;
+
+pub mod testkit;
+
+/// Authenticator data flags (WebAuthn §6.1).
+pub mod flags {
+    pub const UP: u8 = 0x01;
+    pub const UV: u8 = 0x04;
+    pub const AT: u8 = 0x40;
+    pub const ED: u8 = 0x80;
+}
+
+/// id-fido-gen-ce-aaguid (FIDO Metadata / WebAuthn §8.2.1).
+pub const OID_FIDO_AAGUID: ObjectIdentifier =
+    ObjectIdentifier::new_unwrap("1.3.6.1.4.1.45724.1.1.4");
+const OID_EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
+const OID_P256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
+const OID_P384: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.34");
+const OID_ECDSA_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.2");
+const OID_ECDSA_SHA384: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.3");
+const OID_RSA_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.11");
+const OID_RSA_ENCRYPTION: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
+const OID_BASIC_CONSTRAINTS: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.19");
+const OID_OU: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.11");
+
+/// COSE alg ES256.
+pub const COSE_ES256: i64 = -7;
+/// Longest x5c chain accepted (leaf + intermediates).
+pub const MAX_X5C: usize = 4;
+
+/// Why an attestation or its surroundings were refused. Closed, stable codes.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum AttestationError {
+    #[error("attestation object is not the CBOR map {{fmt, attStmt, authData}}")]
+    ObjectMalformed,
+    #[error("authenticator data is malformed or truncated")]
+    AuthDataMalformed,
+    #[error("rpIdHash does not match the rp id")]
+    RpIdHashMismatch,
+    #[error("user presence flag (UP) not set")]
+    UserNotPresent,
+    #[error("user verification flag (UV) not set but required")]
+    UserNotVerified,
+    #[error("no attested credential data (AT flag)")]
+    NoAttestedCredential,
+    #[error("credential public key is not a valid COSE key")]
+    CoseKeyInvalid,
+    #[error("credProtect in authenticator data differs from the requested level")]
+    CredProtectMismatch,
+    #[error("attestation format is not packed (or none where allowed)")]
+    FormatUnsupported,
+    #[error("fmt none is not acceptable for this request")]
+    NoneNotAllowed,
+    #[error("attestation statement is malformed")]
+    StatementMalformed,
+    #[error("packed attestation without x5c (self attestation) is not trusted")]
+    SelfAttestation,
+    #[error("attestation alg is not ES256")]
+    AlgUnsupported,
+    #[error("a certificate in x5c or the roots does not parse")]
+    CertificateMalformed,
+    #[error("attestation certificate does not meet WebAuthn §8.2.1 (v3, OU, CA false)")]
+    LeafProfile,
+    #[error("attestation certificate has no id-fido-gen-ce-aaguid extension")]
+    AaguidExtensionMissing,
+    #[error("AAGUID in the certificate differs from authenticator data")]
+    AaguidMismatch,
+    #[error("attestation signature does not verify")]
+    SignatureInvalid,
+    #[error("a certificate is outside its validity period")]
+    CertificateExpired,
+    #[error("an intermediate certificate is not a CA")]
+    NotCa,
+    #[error("certificate signature algorithm or key type is not supported")]
+    CertAlgUnsupported,
+    #[error("a certificate signature in the chain does not verify")]
+    ChainSignatureInvalid,
+    #[error("the chain does not end at a configured attestation root")]
+    UntrustedRoot,
+    #[error("clientDataJSON is not valid JSON of the expected shape")]
+    ClientDataMalformed,
+    #[error("clientDataJSON type is not webauthn.create")]
+    ClientDataType,
+    #[error("clientDataJSON challenge differs from the request")]
+    ClientDataChallenge,
+    #[error("clientDataJSON origin differs from the request")]
+    ClientDataOrigin,
+    #[error("clientDataJSON crossOrigin is true")]
+    ClientDataCrossOrigin,
+}
+
+impl AttestationError {
+    /// Stable short code.
+    pub fn code(&self) -> &'static str {
+        use AttestationError::*;
+        match self {
+            ObjectMalformed => "attestation.object_malformed",
+            AuthDataMalformed => "attestation.auth_data_malformed",
+            RpIdHashMismatch => "attestation.rp_id_hash",
+            UserNotPresent => "attestation.up",
+            UserNotVerified => "attestation.uv",
+            NoAttestedCredential => "attestation.no_credential",
+            CoseKeyInvalid => "attestation.cose_key",
+            CredProtectMismatch => "attestation.cred_protect",
+            FormatUnsupported => "attestation.fmt_unsupported",
+            NoneNotAllowed => "attestation.none_not_allowed",
+            StatementMalformed => "attestation.statement_malformed",
+            SelfAttestation => "attestation.self",
+            AlgUnsupported => "attestation.alg_unsupported",
+            CertificateMalformed => "attestation.cert_malformed",
+            LeafProfile => "attestation.leaf_profile",
+            AaguidExtensionMissing => "attestation.aaguid_ext_missing",
+            AaguidMismatch => "attestation.aaguid_mismatch",
+            SignatureInvalid => "attestation.signature",
+            CertificateExpired => "attestation.cert_expired",
+            NotCa => "attestation.not_ca",
+            CertAlgUnsupported => "attestation.cert_alg_unsupported",
+            ChainSignatureInvalid => "attestation.chain_signature",
+            UntrustedRoot => "attestation.untrusted_root",
+            ClientDataMalformed => "client_data.malformed",
+            ClientDataType => "client_data.type",
+            ClientDataChallenge => "client_data.challenge",
+            ClientDataOrigin => "client_data.origin",
+            ClientDataCrossOrigin => "client_data.cross_origin",
+        }
+    }
+}
+
+// ---- clientDataJSON (WebAuthn §5.8.1) ---------------------------------------
+
+/// clientDataJSON of a registration, in the member order of WebAuthn §5.8.1.1
+/// (type, challenge, origin, crossOrigin), as the station builds it (SPEC §5).
+pub fn client_data_json(challenge: &[u8], origin: &str) -> Vec<u8> {
+    // serde_json's string escaping is a valid JSON serialization of the origin.
+    let origin = serde_json::to_string(origin).unwrap_or_default();
+    format!(
+        r#"{{"type":"webauthn.create","challenge":"{}","origin":{origin},"crossOrigin":false}}"#,
+        b64url_encode(challenge)
+    )
+    .into_bytes()
+}
+
+/// SHA-256 of clientDataJSON: the `clientDataHash` sent to the key.
+pub fn client_data_hash(client_data_json: &[u8]) -> [u8; 32] {
+    Sha256::digest(client_data_json).into()
+}
+
+/// Checks clientDataJSON as a relying party does (WebAuthn §7.1 steps 7–10).
+pub fn check_client_data(
+    client_data_json: &[u8],
+    challenge: &[u8],
+    origin: &str,
+) -> Result<(), AttestationError> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Cd {
+        #[serde(rename = "type")]
+        kind: String,
+        challenge: String,
+        origin: String,
+        #[serde(default)]
+        cross_origin: Option<bool>,
+    }
+    let cd: Cd = serde_json::from_slice(client_data_json)
+        .map_err(|_| AttestationError::ClientDataMalformed)?;
+    if cd.kind != "webauthn.create" {
+        return Err(AttestationError::ClientDataType);
+    }
+    let got = crate::jose::b64url_decode(&cd.challenge)
+        .map_err(|_| AttestationError::ClientDataMalformed)?;
+    if got != challenge {
+        return Err(AttestationError::ClientDataChallenge);
+    }
+    if cd.origin != origin {
+        return Err(AttestationError::ClientDataOrigin);
+    }
+    if cd.cross_origin == Some(true) {
+        return Err(AttestationError::ClientDataCrossOrigin);
+    }
+    Ok(())
+}
+
+/// AAGUID as a lowercase hyphenated UUID (`a25342c0-3cdc-4414-8e46-f4807fca511c`).
+pub fn format_aaguid(aaguid: &[u8; 16]) -> String {
+    let h = hex::encode(aaguid);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+// ---- authenticator data (WebAuthn §6.1) -------------------------------------
+
+/// Attested credential data (WebAuthn §6.5.1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttestedCredential {
+    pub aaguid: [u8; 16],
+    pub credential_id: Vec<u8>,
+    /// The COSE_Key exactly as encoded in authenticator data.
+    pub public_key_cose: Vec<u8>,
+    pub public_key: Value,
+}
+
+/// Parsed authenticator data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthenticatorData {
+    pub rp_id_hash: [u8; 32],
+    pub flags: u8,
+    pub sign_count: u32,
+    pub attested: Option<AttestedCredential>,
+    pub extensions: Option<Value>,
+}
+
+impl AuthenticatorData {
+    /// Parses `rpIdHash(32) flags(1) signCount(4) [attestedCredentialData] [extensions]`.
+    pub fn parse(bytes: &[u8]) -> Result<Self, AttestationError> {
+        use AttestationError::AuthDataMalformed as M;
+        if bytes.len() < 37 {
+            return Err(M);
+        }
+        let mut rp_id_hash = [0u8; 32];
+        rp_id_hash.copy_from_slice(&bytes[..32]);
+        let flags = bytes[32];
+        let sign_count = u32::from_be_bytes([bytes[33], bytes[34], bytes[35], bytes[36]]);
+        let mut rest = &bytes[37..];
+        let attested = if flags & flags::AT != 0 {
+            if rest.len() < 18 {
+                return Err(M);
+            }
+            let mut aaguid = [0u8; 16];
+            aaguid.copy_from_slice(&rest[..16]);
+            let id_len = u16::from_be_bytes([rest[16], rest[17]]) as usize;
+            rest = &rest[18..];
+            // WebAuthn §6.5.1: credentialIdLength ≤ 1023.
+            if id_len > 1023 || rest.len() < id_len {
+                return Err(M);
+            }
+            let credential_id = rest[..id_len].to_vec();
+            rest = &rest[id_len..];
+            let (public_key, after) = cbor::decode_prefix(rest).map_err(|_| M)?;
+            let public_key_cose = rest[..rest.len() - after.len()].to_vec();
+            rest = after;
+            Some(AttestedCredential {
+                aaguid,
+                credential_id,
+                public_key_cose,
+                public_key,
+            })
+        } else {
+            None
+        };
+        let extensions = if flags & flags::ED != 0 {
+            let ext = cbor::decode(rest).map_err(|_| M)?;
+            if ext.as_map().is_none() {
+                return Err(M);
+            }
+            rest = &[];
+            Some(ext)
+        } else {
+            None
+        };
+        if !rest.is_empty() {
+            return Err(M);
+        }
+        Ok(AuthenticatorData {
+            rp_id_hash,
+            flags,
+            sign_count,
+            attested,
+            extensions,
+        })
+    }
+
+    /// The `credProtect` extension output, if present (CTAP 2.1 §12.1).
+    pub fn cred_protect(&self) -> Option<u8> {
+        self.extensions
+            .as_ref()?
+            .get("credProtect")?
+            .as_u64()
+            .and_then(|v| u8::try_from(v).ok())
+    }
+}
+
+// ---- attestation object (WebAuthn §6.5.4) -----------------------------------
+
+/// A parsed attestation object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttestationObject {
+    pub fmt: String,
+    pub att_stmt: Value,
+    pub auth_data: Vec<u8>,
+}
+
+impl AttestationObject {
+    pub fn parse(bytes: &[u8]) -> Result<Self, AttestationError> {
+        let v = cbor::decode(bytes).map_err(|_| AttestationError::ObjectMalformed)?;
+        let fmt = v
+            .get("fmt")
+            .and_then(Value::as_text)
+            .ok_or(AttestationError::ObjectMalformed)?;
+        let att_stmt = v.get("attStmt").ok_or(AttestationError::ObjectMalformed)?;
+        let auth_data = v
+            .get("authData")
+            .and_then(Value::as_bytes)
+            .ok_or(AttestationError::ObjectMalformed)?;
+        if att_stmt.as_map().is_none() || v.as_map().map(|m| m.len()) != Some(3) {
+            return Err(AttestationError::ObjectMalformed);
+        }
+        Ok(AttestationObject {
+            fmt: fmt.to_string(),
+            att_stmt: att_stmt.clone(),
+            auth_data: auth_data.to_vec(),
+        })
+    }
+
+    /// Canonical CBOR `{fmt, attStmt, authData}`, e.g. from a CTAP
+    /// makeCredential response (keys 1, 3, 2).
+    pub fn encode(&self) -> Vec<u8> {
+        cbor::encode(&Value::Map(vec![
+            (Value::from("fmt"), Value::from(self.fmt.as_str())),
+            (Value::from("attStmt"), self.att_stmt.clone()),
+            (
+                Value::from("authData"),
+                Value::Bytes(self.auth_data.clone()),
+            ),
+        ]))
+    }
+
+    /// What a WebAuthn client delivers for `attestation: "none"` (WebAuthn L3
+    /// §5.1.3 step 21, SPEC §4): fmt `none`, empty attStmt, authData unchanged
+    /// (L3 no longer zeroes the AAGUID).
+    pub fn to_none(&self) -> AttestationObject {
+        AttestationObject {
+            fmt: "none".into(),
+            att_stmt: Value::Map(Vec::new()),
+            auth_data: self.auth_data.clone(),
+        }
+    }
+}
+
+// ---- trust roots and certificate checks -------------------------------------
+
+/// The configured attestation roots (`attestation_roots`, SPEC §11).
+#[derive(Debug, Clone, Default)]
+pub struct TrustRoots {
+    roots: Vec<Certificate>,
+}
+
+impl TrustRoots {
+    /// From PEM text (one or more certificates) or a single DER certificate.
+    pub fn add_pem_or_der(&mut self, bytes: &[u8]) -> Result<usize, AttestationError> {
+        let certs = if bytes.starts_with(b"-----") || bytes.iter().take(64).all(|b| b.is_ascii()) {
+            Certificate::load_pem_chain(bytes)
+                .map_err(|_| AttestationError::CertificateMalformed)?
+        } else {
+            vec![Certificate::from_der(bytes).map_err(|_| AttestationError::CertificateMalformed)?]
+        };
+        let n = certs.len();
+        self.roots.extend(certs);
+        Ok(n)
+    }
+
+    pub fn from_pem(bytes: &[u8]) -> Result<Self, AttestationError> {
+        let mut r = TrustRoots::default();
+        r.add_pem_or_der(bytes)?;
+        Ok(r)
+    }
+
+    /// Reads every file (PEM or DER).
+    pub fn from_files<P: AsRef<Path>>(paths: &[P]) -> Result<Self, RootsError> {
+        let mut r = TrustRoots::default();
+        for p in paths {
+            let p = p.as_ref();
+            let bytes = std::fs::read(p).map_err(|e| RootsError {
+                path: p.to_path_buf(),
+                reason: e.to_string(),
+            })?;
+            r.add_pem_or_der(&bytes).map_err(|e| RootsError {
+                path: p.to_path_buf(),
+                reason: e.to_string(),
+            })?;
+        }
+        Ok(r)
+    }
+
+    pub fn len(&self) -> usize {
+        self.roots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.roots.is_empty()
+    }
+}
+
+/// A roots file that could not be read or parsed.
+#[derive(Debug, Error)]
+#[error("attestation root {path}: {reason}")]
+pub struct RootsError {
+    pub path: std::path::PathBuf,
+    pub reason: String,
+}
+
+fn check_validity(cert: &Certificate, now: i64) -> Result<(), AttestationError> {
+    let v = &cert.tbs_certificate.validity;
+    let nb = v.not_before.to_unix_duration().as_secs() as i64;
+    let na = v.not_after.to_unix_duration().as_secs() as i64;
+    if now < nb || now > na {
+        return Err(AttestationError::CertificateExpired);
+    }
+    Ok(())
+}
+
+fn extension<'a>(
+    cert: &'a Certificate,
+    oid: &ObjectIdentifier,
+) -> Option<&'a x509_cert::ext::Extension> {
+    cert.tbs_certificate
+        .extensions
+        .as_ref()?
+        .iter()
+        .find(|e| &e.extn_id == oid)
+}
+
+fn is_ca(cert: &Certificate) -> bool {
+    extension(cert, &OID_BASIC_CONSTRAINTS)
+        .and_then(|e| {
+            x509_cert::ext::pkix::BasicConstraints::from_der(e.extn_value.as_bytes()).ok()
+        })
+        .is_some_and(|bc| bc.ca)
+}
+
+fn subject_ou(cert: &Certificate) -> Vec<String> {
+    let mut out = Vec::new();
+    for rdn in cert.tbs_certificate.subject.0.iter() {
+        for atv in rdn.0.iter() {
+            if atv.oid == OID_OU {
+                if let Ok(s) = std::str::from_utf8(atv.value.value()) {
+                    out.push(s.to_string());
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A public key that can verify certificate signatures.
+enum IssuerKey {
+    P256(p256::ecdsa::VerifyingKey),
+    P384(p384::ecdsa::VerifyingKey),
+}
+
+fn issuer_key(cert: &Certificate) -> Result<IssuerKey, AttestationError> {
+    let spki = &cert.tbs_certificate.subject_public_key_info;
+    let point = spki.subject_public_key.raw_bytes();
+    if spki.algorithm.oid == OID_RSA_ENCRYPTION {
+        return Err(AttestationError::CertAlgUnsupported);
+    }
+    if spki.algorithm.oid != OID_EC_PUBLIC_KEY {
+        return Err(AttestationError::CertAlgUnsupported);
+    }
+    let curve: ObjectIdentifier = spki
+        .algorithm
+        .parameters
+        .as_ref()
+        .and_then(|p| p.decode_as().ok())
+        .ok_or(AttestationError::CertificateMalformed)?;
+    if curve == OID_P256 {
+        p256::ecdsa::VerifyingKey::from_sec1_bytes(point)
+            .map(IssuerKey::P256)
+            .map_err(|_| AttestationError::CertificateMalformed)
+    } else if curve == OID_P384 {
+        p384::ecdsa::VerifyingKey::from_sec1_bytes(point)
+            .map(IssuerKey::P384)
+            .map_err(|_| AttestationError::CertificateMalformed)
+    } else {
+        Err(AttestationError::CertAlgUnsupported)
+    }
+}
+
+/// Verifies that `issuer` signed `cert` (RFC 5280 §4.1.1.3), ECDSA with
+/// SHA-256 or SHA-384 by a P-256 or P-384 key.
+fn verify_cert_signature(cert: &Certificate, issuer: &Certificate) -> Result<(), AttestationError> {
+    use ecdsa::signature::hazmat::PrehashVerifier;
+    if cert.tbs_certificate.issuer != issuer.tbs_certificate.subject {
+        return Err(AttestationError::ChainSignatureInvalid);
+    }
+    let tbs = cert
+        .tbs_certificate
+        .to_der()
+        .map_err(|_| AttestationError::CertificateMalformed)?;
+    let sig = cert
+        .signature
+        .as_bytes()
+        .ok_or(AttestationError::CertificateMalformed)?;
+    let alg = &cert.signature_algorithm.oid;
+    if *alg == OID_RSA_SHA256 {
+        return Err(AttestationError::CertAlgUnsupported);
+    }
+    let digest: Vec<u8> = if *alg == OID_ECDSA_SHA256 {
+        Sha256::digest(&tbs).to_vec()
+    } else if *alg == OID_ECDSA_SHA384 {
+        Sha384::digest(&tbs).to_vec()
+    } else {
+        return Err(AttestationError::CertAlgUnsupported);
+    };
+    let ok = match issuer_key(issuer)? {
+        IssuerKey::P256(k) => p256::ecdsa::Signature::from_der(sig)
+            .ok()
+            .is_some_and(|s| k.verify_prehash(&digest, &s).is_ok()),
+        IssuerKey::P384(k) => p384::ecdsa::Signature::from_der(sig)
+            .ok()
+            .is_some_and(|s| k.verify_prehash(&digest, &s).is_ok()),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(AttestationError::ChainSignatureInvalid)
+    }
+}
+
+/// The AAGUID in the leaf's id-fido-gen-ce-aaguid extension: an OCTET STRING
+/// wrapping a 16-byte OCTET STRING; must not be critical (WebAuthn §8.2.1).
+fn cert_aaguid(cert: &Certificate) -> Result<[u8; 16], AttestationError> {
+    let ext = extension(cert, &OID_FIDO_AAGUID).ok_or(AttestationError::AaguidExtensionMissing)?;
+    if ext.critical {
+        return Err(AttestationError::LeafProfile);
+    }
+    let inner = der::asn1::OctetString::from_der(ext.extn_value.as_bytes())
+        .map_err(|_| AttestationError::CertificateMalformed)?;
+    inner
+        .as_bytes()
+        .try_into()
+        .map_err(|_| AttestationError::CertificateMalformed)
+}
+
+/// Walks `chain` (leaf first) to one of `roots`; returns the root's subject.
+fn verify_chain(
+    chain: &[Certificate],
+    roots: &TrustRoots,
+    now: i64,
+) -> Result<String, AttestationError> {
+    for (i, cert) in chain.iter().enumerate() {
+        check_validity(cert, now)?;
+        if i > 0 && !is_ca(cert) {
+            return Err(AttestationError::NotCa);
+        }
+        if let Some(issuer) = chain.get(i + 1) {
+            verify_cert_signature(cert, issuer)?;
+        }
+    }
+    let top = chain.last().ok_or(AttestationError::StatementMalformed)?;
+    let top_der = top
+        .to_der()
+        .map_err(|_| AttestationError::CertificateMalformed)?;
+    for root in &roots.roots {
+        // A chain that includes the root itself is trusted by identity.
+        if root.to_der().ok().as_deref() == Some(top_der.as_slice()) {
+            return Ok(root.tbs_certificate.subject.to_string());
+        }
+    }
+    // A same-named root whose key did not sign the chain is just as untrusted.
+    for root in &roots.roots {
+        if root.tbs_certificate.subject == top.tbs_certificate.issuer
+            && verify_cert_signature(top, root).is_ok()
+        {
+            check_validity(root, now)?;
+            return Ok(root.tbs_certificate.subject.to_string());
+        }
+    }
+    Err(AttestationError::UntrustedRoot)
+}
+
+// ---- verification -----------------------------------------------------------
+
+/// What the attestation must show.
+#[derive(Debug, Clone, Copy)]
+pub struct Expected<'a> {
+    pub rp_id: &'a str,
+    pub client_data_hash: &'a [u8; 32],
+    /// UV flag required (the station always creates with a PIN token, so true).
+    pub require_uv: bool,
+    /// The credProtect level requested, which the key must report.
+    pub cred_protect: Option<u8>,
+    /// Accept fmt `none` (a request with `attestation: "none"`).
+    pub allow_none: bool,
+    /// Unix seconds, for certificate validity.
+    pub now: i64,
+}
+
+/// How far the attestation was trusted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Trust {
+    /// `packed` with x5c chaining to the named root.
+    Chained { root_subject: String },
+    /// `none`: genuineness was (if at all) checked by the station, not provable here.
+    NoneFormat,
+}
+
+/// A verified credential.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedCredential {
+    pub fmt: String,
+    pub aaguid: [u8; 16],
+    pub credential_id: Vec<u8>,
+    pub public_key_cose: Vec<u8>,
+    pub sign_count: u32,
+    pub flags: u8,
+    pub cred_protect: Option<u8>,
+    pub trust: Trust,
+}
+
+/// A COSE EC2 P-256 ES256 key (RFC 9053 §7.1.1) → point on the curve.
+pub fn cose_es256_key(key: &Value) -> Option<p256::PublicKey> {
+    if key.get(1)?.as_i64()? != 2
+        || key.get(3)?.as_i64()? != COSE_ES256
+        || key.get(-1)?.as_i64()? != 1
+    {
+        return None;
+    }
+    let x = key.get(-2)?.as_bytes()?;
+    let y = key.get(-3)?.as_bytes()?;
+    if x.len() != 32 || y.len() != 32 {
+        return None;
+    }
+    let point = p256::EncodedPoint::from_affine_coordinates(x.into(), y.into(), false);
+    use p256::elliptic_curve::sec1::FromEncodedPoint;
+    Option::from(p256::PublicKey::from_encoded_point(&point))
+}
+
+/// Verifies an attestation object (WebAuthn §7.1 steps 12–21; §8.2 packed;
+/// §8.7 none) and returns the credential.
+pub fn verify_attestation(
+    attestation_object: &[u8],
+    expected: &Expected<'_>,
+    roots: &TrustRoots,
+) -> Result<VerifiedCredential, AttestationError> {
+    let obj = AttestationObject::parse(attestation_object)?;
+    verify_attestation_parts(&obj, expected, roots)
+}
+
+/// [`verify_attestation`] on an already parsed object.
+pub fn verify_attestation_parts(
+    obj: &AttestationObject,
+    expected: &Expected<'_>,
+    roots: &TrustRoots,
+) -> Result<VerifiedCredential, AttestationError> {
+    let ad = AuthenticatorData::parse(&obj.auth_data)?;
+    let rp_hash: [u8; 32] = Sha256::digest(expected.rp_id.as_bytes()).into();
+    if ad.rp_id_hash != rp_hash {
+        return Err(AttestationError::RpIdHashMismatch);
+    }
+    if ad.flags & flags::UP == 0 {
+        return Err(AttestationError::UserNotPresent);
+    }
+    if expected.require_uv && ad.flags & flags::UV == 0 {
+        return Err(AttestationError::UserNotVerified);
+    }
+    let cred = ad
+        .attested
+        .as_ref()
+        .ok_or(AttestationError::NoAttestedCredential)?;
+    let alg = cred
+        .public_key
+        .get(3)
+        .and_then(Value::as_i64)
+        .ok_or(AttestationError::CoseKeyInvalid)?;
+    if alg == COSE_ES256 && cose_es256_key(&cred.public_key).is_none() {
+        return Err(AttestationError::CoseKeyInvalid);
+    }
+    if let Some(level) = expected.cred_protect {
+        if ad.cred_protect() != Some(level) {
+            return Err(AttestationError::CredProtectMismatch);
+        }
+    }
+    let trust = match obj.fmt.as_str() {
+        "none" => {
+            if !expected.allow_none {
+                return Err(AttestationError::NoneNotAllowed);
+            }
+            if obj.att_stmt.as_map().is_none_or(|m| !m.is_empty()) {
+                return Err(AttestationError::StatementMalformed);
+            }
+            Trust::NoneFormat
+        }
+        "packed" => verify_packed(obj, &ad, cred, expected, roots)?,
+        _ => return Err(AttestationError::FormatUnsupported),
+    };
+    Ok(VerifiedCredential {
+        fmt: obj.fmt.clone(),
+        aaguid: cred.aaguid,
+        credential_id: cred.credential_id.clone(),
+        public_key_cose: cred.public_key_cose.clone(),
+        sign_count: ad.sign_count,
+        flags: ad.flags,
+        cred_protect: ad.cred_protect(),
+        trust,
+    })
+}
+
+/// WebAuthn §8.2 packed, x5c case.
+fn verify_packed(
+    obj: &AttestationObject,
+    _ad: &AuthenticatorData,
+    cred: &AttestedCredential,
+    expected: &Expected<'_>,
+    roots: &TrustRoots,
+) -> Result<Trust, AttestationError> {
+    use p256::ecdsa::signature::Verifier;
+    use AttestationError::StatementMalformed as S;
+    let stmt = &obj.att_stmt;
+    let alg = stmt.get("alg").and_then(Value::as_i64).ok_or(S)?;
+    let sig = stmt.get("sig").and_then(Value::as_bytes).ok_or(S)?;
+    let Some(x5c) = stmt.get("x5c") else {
+        return Err(AttestationError::SelfAttestation);
+    };
+    if alg != COSE_ES256 {
+        return Err(AttestationError::AlgUnsupported);
+    }
+    let x5c = x5c.as_array().ok_or(S)?;
+    if x5c.is_empty() || x5c.len() > MAX_X5C {
+        return Err(S);
+    }
+    let chain = x5c
+        .iter()
+        .map(|c| {
+            c.as_bytes().ok_or(S).and_then(|d| {
+                Certificate::from_der(d).map_err(|_| AttestationError::CertificateMalformed)
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let leaf = &chain[0];
+    // WebAuthn §8.2.1: v3, Subject-OU "Authenticator Attestation", CA false.
+    if leaf.tbs_certificate.version != x509_cert::Version::V3
+        || !subject_ou(leaf)
+            .iter()
+            .any(|ou| ou == "Authenticator Attestation")
+        || is_ca(leaf)
+    {
+        return Err(AttestationError::LeafProfile);
+    }
+    if cert_aaguid(leaf)? != cred.aaguid {
+        return Err(AttestationError::AaguidMismatch);
+    }
+    let leaf_key = match issuer_key(leaf)? {
+        IssuerKey::P256(k) => k,
+        IssuerKey::P384(_) => return Err(AttestationError::AlgUnsupported),
+    };
+    let sig =
+        p256::ecdsa::Signature::from_der(sig).map_err(|_| AttestationError::SignatureInvalid)?;
+    let mut signed = obj.auth_data.clone();
+    signed.extend_from_slice(expected.client_data_hash);
+    leaf_key
+        .verify(&signed, &sig)
+        .map_err(|_| AttestationError::SignatureInvalid)?;
+    let root_subject = verify_chain(&chain, roots, expected.now)?;
+    Ok(Trust::Chained { root_subject })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_data_shape() {
+        let cd = client_data_json(&[1, 2, 3], "https://example.com");
+        assert_eq!(
+            std::str::from_utf8(&cd).unwrap(),
+            r#"{"type":"webauthn.create","challenge":"AQID","origin":"https://example.com","crossOrigin":false}"#
+        );
+        check_client_data(&cd, &[1, 2, 3], "https://example.com").unwrap();
+        assert_eq!(
+            check_client_data(&cd, &[1, 2, 4], "https://example.com"),
+            Err(AttestationError::ClientDataChallenge)
+        );
+        assert_eq!(
+            check_client_data(&cd, &[1, 2, 3], "https://evil.com"),
+            Err(AttestationError::ClientDataOrigin)
+        );
+    }
+
+    #[test]
+    fn aaguid_format() {
+        let a = hex::decode("a25342c03cdc44148e46f4807fca511c").unwrap();
+        assert_eq!(
+            format_aaguid(&a.try_into().unwrap()),
+            "a25342c0-3cdc-4414-8e46-f4807fca511c"
+        );
+    }
+
+    use super::testkit::{CaOptions, SoftCa};
+
+    const AAGUID: [u8; 16] = [
+        0xa2, 0x53, 0x42, 0xc0, 0x3c, 0xdc, 0x44, 0x14, 0x8e, 0x46, 0xf4, 0x80, 0x7f, 0xca, 0x51,
+        0x1c,
+    ];
+    const NOW: i64 = 1_764_320_000;
+
+    fn expected<'a>(cdh: &'a [u8; 32]) -> Expected<'a> {
+        Expected {
+            rp_id: "myorg.okta.com",
+            client_data_hash: cdh,
+            require_uv: true,
+            cred_protect: Some(3),
+            allow_none: false,
+            now: NOW,
+        }
+    }
+
+    #[test]
+    fn packed_chain_verifies_and_every_tamper_is_named() {
+        let ca = SoftCa::new(AAGUID);
+        let roots = TrustRoots::from_pem(ca.root_pem().as_bytes()).unwrap();
+        let cd = client_data_json(&[7; 32], "https://myorg.okta.com");
+        let cdh = client_data_hash(&cd);
+        let (obj, cred_id) = ca.attest("myorg.okta.com", &cdh, Some(3));
+        let bytes = obj.encode();
+        let v = verify_attestation(&bytes, &expected(&cdh), &roots).unwrap();
+        assert_eq!(v.credential_id, cred_id);
+        assert_eq!(v.aaguid, AAGUID);
+        assert_eq!(v.cred_protect, Some(3));
+        assert!(matches!(v.trust, Trust::Chained { .. }));
+
+        // Wrong clientDataHash → signature.
+        let other = client_data_hash(b"x");
+        assert_eq!(
+            verify_attestation(&bytes, &expected(&other), &roots),
+            Err(AttestationError::SignatureInvalid)
+        );
+        // Wrong rp.
+        let mut e = expected(&cdh);
+        e.rp_id = "evil.example";
+        assert_eq!(
+            verify_attestation(&bytes, &e, &roots),
+            Err(AttestationError::RpIdHashMismatch)
+        );
+        // credProtect level asked differs.
+        let mut e = expected(&cdh);
+        e.cred_protect = Some(2);
+        assert_eq!(
+            verify_attestation(&bytes, &e, &roots),
+            Err(AttestationError::CredProtectMismatch)
+        );
+        // Another CA's root.
+        let stranger = SoftCa::new(AAGUID);
+        let other_roots = TrustRoots::from_pem(stranger.root_pem().as_bytes()).unwrap();
+        assert_eq!(
+            verify_attestation(&bytes, &expected(&cdh), &other_roots),
+            Err(AttestationError::UntrustedRoot)
+        );
+        // Certificates not yet valid.
+        let mut e = expected(&cdh);
+        e.now = 1_500_000_000;
+        assert_eq!(
+            verify_attestation(&bytes, &e, &roots),
+            Err(AttestationError::CertificateExpired)
+        );
+        // Tampered authData (flip the sign count) → signature.
+        let mut t = obj.clone();
+        t.auth_data[36] ^= 1;
+        assert_eq!(
+            verify_attestation(&t.encode(), &expected(&cdh), &roots),
+            Err(AttestationError::SignatureInvalid)
+        );
+        // UV missing (flags rewritten, so the signature would fail too: flags checked first).
+        let mut t = obj.clone();
+        t.auth_data[32] &= !flags::UV;
+        assert_eq!(
+            verify_attestation(&t.encode(), &expected(&cdh), &roots),
+            Err(AttestationError::UserNotVerified)
+        );
+        // none where not allowed / allowed.
+        let none = obj.to_none().encode();
+        assert_eq!(
+            verify_attestation(&none, &expected(&cdh), &roots),
+            Err(AttestationError::NoneNotAllowed)
+        );
+        let mut e = expected(&cdh);
+        e.allow_none = true;
+        assert_eq!(
+            verify_attestation(&none, &e, &roots).unwrap().trust,
+            Trust::NoneFormat
+        );
+        // Self attestation (no x5c).
+        let mut t = obj.clone();
+        t.att_stmt = Value::map([
+            (Value::from("alg"), Value::from(-7)),
+            (Value::from("sig"), obj.att_stmt.get("sig").unwrap().clone()),
+        ]);
+        assert_eq!(
+            verify_attestation(&t.encode(), &expected(&cdh), &roots),
+            Err(AttestationError::SelfAttestation)
+        );
+        // Unknown fmt.
+        let mut t = obj.clone();
+        t.fmt = "tpm".into();
+        assert_eq!(
+            verify_attestation(&t.encode(), &expected(&cdh), &roots),
+            Err(AttestationError::FormatUnsupported)
+        );
+        // Garbage.
+        assert_eq!(
+            verify_attestation(b"\xa0", &expected(&cdh), &roots),
+            Err(AttestationError::ObjectMalformed)
+        );
+    }
+
+    #[test]
+    fn leaf_profile_and_aaguid_extension_are_enforced() {
+        let cd = client_data_json(&[7; 32], "https://myorg.okta.com");
+        let cdh = client_data_hash(&cd);
+        let mut o = CaOptions::new(AAGUID);
+        o.cert_aaguid = Some([9; 16]);
+        let ca = SoftCa::with_options(&o);
+        let roots = TrustRoots::from_pem(ca.root_pem().as_bytes()).unwrap();
+        let (obj, _) = ca.attest("myorg.okta.com", &cdh, Some(3));
+        assert_eq!(
+            verify_attestation(&obj.encode(), &expected(&cdh), &roots),
+            Err(AttestationError::AaguidMismatch)
+        );
+        let mut o = CaOptions::new(AAGUID);
+        o.cert_aaguid = None;
+        let ca = SoftCa::with_options(&o);
+        let (obj, _) = ca.attest("myorg.okta.com", &cdh, Some(3));
+        let roots = TrustRoots::from_pem(ca.root_pem().as_bytes()).unwrap();
+        assert_eq!(
+            verify_attestation(&obj.encode(), &expected(&cdh), &roots),
+            Err(AttestationError::AaguidExtensionMissing)
+        );
+        let mut o = CaOptions::new(AAGUID);
+        o.leaf_ou = "Something Else";
+        let ca = SoftCa::with_options(&o);
+        let (obj, _) = ca.attest("myorg.okta.com", &cdh, Some(3));
+        let roots = TrustRoots::from_pem(ca.root_pem().as_bytes()).unwrap();
+        assert_eq!(
+            verify_attestation(&obj.encode(), &expected(&cdh), &roots),
+            Err(AttestationError::LeafProfile)
+        );
+    }
+
+    #[test]
+    fn auth_data_truncations_are_errors() {
+        for n in 0..37 {
+            assert!(AuthenticatorData::parse(&vec![0x41; n]).is_err());
+        }
+        let mut ad = vec![0u8; 32];
+        ad.push(flags::UP | flags::AT);
+        ad.extend_from_slice(&[0, 0, 0, 1]);
+        ad.extend_from_slice(&[0u8; 16]);
+        ad.extend_from_slice(&[0xff, 0xff]);
+        assert_eq!(
+            AuthenticatorData::parse(&ad),
+            Err(AttestationError::AuthDataMalformed)
+        );
+    }
+}

@@ -1,14 +1,319 @@
-//! `prereg-station devices …` (SPEC §11). Not built yet.
+//! `prereg-station devices list` and `devices info --device DEV` (SPEC §11):
+//! what is attached, and what one key is (in the spirit of `ykman info` and
+//! `fido2-token -I`). Read-only: nothing here changes a key.
 
+use crate::ctap2::{Client, CtapDevice, CtapError, GetInfo, PinRetries};
+use crate::ctaphid::{HidChannel, InitInfo, KeepaliveStatus, Timeouts};
 use crate::error::{CliError, CliResult};
+use crate::pin::PinProtocol;
+use crate::transport::{hid, DeviceSpec, TransportError};
+use crate::yubikey::{self, DeviceInfo};
+use serde_json::{json, Value as Json};
 use std::path::PathBuf;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
-    /// (not built yet)
-    List,
+    /// FIDO HID devices attached to this machine (usage page 0xF1D0).
+    List {
+        /// One JSON document instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Identify one key: serial, firmware, form factor, AAGUID, CTAP options, PIN retries.
+    Info {
+        /// A hidraw path, udp:HOST:PORT, pcsc:READER or sim:PROFILE.
+        #[arg(long, value_name = "DEV")]
+        device: String,
+        /// One JSON document instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
-pub fn run(_config: &Option<PathBuf>, _cmd: Command) -> CliResult {
-    Err(CliError::failed("devices is not built yet in this version"))
+pub fn run(_config: &Option<PathBuf>, cmd: Command) -> CliResult {
+    match cmd {
+        Command::List { json } => list(json),
+        Command::Info { device, json } => info(&device, json),
+    }
+}
+
+fn list(as_json: bool) -> CliResult {
+    let devices = hid::list_fido_devices()
+        .map_err(|e| CliError::failed(format!("cannot enumerate HID devices: {e}")))?;
+    if as_json {
+        let out = serde_json::to_string_pretty(&json!({ "hid": devices }))
+            .map_err(|e| CliError::failed(format!("cannot encode JSON: {e}")))?;
+        println!("{out}");
+        return Ok(());
+    }
+    if devices.is_empty() {
+        println!("No FIDO HID devices found (check the udev rule or run as a user with access to /dev/hidraw*).");
+        return Ok(());
+    }
+    for d in devices {
+        println!(
+            "{}  {:04x}:{:04x}  {}{}",
+            d.path,
+            d.vendor_id,
+            d.product_id,
+            d.product.as_deref().unwrap_or("(unnamed)"),
+            d.serial_number
+                .map(|s| format!("  usb-serial {s}"))
+                .unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+/// What `devices info` found out.
+struct Report {
+    device: String,
+    link: &'static str,
+    init: Option<InitInfo>,
+    device_info: Result<DeviceInfo, String>,
+    get_info: GetInfo,
+    pin_retries: Result<Option<PinRetries>, String>,
+}
+
+fn info(dev: &str, as_json: bool) -> CliResult {
+    let spec: DeviceSpec = dev.parse().map_err(CliError::usage)?;
+    let report = match &spec {
+        DeviceSpec::Hid(_) | DeviceSpec::Udp { .. } => {
+            let transport = spec.open_transport().map_err(|e| open_failed(&spec, e))?;
+            let mut channel = HidChannel::open(transport, Timeouts::default()).map_err(|e| {
+                CliError::failed(format!(
+                    "{spec}: CTAPHID INIT failed: {e}; is this a FIDO device (and is the bridge running)?"
+                ))
+            })?;
+            let init = *channel.info();
+            let device_info = yubikey::read_device_info(&mut channel).map_err(|e| e.to_string());
+            let (get_info, pin_retries) = ctap_summary(&spec, channel)?;
+            Report {
+                device: spec.to_string(),
+                link: "CTAPHID",
+                init: Some(init),
+                device_info,
+                get_info,
+                pin_retries,
+            }
+        }
+        DeviceSpec::Pcsc(reader) => pcsc_report(&spec, reader)?,
+        DeviceSpec::Sim(_) => {
+            return Err(CliError::failed(format!(
+                "{spec}: simulated devices are not supported by this build yet; serve one over UDP and use udp:HOST:PORT"
+            )))
+        }
+    };
+    if as_json {
+        let out = serde_json::to_string_pretty(&to_json(&report))
+            .map_err(|e| CliError::failed(format!("cannot encode JSON: {e}")))?;
+        println!("{out}");
+    } else {
+        print_text(&report);
+    }
+    Ok(())
+}
+
+fn open_failed(spec: &DeviceSpec, e: TransportError) -> CliError {
+    CliError::failed(format!(
+        "cannot open {spec}: {e}; check the path or address, and access rights to /dev/hidraw* (udev rule)"
+    ))
+}
+
+/// getInfo, then PIN retries when a PIN is set.
+fn ctap_summary<D: CtapDevice>(
+    spec: &DeviceSpec,
+    device: D,
+) -> Result<(GetInfo, Result<Option<PinRetries>, String>), CliError> {
+    let mut client = Client::new(device);
+    let info = client
+        .get_info()
+        .map_err(|e| CliError::failed(format!("{spec}: getInfo failed: {e}")))?;
+    let retries = match info.pin_set() {
+        Some(true) => client
+            .get_pin_retries(info.preferred_pin_protocol().unwrap_or(PinProtocol::One))
+            .map(Some)
+            .map_err(|e| e.to_string()),
+        _ => Ok(None),
+    };
+    Ok((info, retries))
+}
+
+/// PC/SC keys speak CTAP2 over NFCCTAP_MSG; adapt them to [`CtapDevice`].
+struct NfcDevice(crate::pcsc::transport::NfcCtap<crate::pcsc::transport::PcscCard>);
+
+impl CtapDevice for NfcDevice {
+    fn cbor(
+        &mut self,
+        request: &[u8],
+        keepalive: &mut dyn FnMut(KeepaliveStatus),
+    ) -> Result<Vec<u8>, CtapError> {
+        self.0
+            .cbor(request, &mut |s| keepalive(KeepaliveStatus(s.0)))
+            .map_err(|e| CtapError::Transport(TransportError::Io(e.to_string())))
+    }
+}
+
+fn pcsc_report(spec: &DeviceSpec, reader: &str) -> Result<Report, CliError> {
+    use crate::pcsc::{management, transport::NfcCtap, LengthMode};
+    let device_info = management::device_info(reader)
+        .map_err(|e| e.to_string())
+        .and_then(|m| DeviceInfo::parse_tlv_bytes(&m.tlvs).map_err(|e| e.to_string()));
+    let nfc = NfcCtap::open(reader, LengthMode::Short)
+        .map_err(|e| CliError::failed(format!("cannot open {spec}: {e}")))?;
+    let (get_info, pin_retries) = ctap_summary(spec, NfcDevice(nfc))?;
+    Ok(Report {
+        device: spec.to_string(),
+        link: "PC/SC (CTAP over ISO 7816)",
+        init: None,
+        device_info,
+        get_info,
+        pin_retries,
+    })
+}
+
+fn to_json(r: &Report) -> Json {
+    let i = &r.get_info;
+    json!({
+        "device": r.device,
+        "link": r.link,
+        "ctaphid": r.init.map(|init| json!({
+            "cid": format!("{:08x}", init.cid),
+            "protocol_version": init.protocol_version,
+            "device_version": format!("{}.{}.{}", init.device_version.0, init.device_version.1, init.device_version.2),
+            "capabilities": init.capabilities.0,
+            "wink": init.capabilities.wink(),
+            "cbor": init.capabilities.cbor(),
+            "msg": init.capabilities.msg(),
+        })),
+        "device_info": match &r.device_info {
+            Ok(d) => json!({
+                "serial": d.serial,
+                "firmware": d.effective_firmware().map(|v| v.to_string()),
+                "form_factor": d.form_factor.0,
+                "form_factor_name": d.form_factor.to_string(),
+                "fips_series": d.is_fips_series,
+                "sky": d.is_sky,
+                "nfc": d.has_nfc(),
+                "pin_complexity": d.pin_complexity,
+                "part_number": d.part_number,
+                "usb_enabled": d.usb_enabled.map(|c| c.names()),
+                "nfc_enabled": d.nfc_enabled.map(|c| c.names()),
+            }),
+            Err(e) => json!({ "error": e }),
+        },
+        "ctap": {
+            "versions": i.versions,
+            "extensions": i.extensions,
+            "aaguid": i.aaguid_string(),
+            "options": i.options,
+            "max_msg_size": i.max_msg_size,
+            "pin_uv_auth_protocols": i.pin_uv_auth_protocols,
+            "max_credential_count_in_list": i.max_credential_count_in_list,
+            "max_credential_id_length": i.max_credential_id_length,
+            "transports": i.transports,
+            "algorithms": i.algorithms.iter().map(|a| a.alg).collect::<Vec<_>>(),
+            "force_pin_change": i.force_pin_change,
+            "min_pin_length": i.min_pin_length,
+            "firmware_version": i.firmware_version_triple().map(|(a, b, c)| format!("{a}.{b}.{c}")),
+            "max_rpids_for_set_min_pin_length": i.max_rpids_for_set_min_pin_length,
+            "remaining_discoverable_credentials": i.remaining_discoverable_credentials,
+        },
+        "pin": match &r.pin_retries {
+            Ok(Some(p)) => json!({ "set": true, "retries": p.retries, "power_cycle_required": p.power_cycle_state }),
+            Ok(None) => json!({ "set": i.pin_set() }),
+            Err(e) => json!({ "set": i.pin_set(), "error": e }),
+        },
+    })
+}
+
+fn print_text(r: &Report) {
+    let line = |k: &str, v: String| println!("{:<36}{v}", format!("{k}:"));
+    let i = &r.get_info;
+    line("Device", format!("{} ({})", r.device, r.link));
+    match &r.device_info {
+        Ok(d) => {
+            line(
+                "Serial number",
+                d.serial.map_or("not reported".into(), |s| s.to_string()),
+            );
+            line(
+                "Firmware version",
+                d.effective_firmware()
+                    .map_or("not reported".into(), |v| v.to_string()),
+            );
+            let mut ff = d.form_factor.to_string();
+            if d.is_fips_series {
+                ff.push_str(", FIPS series");
+            }
+            if d.is_sky {
+                ff.push_str(", Security Key series");
+            }
+            line("Form factor", ff);
+            line(
+                "NFC",
+                match d.nfc_enabled {
+                    _ if !d.has_nfc() => "not available".into(),
+                    Some(c) => format!("supported, enabled: {}", c.names().join(", ")),
+                    None => "supported".into(),
+                },
+            );
+            if let Some(p) = d.pin_complexity {
+                line(
+                    "PIN complexity",
+                    if p { "enabled" } else { "disabled" }.into(),
+                );
+            }
+            if let Some(c) = d.usb_enabled {
+                line("USB applications", c.names().join(", "));
+            }
+        }
+        Err(e) => line("Device info (0xC2)", format!("unavailable: {e}")),
+    }
+    if let Some(init) = r.init {
+        let (a, b, c) = init.device_version;
+        line(
+            "CTAPHID",
+            format!(
+                "protocol {}, device version {a}.{b}.{c}, {:?}",
+                init.protocol_version, init.capabilities
+            ),
+        );
+    }
+    line("AAGUID", i.aaguid_string());
+    line("Versions", i.versions.join(", "));
+    line("Extensions", i.extensions.join(", "));
+    let opts: Vec<String> = i.options.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    line("Options", opts.join(", "));
+    line("Max message size", i.max_msg_size_or_default().to_string());
+    let protos: Vec<String> = i.pin_uv_auth_protocols.iter().map(u64::to_string).collect();
+    line("PIN/UV auth protocols", protos.join(", "));
+    if let Some((a, b, c)) = i.firmware_version_triple() {
+        line("Firmware (getInfo)", format!("{a}.{b}.{c}"));
+    }
+    line("Min PIN length", i.min_pin_length.to_string());
+    line(
+        "Force PIN change",
+        if i.force_pin_change { "yes" } else { "no" }.into(),
+    );
+    if let Some(n) = i.remaining_discoverable_credentials {
+        line("Remaining discoverable credentials", n.to_string());
+    }
+    line(
+        "PIN",
+        match (&r.pin_retries, i.pin_set()) {
+            (Ok(Some(p)), _) => format!(
+                "set, {} retries left{}",
+                p.retries,
+                if p.power_cycle_state == Some(true) {
+                    " (reinsert the key before the next attempt)"
+                } else {
+                    ""
+                }
+            ),
+            (Ok(None), Some(false)) => "not set".into(),
+            (Ok(None), _) => "not supported".into(),
+            (Err(e), _) => format!("set, retries unavailable: {e}"),
+        },
+    );
 }

@@ -1,13 +1,68 @@
-//! `prereg-station keys …` (SPEC §11). Not built yet.
+//! `prereg-station keys …` (SPEC §2, §11): station key custody.
 
 use crate::error::{CliError, CliResult};
+use crate::jose::StationKeys;
+use std::path::PathBuf;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
-    /// (not built yet)
-    Help,
+    /// Add a new P-384 transport key and signing key to DIR (created 0700,
+    /// key files 0600); the new signing key becomes the active one.
+    Generate {
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+    },
+    /// Write the public `transport-keys.jwks` and `sign.jwks` into OUT.
+    ExportJwks {
+        /// Keys directory; default $CREDENTIALS_DIRECTORY.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        #[arg(long, value_name = "OUT")]
+        out: PathBuf,
+    },
+    /// List the key ids in DIR and which signing key is active.
+    List {
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
-pub fn run(_cmd: Command) -> CliResult {
-    Err(CliError::failed("keys is not built yet in this version"))
+fn load(dir: &Option<PathBuf>) -> Result<StationKeys, CliError> {
+    StationKeys::load(dir.as_deref()).map_err(|e| CliError::failed(format!("keys: {e}")))
+}
+
+pub fn run(cmd: Command) -> CliResult {
+    match cmd {
+        Command::Generate { dir } => {
+            let keys = StationKeys::generate(&dir)
+                .map_err(|e| CliError::failed(format!("keys generate: {e}")))?;
+            println!(
+                "keys in {}: transport {}; active signing key {}",
+                dir.display(),
+                keys.transport_kids().collect::<Vec<_>>().join(", "),
+                keys.active_signing().kid
+            );
+            Ok(())
+        }
+        Command::ExportJwks { dir, out } => {
+            let keys = load(&dir)?;
+            let (t, s) = keys
+                .export_jwks(&out)
+                .map_err(|e| CliError::failed(format!("keys export-jwks: {e}")))?;
+            println!("wrote {} and {}", t.display(), s.display());
+            Ok(())
+        }
+        Command::List { dir } => {
+            let keys = load(&dir)?;
+            for k in keys.transport_kids() {
+                println!("transport {k}");
+            }
+            let active = keys.active_signing().kid.clone();
+            for k in keys.signing_jwks().keys {
+                let mark = if k.kid == active { " (active)" } else { "" };
+                println!("signing   {}{mark}", k.kid);
+            }
+            Ok(())
+        }
+    }
 }

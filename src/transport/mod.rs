@@ -24,6 +24,9 @@ pub enum TransportError {
     /// The device could not be opened or addressed.
     #[error("cannot open device {device}: {reason}")]
     Open { device: String, reason: String },
+    /// The device kind cannot be opened as a report transport here.
+    #[error("not supported: {0}")]
+    Unsupported(String),
     /// Any other I/O failure, with the OS's words.
     #[error("I/O error: {0}")]
     Io(String),
@@ -35,6 +38,7 @@ pub trait Transport: Send {
     fn send(&mut self, report: &Report) -> Result<(), TransportError>;
 
     /// Waits at most `timeout` for one input report; `Ok(None)` if none came.
+    /// `Duration::ZERO` must not block: it polls for a report already waiting.
     fn recv(&mut self, timeout: Duration) -> Result<Option<Report>, TransportError>;
 
     /// A short human name for logs and `devices list` (path, address, profile).
@@ -52,3 +56,10 @@ impl<T: Transport + ?Sized> Transport for Box<T> {
         (**self).describe()
     }
 }
+
+pub mod hid;
+pub mod memory;
+pub mod spec;
+pub mod udp;
+
+pub use spec::{DeviceSpec, DeviceSpecError};

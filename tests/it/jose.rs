@@ -1,1 +1,986 @@
-//! Integration tests: jose.
+//! Integration tests: jose, webauthn and the reference IdP.
+//!
+//! - `end_to_end_*`: IdP enroll → a software station (jose + webauthn, a test
+//!   attestation CA) → IdP activate.
+//! - `refusal_table`: ≥20 refused inputs, each with its stable reason code.
+//! - `cli_paths_never_write_pin_or_plaintext`: the CLI paths in a temp dir,
+//!   every file and all output grepped for the PIN and payload markers.
+//! - `interop_jwcrypto_*`: both directions against jwcrypto (Python).
+
+use crate::util::station_bin;
+use prereg_station::idp::wire::{ResultItem, ShipmentState};
+use prereg_station::idp::{EnrollOptions, Idp, ProductData, Shipment, ShipmentResult};
+use prereg_station::jose::jwe::{self, KeyManagement};
+use prereg_station::jose::jwk::{EcJwk, KeyUse};
+use prereg_station::jose::keys::NamedKey;
+use prereg_station::jose::request::Attestation;
+use prereg_station::jose::response::{
+    open_credential_response, open_pin_response, seal_credential_response, seal_pin_response,
+    DeviceIdentity, MadeCredential,
+};
+use prereg_station::jose::{b64url_decode, b64url_encode, cty, decrypt_job, StationKeys};
+use prereg_station::secret::SecretString;
+use prereg_station::webauthn::testkit::SoftCa;
+use prereg_station::webauthn::{self, Expected, TrustRoots};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const NOW: i64 = 1_764_320_000;
+const AAGUID: [u8; 16] = [
+    0xa2, 0x53, 0x42, 0xc0, 0x3c, 0xdc, 0x44, 0x14, 0x8e, 0x46, 0xf4, 0x80, 0x7f, 0xca, 0x51, 0x1c,
+];
+
+fn random_pin() -> SecretString {
+    use rand::Rng;
+    SecretString::new(format!(
+        "{:06}",
+        rand::thread_rng().gen_range(0..1_000_000u32)
+    ))
+}
+
+/// What a station does with one shipment, minus the USB: decrypt, attest
+/// (software CA), verify on the spot, seal responses. Returns the result and the PIN.
+fn software_station(
+    keys: &StationKeys,
+    ca: &SoftCa,
+    roots: &TrustRoots,
+    shipment: &Shipment,
+    serial: &str,
+    now: i64,
+) -> (ShipmentResult, SecretString) {
+    let item = &shipment.shipment_items[0];
+    let pc = &item.product_customizations[0];
+    let reqs = decrypt_job(
+        keys,
+        &pc.fido_pin_request,
+        &pc.fido_credential_requests,
+        now,
+    )
+    .expect("job decrypts");
+    let device = DeviceIdentity {
+        serial_number: serial.into(),
+        firmware_version: "5.7.1".into(),
+    };
+    let pin = random_pin();
+    let pin_jwe = seal_pin_response(keys, &reqs.pin, &device, &pin, now).unwrap();
+    let mut cred_jwes = Vec::new();
+    for c in &reqs.credentials {
+        let cdj = webauthn::client_data_json(c.challenge.expose(), &c.origin);
+        let cdh = webauthn::client_data_hash(&cdj);
+        let (obj, cred_id) = ca.attest(&c.rp_id, &cdh, c.cred_protect.map(|p| p.value()));
+        let expected = Expected {
+            rp_id: &c.rp_id,
+            client_data_hash: &cdh,
+            require_uv: true,
+            cred_protect: c.cred_protect.map(|p| p.value()),
+            allow_none: false,
+            now,
+        };
+        webauthn::verify_attestation_parts(&obj, &expected, roots).expect("genuine");
+        let delivered = if c.attestation == Attestation::None {
+            obj.to_none()
+        } else {
+            obj
+        };
+        let att = delivered.encode();
+        let made = MadeCredential {
+            aaguid: ca.aaguid,
+            credential_id: &cred_id,
+            client_data_json: &cdj,
+            attestation_object: &att,
+            transports: &["nfc", "usb"],
+        };
+        cred_jwes.push(seal_credential_response(keys, c, &device, &made, now).unwrap());
+    }
+    let result = ShipmentResult {
+        shipment_id: shipment.shipment_id.clone(),
+        shipment_state: ShipmentState {
+            shipment_state_id: 103,
+        },
+        shipment_items: vec![ResultItem {
+            product_id: item.product_id,
+            product_data: vec![ProductData {
+                serial_number: serial.into(),
+                firmware_version: "5.7.1".into(),
+                fido_pin_response: pin_jwe,
+                fido_credential_responses: cred_jwes,
+            }],
+        }],
+    };
+    (result, pin)
+}
+
+fn enroll_opts(users: usize) -> EnrollOptions {
+    EnrollOptions {
+        users,
+        now: NOW - 60,
+        ..EnrollOptions::default()
+    }
+}
+
+#[test]
+fn end_to_end_enroll_program_activate() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = StationKeys::generate_ephemeral();
+    let ca = SoftCa::new(AAGUID);
+    let roots = TrustRoots::from_pem(ca.root_pem().as_bytes()).unwrap();
+    let idp = Idp::open(dir.path()).unwrap();
+    for (alg, attestation, creds) in [
+        (KeyManagement::EcdhEsA256Kw, "direct", 1),
+        (KeyManagement::EcdhEs, "none", 2),
+    ] {
+        let mut opts = enroll_opts(3);
+        opts.alg = alg;
+        opts.attestation = attestation.into();
+        opts.credentials_per_user = creds;
+        let shipments = idp.enroll(&keys.transport_jwks(), &opts).unwrap();
+        assert_eq!(shipments.len(), 3);
+        let mut results = Vec::new();
+        let mut pins = Vec::new();
+        for (i, s) in shipments.iter().enumerate() {
+            let (r, pin) = software_station(&keys, &ca, &roots, s, &format!("1234567{i}"), NOW);
+            results.push(r);
+            pins.push(pin);
+        }
+        let reports = idp.activate(&keys.signing_jwks(), &roots, &results, NOW);
+        for (r, pin) in reports.iter().zip(&pins) {
+            assert!(r.verified(), "{:?}", r.to_json(false));
+            assert_eq!(r.credentials.len(), creds);
+            assert_eq!(r.pin.as_ref().unwrap().expose(), pin.expose());
+            assert!(!r.to_json(false).to_string().contains(pin.expose().as_str()));
+            assert!(r.to_json(true).to_string().contains(pin.expose().as_str()));
+        }
+
+        // Credential responses swapped between two keys: the IdP notices.
+        let mut swapped = results.clone();
+        let a = swapped[0].shipment_items[0].product_data[0].clone();
+        let b = swapped[1].shipment_items[0].product_data[0].clone();
+        swapped[0].shipment_items[0].product_data[0].fido_credential_responses =
+            b.fido_credential_responses;
+        swapped[1].shipment_items[0].product_data[0].fido_pin_response = a.fido_pin_response;
+        let reports = idp.activate(&keys.signing_jwks(), &roots, &swapped[..2], NOW);
+        assert!(reports.iter().all(|r| !r.verified()));
+        // Signed by a key not in sign.jwks.
+        let other = StationKeys::generate_ephemeral();
+        let reports = idp.activate(&other.signing_jwks(), &roots, &results[..1], NOW);
+        assert!(!reports[0].verified());
+        assert!(reports[0].failures[0].starts_with("jose.kid_unknown"));
+        // Unknown attestation root (direct only: none is not provable anyway).
+        if attestation == "direct" {
+            let stranger = SoftCa::new(AAGUID);
+            let other_roots = TrustRoots::from_pem(stranger.root_pem().as_bytes()).unwrap();
+            let reports = idp.activate(&keys.signing_jwks(), &other_roots, &results[..1], NOW);
+            let f = reports[0].credentials[0].failure.as_deref().unwrap();
+            assert!(f.starts_with("attestation.untrusted_root"), "{f}");
+        }
+    }
+}
+
+// ---- refusal table ---------------------------------------------------------
+
+struct Fixture {
+    keys: StationKeys,
+    resp: NamedKey,
+}
+
+fn pin_plain(f: &Fixture) -> Value {
+    json!({
+        "v": 1, "userId": "00us2hPODQncCkxef0g3",
+        "authenticatorEnrollmentIds": ["fwf2rovRxogXJ0nDd0g4"],
+        "pinPolicy": {"length": 6, "forceChangePin": true, "minPinLength": 6},
+        "responseKey": f.resp.public_jwk(KeyUse::Enc),
+        "iat": NOW - 100, "exp": NOW + 3600
+    })
+}
+
+fn cred_plain(f: &Fixture) -> Value {
+    json!({
+        "v": 1, "userId": "00us2hPODQncCkxef0g3",
+        "authenticatorEnrollmentId": "fwf2rovRxogXJ0nDd0g4",
+        "responseKey": f.resp.public_jwk(KeyUse::Enc),
+        "origin": "https://myorg.okta.com",
+        "publicKey": {
+            "rp": {"id": "myorg.okta.com", "name": "MyOrg"},
+            "user": {"id": b64url_encode([5u8; 16]), "name": "jan@example.com", "displayName": "Jan Lindberg"},
+            "challenge": b64url_encode([9u8; 32]),
+            "pubKeyCredParams": [{"type": "public-key", "alg": -7}, {"type": "public-key", "alg": -8}],
+            "excludeCredentials": [],
+            "authenticatorSelection": {"residentKey": "required", "userVerification": "required"},
+            "attestation": "direct",
+            "extensions": {"credentialProtectionPolicy": "userVerificationRequired",
+                           "enforceCredentialProtectionPolicy": true, "minPinLength": true}
+        },
+        "iat": NOW - 100, "exp": NOW + 3600
+    })
+}
+
+fn enc(f: &Fixture, v: &Value, content_type: &str) -> String {
+    let t = &f.keys.transport_jwks().keys[0];
+    jwe::encrypt(
+        &serde_json::to_vec(v).unwrap(),
+        &t.to_public_key().unwrap(),
+        &t.kid,
+        content_type,
+        KeyManagement::EcdhEsA256Kw,
+    )
+    .unwrap()
+}
+
+/// Rewrites a JWE's protected header (the tag no longer matches, but every
+/// header check runs before decryption).
+fn with_header(jwe: &str, edit: impl FnOnce(&mut Value)) -> String {
+    let mut parts: Vec<String> = jwe.split('.').map(String::from).collect();
+    let mut h: Value = serde_json::from_slice(&b64url_decode(&parts[0]).unwrap()).unwrap();
+    edit(&mut h);
+    parts[0] = b64url_encode(serde_json::to_vec(&h).unwrap());
+    parts.join(".")
+}
+
+fn with_part(jwe: &str, i: usize, edit: impl FnOnce(&mut Vec<u8>)) -> String {
+    let mut parts: Vec<String> = jwe.split('.').map(String::from).collect();
+    let mut bytes = b64url_decode(&parts[i]).unwrap();
+    edit(&mut bytes);
+    parts[i] = b64url_encode(bytes);
+    parts.join(".")
+}
+
+#[test]
+fn refusal_table() {
+    let f = Fixture {
+        keys: StationKeys::generate_ephemeral(),
+        resp: NamedKey::generate("idp-resp"),
+    };
+    let pin_ok = enc(&f, &pin_plain(&f), cty::PIN_REQUEST);
+    let cred_ok = enc(&f, &cred_plain(&f), cty::CRED_REQUEST);
+    // The base case passes: every refusal below is caused by its one change.
+    decrypt_job(&f.keys, &pin_ok, std::slice::from_ref(&cred_ok), NOW).expect("base case is valid");
+
+    let cred_with = |edit: &dyn Fn(&mut Value)| {
+        let mut v = cred_plain(&f);
+        edit(&mut v);
+        enc(&f, &v, cty::CRED_REQUEST)
+    };
+    let pin_with = |edit: &dyn Fn(&mut Value)| {
+        let mut v = pin_plain(&f);
+        edit(&mut v);
+        enc(&f, &v, cty::PIN_REQUEST)
+    };
+    let p256 = p256::SecretKey::random(&mut rand_core::OsRng);
+    let p256_jwk = {
+        use p256::elliptic_curve::sec1::ToEncodedPoint;
+        let pt = p256.public_key().to_encoded_point(false);
+        json!({"kty": "EC", "crv": "P-256", "x": b64url_encode(pt.x().unwrap()), "y": b64url_encode(pt.y().unwrap())})
+    };
+
+    // (name, pin JWE, credential JWEs, expected code)
+    let cases: Vec<(&str, String, Vec<String>, &str)> = vec![
+        (
+            "tampered ciphertext",
+            pin_ok.clone(),
+            vec![with_part(&cred_ok, 3, |b| b[0] ^= 1)],
+            "jwe.tag_invalid",
+        ),
+        (
+            "tampered tag",
+            pin_ok.clone(),
+            vec![with_part(&cred_ok, 4, |b| b[15] ^= 0x80)],
+            "jwe.tag_invalid",
+        ),
+        (
+            "tampered header (AAD)",
+            with_header(&pin_ok, |h| h["x-extra"] = json!(1)),
+            vec![cred_ok.clone()],
+            "jwe.tag_invalid",
+        ),
+        (
+            "tampered encrypted key",
+            pin_ok.clone(),
+            vec![with_part(&cred_ok, 1, |b| b[3] ^= 1)],
+            "jwe.key_unwrap_failed",
+        ),
+        (
+            "truncated tag",
+            pin_ok.clone(),
+            vec![with_part(&cred_ok, 4, |b| b.truncate(12))],
+            "jwe.tag_length",
+        ),
+        (
+            "IV not 96 bits",
+            pin_ok.clone(),
+            vec![with_part(&cred_ok, 2, |b| b.push(0))],
+            "jwe.iv_invalid",
+        ),
+        (
+            "expired",
+            pin_with(&|v| v["exp"] = json!(NOW - 1)),
+            vec![cred_ok.clone()],
+            "request.expired",
+        ),
+        (
+            "not yet valid",
+            pin_ok.clone(),
+            vec![cred_with(&|v| v["iat"] = json!(NOW + 3600))],
+            "request.not_yet_valid",
+        ),
+        (
+            "mis-bound userId",
+            pin_ok.clone(),
+            vec![cred_with(&|v| v["userId"] = json!("00uSOMEONEELSE"))],
+            "request.user_mismatch",
+        ),
+        (
+            "enrollment id not listed",
+            pin_ok.clone(),
+            vec![cred_with(&|v| {
+                v["authenticatorEnrollmentId"] = json!("fwfOTHER")
+            })],
+            "request.enrollment_not_listed",
+        ),
+        (
+            "duplicate enrollment",
+            pin_ok.clone(),
+            vec![cred_ok.clone(), cred_ok.clone()],
+            "request.duplicate_enrollment",
+        ),
+        (
+            "no credential request",
+            pin_ok.clone(),
+            vec![],
+            "request.no_credential_request",
+        ),
+        (
+            "wrong alg A128KW",
+            with_header(&pin_ok, |h| h["alg"] = json!("ECDH-ES+A128KW")),
+            vec![cred_ok.clone()],
+            "jwe.alg_unsupported",
+        ),
+        (
+            "alg dir",
+            with_header(&pin_ok, |h| h["alg"] = json!("dir")),
+            vec![cred_ok.clone()],
+            "jwe.alg_unsupported",
+        ),
+        (
+            "alg none",
+            with_header(&pin_ok, |h| h["alg"] = json!("none")),
+            vec![cred_ok.clone()],
+            "jwe.alg_unsupported",
+        ),
+        (
+            "alg RSA-OAEP-256",
+            with_header(&pin_ok, |h| h["alg"] = json!("RSA-OAEP-256")),
+            vec![cred_ok.clone()],
+            "jwe.alg_unsupported",
+        ),
+        (
+            "alg RSA1_5",
+            pin_ok.clone(),
+            vec![with_header(&cred_ok, |h| h["alg"] = json!("RSA1_5"))],
+            "jwe.alg_unsupported",
+        ),
+        (
+            "wrong enc A128GCM",
+            with_header(&pin_ok, |h| h["enc"] = json!("A128GCM")),
+            vec![cred_ok.clone()],
+            "jwe.enc_unsupported",
+        ),
+        (
+            "wrong enc A256CBC-HS512",
+            pin_ok.clone(),
+            vec![with_header(&cred_ok, |h| h["enc"] = json!("A256CBC-HS512"))],
+            "jwe.enc_unsupported",
+        ),
+        (
+            "wrong curve (epk P-256)",
+            with_header(&pin_ok, |h| h["epk"] = p256_jwk.clone()),
+            vec![cred_ok.clone()],
+            "jose.curve_unsupported",
+        ),
+        (
+            "epk not on curve",
+            with_header(&pin_ok, |h| {
+                let mut y = b64url_decode(h["epk"]["y"].as_str().unwrap()).unwrap();
+                y[47] ^= 1;
+                h["epk"]["y"] = json!(b64url_encode(y));
+            }),
+            vec![cred_ok.clone()],
+            "jwe.epk_invalid",
+        ),
+        (
+            "epk missing",
+            with_header(&pin_ok, |h| {
+                h.as_object_mut().unwrap().remove("epk");
+            }),
+            vec![cred_ok.clone()],
+            "jwe.epk_invalid",
+        ),
+        (
+            "missing kid",
+            with_header(&pin_ok, |h| {
+                h.as_object_mut().unwrap().remove("kid");
+            }),
+            vec![cred_ok.clone()],
+            "jose.kid_missing",
+        ),
+        (
+            "unknown kid",
+            with_header(&pin_ok, |h| h["kid"] = json!("not-a-station-key")),
+            vec![cred_ok.clone()],
+            "jose.kid_unknown",
+        ),
+        (
+            "crit header",
+            with_header(&pin_ok, |h| h["crit"] = json!(["exp"])),
+            vec![cred_ok.clone()],
+            "jose.crit_unsupported",
+        ),
+        (
+            "zip header",
+            with_header(&pin_ok, |h| h["zip"] = json!("DEF")),
+            vec![cred_ok.clone()],
+            "jose.crit_unsupported",
+        ),
+        (
+            "wrong cty: credential request in the PIN slot",
+            cred_ok.clone(),
+            vec![cred_ok.clone()],
+            "jwe.cty_mismatch",
+        ),
+        (
+            "wrong cty: PIN request in the credential list",
+            pin_ok.clone(),
+            vec![pin_ok.clone()],
+            "jwe.cty_mismatch",
+        ),
+        (
+            "ECDH-ES with an encrypted key",
+            with_header(&pin_ok, |h| h["alg"] = json!("ECDH-ES")),
+            vec![cred_ok.clone()],
+            "jwe.encrypted_key_invalid",
+        ),
+        (
+            "residentKey preferred",
+            pin_ok.clone(),
+            vec![cred_with(&|v| {
+                v["publicKey"]["authenticatorSelection"]["residentKey"] = json!("preferred")
+            })],
+            "request.resident_key_not_required",
+        ),
+        (
+            "short challenge (15 bytes)",
+            pin_ok.clone(),
+            vec![cred_with(&|v| {
+                v["publicKey"]["challenge"] = json!(b64url_encode([1u8; 15]))
+            })],
+            "request.challenge_too_short",
+        ),
+        (
+            "origin http",
+            pin_ok.clone(),
+            vec![cred_with(&|v| v["origin"] = json!("http://myorg.okta.com"))],
+            "request.origin_invalid",
+        ),
+        (
+            "origin of another site",
+            pin_ok.clone(),
+            vec![cred_with(&|v| v["origin"] = json!("https://evil-okta.com"))],
+            "request.origin_invalid",
+        ),
+        (
+            "ES256 not offered",
+            pin_ok.clone(),
+            vec![cred_with(&|v| {
+                v["publicKey"]["pubKeyCredParams"] = json!([{"type": "public-key", "alg": -8}])
+            })],
+            "request.es256_missing",
+        ),
+        (
+            "attestation indirect",
+            pin_ok.clone(),
+            vec![cred_with(&|v| {
+                v["publicKey"]["attestation"] = json!("indirect")
+            })],
+            "request.attestation_unsupported",
+        ),
+        (
+            "responseKey on P-256",
+            pin_with(&|v| {
+                v["responseKey"] = {
+                    let mut k = p256_jwk.clone();
+                    k["kid"] = json!("r");
+                    k["use"] = json!("enc");
+                    k
+                }
+            }),
+            vec![cred_ok.clone()],
+            "request.response_key_invalid",
+        ),
+        (
+            "responseKey use sig",
+            pin_ok.clone(),
+            vec![cred_with(&|v| v["responseKey"]["use"] = json!("sig"))],
+            "request.response_key_invalid",
+        ),
+        (
+            "v = 2",
+            pin_with(&|v| v["v"] = json!(2)),
+            vec![cred_ok.clone()],
+            "request.version",
+        ),
+        (
+            "PIN length 8",
+            pin_with(&|v| v["pinPolicy"]["length"] = json!(8)),
+            vec![cred_ok.clone()],
+            "request.pin_policy_invalid",
+        ),
+        (
+            "missing userId",
+            pin_with(&|v| {
+                v.as_object_mut().unwrap().remove("userId");
+            }),
+            vec![cred_ok.clone()],
+            "request.schema",
+        ),
+        (
+            "bad JSON plaintext",
+            enc(&f, &json!("not an object"), cty::PIN_REQUEST),
+            vec![cred_ok.clone()],
+            "request.schema",
+        ),
+        (
+            "challenge not base64url",
+            pin_ok.clone(),
+            vec![cred_with(&|v| v["publicKey"]["challenge"] = json!("***"))],
+            "request.schema",
+        ),
+        (
+            "malformed compact (4 parts)",
+            pin_ok.rsplit_once('.').unwrap().0.to_string(),
+            vec![cred_ok.clone()],
+            "jose.malformed",
+        ),
+        (
+            "malformed compact (6 parts)",
+            format!("{pin_ok}.AA"),
+            vec![cred_ok.clone()],
+            "jose.malformed",
+        ),
+        (
+            "bad base64 (padding)",
+            pin_ok.clone(),
+            vec![{
+                let mut p: Vec<String> = cred_ok.split('.').map(String::from).collect();
+                p[2].push('=');
+                p.join(".")
+            }],
+            "jose.bad_base64",
+        ),
+        (
+            "bad base64 (alphabet)",
+            format!("+{}", &pin_ok[1..]),
+            vec![cred_ok.clone()],
+            "jose.bad_base64",
+        ),
+        (
+            "header not JSON",
+            format!(
+                "{}{}",
+                b64url_encode(b"{alg"),
+                &pin_ok[pin_ok.find('.').unwrap()..]
+            ),
+            vec![cred_ok.clone()],
+            "jose.bad_header",
+        ),
+        (
+            "oversized",
+            "A".repeat(300 * 1024),
+            vec![cred_ok.clone()],
+            "jose.too_large",
+        ),
+    ];
+    assert!(cases.len() >= 20);
+    let mut table = String::new();
+    for (name, pin, creds, code) in &cases {
+        let err = decrypt_job(&f.keys, pin, creds, NOW)
+            .map(|_| ())
+            .expect_err(name);
+        table.push_str(&format!("{name:<48} {}\n", err.code()));
+        assert_eq!(err.code(), *code, "case {name:?}: {err}");
+        // Errors never quote plaintext values.
+        assert!(!err.to_string().contains("jan@example.com"), "{name}");
+    }
+    println!("{} refused inputs:\n{table}", cases.len());
+}
+
+#[test]
+fn response_tamper_and_wrong_key_are_refused() {
+    let f = Fixture {
+        keys: StationKeys::generate_ephemeral(),
+        resp: NamedKey::generate("idp-resp"),
+    };
+    let t = &f.keys.transport_jwks().keys[0];
+    let seal_req = |v: Value, c: &str| {
+        let plain = serde_json::to_vec(&v).unwrap();
+        jwe::encrypt(
+            &plain,
+            &t.to_public_key().unwrap(),
+            &t.kid,
+            c,
+            KeyManagement::EcdhEs,
+        )
+        .unwrap()
+    };
+    let pin_jwe = seal_req(pin_plain(&f), cty::PIN_REQUEST);
+    let cred_jwe = seal_req(cred_plain(&f), cty::CRED_REQUEST);
+    let reqs = decrypt_job(&f.keys, &pin_jwe, &[cred_jwe], NOW).unwrap();
+    let device = DeviceIdentity {
+        serial_number: "1".into(),
+        firmware_version: "5.7.1".into(),
+    };
+    let pin = SecretString::new("482913".into());
+    let sealed = seal_pin_response(&f.keys, &reqs.pin, &device, &pin, NOW).unwrap();
+    let sign = f.keys.signing_jwks();
+    let opened = open_pin_response(&sealed, &f.resp.kid, f.resp.secret(), &sign).unwrap();
+    assert_eq!(opened.pin.expose(), "482913");
+    assert_eq!(
+        opened.request_digest,
+        prereg_station::jose::response::request_digest(&pin_jwe)
+    );
+    let wrong = NamedKey::generate("x");
+    let e = open_pin_response(&sealed, &f.resp.kid, wrong.secret(), &sign).unwrap_err();
+    assert_eq!(e.code(), "jwe.key_unwrap_failed");
+    let e = open_pin_response(&sealed, "other-kid", f.resp.secret(), &sign).unwrap_err();
+    assert_eq!(e.code(), "jose.kid_unknown");
+    let e = open_credential_response(&sealed, &f.resp.kid, f.resp.secret(), &sign).unwrap_err();
+    assert_eq!(e.code(), "jws.typ_mismatch");
+    let e = open_pin_response(
+        &sealed,
+        &f.resp.kid,
+        f.resp.secret(),
+        &StationKeys::generate_ephemeral().signing_jwks(),
+    )
+    .unwrap_err();
+    assert_eq!(e.code(), "jose.kid_unknown");
+    let _ = EcJwk::from_public(&f.resp.secret().public_key(), "k", KeyUse::Enc);
+}
+
+// ---- no PIN or plaintext on disk or in output --------------------------------
+
+fn run(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(station_bin()).args(args).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn all_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            all_files(&p, out);
+        } else {
+            out.push(p);
+        }
+    }
+}
+
+#[test]
+fn cli_paths_never_write_pin_or_plaintext() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let keys_dir = d.join("keys");
+    let pub_dir = d.join("pub");
+    let state = d.join("idp");
+    let jobs = d.join("jobs.jsonl");
+    let mut outputs = Vec::new();
+    let (ok, o, e) = run(&["keys", "generate", "--dir", &s(&keys_dir)]);
+    assert!(ok, "{e}");
+    outputs.push(o + &e);
+    let (ok, o, e) = run(&[
+        "keys",
+        "export-jwks",
+        "--dir",
+        &s(&keys_dir),
+        "--out",
+        &s(&pub_dir),
+    ]);
+    assert!(ok, "{e}");
+    outputs.push(o + &e);
+    let (ok, o, e) = run(&[
+        "idp",
+        "enroll",
+        "--state",
+        &s(&state),
+        "--station-jwks",
+        &s(&pub_dir.join("transport-keys.jwks")),
+        "--users",
+        "3",
+        "--credentials",
+        "2",
+        "--out",
+        &s(&jobs),
+    ]);
+    assert!(ok, "{e}");
+    outputs.push(o + &e);
+
+    // The station's part, in-process (its own CLI is the station's area).
+    let keys = StationKeys::load_dir(&keys_dir).unwrap();
+    let ca = SoftCa::new(AAGUID);
+    let roots_pem = d.join("root.pem");
+    std::fs::write(&roots_pem, ca.root_pem()).unwrap();
+    let roots = TrustRoots::from_pem(ca.root_pem().as_bytes()).unwrap();
+    let shipments: Vec<Shipment> = std::fs::read_to_string(&jobs)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(shipments.len(), 3);
+    let outbox = d.join("outbox");
+    std::fs::create_dir(&outbox).unwrap();
+    let mut pins = Vec::new();
+    let now = prereg_station::idp::unix_now();
+    for (i, sh) in shipments.iter().enumerate() {
+        let (r, pin) = software_station(&keys, &ca, &roots, sh, &format!("900000{i}"), now);
+        std::fs::write(
+            outbox.join(format!("{}.json", r.shipment_id)),
+            serde_json::to_vec(&r).unwrap(),
+        )
+        .unwrap();
+        pins.push(pin.expose().clone());
+    }
+
+    let base = |json: bool, show: bool| {
+        let mut a = vec![
+            "idp".to_string(),
+            "activate".into(),
+            "--state".into(),
+            s(&state),
+            "--sign-jwks".into(),
+            s(&pub_dir.join("sign.jwks")),
+            "--roots".into(),
+            s(&roots_pem),
+        ];
+        if json {
+            a.push("--json".into());
+        }
+        if show {
+            a.push("--show-pin".into());
+        }
+        a.push(s(&outbox));
+        a
+    };
+    for json in [false, true] {
+        let args = base(json, false);
+        let (ok, o, e) = run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(ok, "{o}{e}");
+        let verified = o
+            .lines()
+            .filter(|l| {
+                l.starts_with("VERIFIED ")
+                    || serde_json::from_str::<Value>(l).is_ok_and(|v| v["verified"] == json!(true))
+            })
+            .count();
+        assert_eq!(verified, 3, "{o}");
+        outputs.push(o + &e);
+    }
+
+    // Markers: the PINs; the "pin" member of a decrypted PIN response; the
+    // base64url of a JWS ES384 header (a decrypted response); names that
+    // exist only inside request plaintexts.
+    let mut markers: Vec<String> = pins.clone();
+    markers.extend([
+        "\"pin\"".into(),
+        "eyJhbGciOiJFUzM4NCI".into(),
+        "User 00u".into(),
+        "@example.com".into(),
+        "\"d\"".into(),
+    ]);
+    let mut files = Vec::new();
+    all_files(d, &mut files);
+    for f in &files {
+        // Key files legitimately hold private keys ("d"); nothing else may.
+        let is_key = f.extension().is_some_and(|x| x == "jwk");
+        let text = String::from_utf8_lossy(&std::fs::read(f).unwrap()).into_owned();
+        for m in &markers {
+            if is_key && m == "\"d\"" {
+                continue;
+            }
+            assert!(!text.contains(m.as_str()), "{} contains {m}", f.display());
+        }
+        #[cfg(unix)]
+        if is_key || f.starts_with(&state) {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(f).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode & 0o077, 0, "{} is mode {mode:o}", f.display());
+        }
+    }
+    for o in &outputs {
+        for m in &markers {
+            assert!(!o.contains(m.as_str()), "output contains {m}: {o}");
+        }
+    }
+    // Positive control: --show-pin prints exactly these PINs, so the scan above could see them.
+    let args = base(false, true);
+    let (ok, o, _) = run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(ok);
+    for p in &pins {
+        assert!(o.contains(p.as_str()));
+    }
+    // A result for an unknown shipment fails with exit 1.
+    let bogus = d.join("bogus.json");
+    let mut r: Value = serde_json::from_slice(
+        &std::fs::read(
+            std::fs::read_dir(&outbox)
+                .unwrap()
+                .next()
+                .unwrap()
+                .unwrap()
+                .path(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    r["shipment_id"] = json!("NoSuchShipment");
+    std::fs::write(&bogus, r.to_string()).unwrap();
+    let out = Command::new(station_bin())
+        .args([
+            "idp",
+            "activate",
+            "--state",
+            &s(&state),
+            "--sign-jwks",
+            &s(&pub_dir.join("sign.jwks")),
+            "--roots",
+            &s(&roots_pem),
+            &s(&bogus),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+}
+
+// ---- interop with jwcrypto -------------------------------------------------
+
+/// The venv python with jwcrypto, or `None` (then the test says so and
+/// returns, unless PREREG_REQUIRE_PEERS is set, as scripts/test.sh does).
+fn peer_python() -> Option<PathBuf> {
+    let p = std::env::var_os("PREREG_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"));
+    let ok = Command::new(&p)
+        .args(["-c", "import jwcrypto"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if ok {
+        return Some(p);
+    }
+    if std::env::var_os("PREREG_REQUIRE_PEERS").is_some() {
+        panic!("PREREG_REQUIRE_PEERS is set but {} has no jwcrypto (run scripts/setup.sh --with-python)", p.display());
+    }
+    eprintln!(
+        "SKIPPED: no jwcrypto peer at {} (scripts/setup.sh --with-python)",
+        p.display()
+    );
+    None
+}
+
+fn peer(python: &Path, args: &[&str]) -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/jose_peer.py");
+    let out = Command::new(python)
+        .arg(script)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "jose_peer {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn interop_jwcrypto_requests_decrypt_here() {
+    let Some(py) = peer_python() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let keys = StationKeys::generate_ephemeral();
+    let resp = NamedKey::generate("idp-resp");
+    let f = Fixture { keys, resp };
+    std::fs::write(
+        tmp.path().join("transport.jwks"),
+        f.keys.transport_jwks().to_json_pretty(),
+    )
+    .unwrap();
+    std::fs::write(tmp.path().join("pin.json"), pin_plain(&f).to_string()).unwrap();
+    std::fs::write(tmp.path().join("cred.json"), cred_plain(&f).to_string()).unwrap();
+    let out = peer(&py, &["encrypt-requests", tmp.path().to_str().unwrap()]);
+    let made: Value = serde_json::from_str(&out).unwrap();
+    for alg in ["ECDH-ES+A256KW", "ECDH-ES"] {
+        let pin = made[alg]["pin"].as_str().unwrap();
+        let cred = made[alg]["cred"].as_str().unwrap().to_string();
+        let h = jwe::peek_header(pin).unwrap();
+        assert_eq!(h.alg, alg);
+        let reqs = decrypt_job(&f.keys, pin, &[cred], NOW).unwrap_or_else(|e| panic!("{alg}: {e}"));
+        assert_eq!(reqs.pin.user_id, "00us2hPODQncCkxef0g3");
+        assert_eq!(reqs.credentials[0].challenge.expose(), &vec![9u8; 32]);
+        assert_eq!(reqs.credentials[0].rp_id, "myorg.okta.com");
+    }
+    // jwcrypto with apu/apv set (RFC 7518 §4.6.1.2-3): the KDF must include them.
+    let with_apu = made["ECDH-ES+A256KW"]["pin_apu"].as_str().unwrap();
+    let h = jwe::peek_header(with_apu).unwrap();
+    assert!(h.apu.is_some() && h.apv.is_some());
+    let cred = made["ECDH-ES+A256KW"]["cred"].as_str().unwrap().to_string();
+    decrypt_job(&f.keys, with_apu, &[cred], NOW).expect("apu/apv honoured");
+}
+
+#[test]
+fn interop_jwcrypto_opens_responses_made_here() {
+    let Some(py) = peer_python() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let keys = StationKeys::generate_ephemeral();
+    let ca = SoftCa::new(AAGUID);
+    let roots = TrustRoots::from_pem(ca.root_pem().as_bytes()).unwrap();
+    let idp_dir = tmp.path().join("idp");
+    let idp = Idp::open(&idp_dir).unwrap();
+    let shipments = idp.enroll(&keys.transport_jwks(), &enroll_opts(1)).unwrap();
+    let (result, pin) = software_station(&keys, &ca, &roots, &shipments[0], "12345678", NOW);
+    let data = &result.shipment_items[0].product_data[0];
+    std::fs::write(
+        tmp.path().join("sign.jwks"),
+        keys.signing_jwks().to_json_pretty(),
+    )
+    .unwrap();
+    std::fs::write(tmp.path().join("pin.jwe"), &data.fido_pin_response).unwrap();
+    std::fs::write(
+        tmp.path().join("cred.jwe"),
+        &data.fido_credential_responses[0],
+    )
+    .unwrap();
+    // The IdP's response key (one private JWK file per enrollment; kid from the JWE header).
+    let kid = jwe::peek_header(&data.fido_pin_response)
+        .unwrap()
+        .kid
+        .unwrap();
+    std::fs::copy(
+        idp_dir.join("keys").join(format!("{kid}.jwk")),
+        tmp.path().join("response.jwk"),
+    )
+    .unwrap();
+    let out = peer(&py, &["open-responses", tmp.path().to_str().unwrap()]);
+    let opened: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        opened["pin"]["pin"].as_str().unwrap(),
+        pin.expose().as_str()
+    );
+    assert_eq!(opened["pin"]["serialNumber"], "12345678");
+    assert_eq!(opened["pin_jws_header"]["alg"], "ES384");
+    assert_eq!(opened["pin_jws_header"]["typ"], cty::PIN_RESPONSE);
+    assert_eq!(opened["pin_jwe_header"]["cty"], "JWT");
+    assert_eq!(opened["cred"]["credential"]["type"], "public-key");
+    assert_eq!(opened["cred_jws_header"]["typ"], cty::CRED_RESPONSE);
+}

@@ -5,6 +5,7 @@ mod util;
 
 mod ctap;
 mod jose;
+mod pcsc;
 mod rig;
 mod sim;
 mod station;

@@ -1,0 +1,138 @@
+//! Compact JWS (RFC 7515 §7.1) with `ES384` only (RFC 7518 §3.4: ECDSA P-384
+//! with SHA-384, signature = raw `R || S`, 48 bytes each, not DER).
+
+use super::{b64, JoseError, MAX_COMPACT_LEN};
+use crate::secret::SecretBytes;
+use p384::ecdsa::signature::{Signer, Verifier};
+use p384::ecdsa::{Signature, SigningKey, VerifyingKey};
+use p384::PublicKey;
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+/// A JWS protected header as this profile reads and writes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JwsHeader {
+    pub alg: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub typ: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crit: Option<serde_json::Value>,
+}
+
+/// Finds the public key a JWS names by `kid`.
+pub trait VerifierResolver {
+    fn verification_key(&self, kid: &str) -> Option<PublicKey>;
+}
+
+impl VerifierResolver for super::Jwks {
+    fn verification_key(&self, kid: &str) -> Option<PublicKey> {
+        self.find(kid)
+            .and_then(|k| k.to_public_key_for(super::jwk::KeyUse::Sig).ok())
+    }
+}
+
+/// Signs `payload` as a compact JWS `{alg: ES384, kid, typ}`. The result
+/// embeds the payload (a PIN response carries the PIN), so it zeroizes.
+pub fn sign(payload: &[u8], key: &p384::SecretKey, kid: &str, typ: &str) -> Zeroizing<String> {
+    let header = JwsHeader {
+        alg: "ES384".into(),
+        kid: Some(kid.into()),
+        typ: Some(typ.into()),
+        crit: None,
+    };
+    // Serializing three strings cannot fail.
+    let header_b64 = b64::encode(serde_json::to_vec(&header).unwrap_or_default());
+    let payload_b64 = Zeroizing::new(b64::encode(payload));
+    let mut out = Zeroizing::new(String::with_capacity(
+        header_b64.len() + payload_b64.len() + 2 + 128,
+    ));
+    out.push_str(&header_b64);
+    out.push('.');
+    out.push_str(&payload_b64);
+    // RFC 6979 deterministic nonce: no RNG failure mode while signing.
+    let sig: Signature = SigningKey::from(key).sign(out.as_bytes());
+    out.push('.');
+    out.push_str(&b64::encode(sig.to_bytes()));
+    out
+}
+
+/// A verified JWS: header and payload (secret: a PIN response carries the PIN).
+#[derive(Debug)]
+pub struct Verified {
+    pub header: JwsHeader,
+    pub payload: SecretBytes,
+}
+
+/// Verifies `compact` against the key its `kid` names, requiring `typ` =
+/// `expected_typ`.
+pub fn verify(
+    compact: &str,
+    keys: &dyn VerifierResolver,
+    expected_typ: &str,
+) -> Result<Verified, JoseError> {
+    if compact.len() > MAX_COMPACT_LEN {
+        return Err(JoseError::TooLarge);
+    }
+    let parts: Vec<&str> = compact.split('.').collect();
+    if parts.len() != 3 {
+        return Err(JoseError::Malformed);
+    }
+    let header_bytes = b64::decode(parts[0]).map_err(|_| JoseError::BadBase64)?;
+    let header: JwsHeader =
+        serde_json::from_slice(&header_bytes).map_err(|_| JoseError::BadHeader)?;
+    if header.crit.is_some() {
+        return Err(JoseError::CritUnsupported);
+    }
+    if header.alg != "ES384" {
+        return Err(JoseError::SigAlgUnsupported);
+    }
+    let kid = header.kid.as_deref().ok_or(JoseError::KidMissing)?;
+    let key = keys.verification_key(kid).ok_or(JoseError::KidUnknown)?;
+    if header.typ.as_deref() != Some(expected_typ) {
+        return Err(JoseError::TypMismatch);
+    }
+    let payload = SecretBytes::new(b64::decode(parts[1]).map_err(|_| JoseError::BadBase64)?);
+    let sig_bytes = b64::decode(parts[2]).map_err(|_| JoseError::BadBase64)?;
+    let sig = Signature::from_slice(&sig_bytes).map_err(|_| JoseError::SignatureInvalid)?;
+    let signing_input_len = parts[0].len() + 1 + parts[1].len();
+    VerifyingKey::from(&key)
+        .verify(&compact.as_bytes()[..signing_input_len], &sig)
+        .map_err(|_| JoseError::SignatureInvalid)?;
+    Ok(Verified { header, payload })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jose::jwk::{EcJwk, KeyUse};
+    use crate::jose::Jwks;
+
+    #[test]
+    fn sign_verify_and_tamper() {
+        let sk = p384::SecretKey::random(&mut rand_core::OsRng);
+        let jwks = Jwks {
+            keys: vec![EcJwk::from_public(&sk.public_key(), "s1", KeyUse::Sig)],
+        };
+        let jws = sign(b"{\"a\":1}", &sk, "s1", "t");
+        let sig_len = b64::decode(jws.rsplit('.').next().unwrap()).unwrap().len();
+        assert_eq!(sig_len, 96);
+        let v = verify(&jws, &jwks, "t").unwrap();
+        assert_eq!(v.payload.expose(), b"{\"a\":1}");
+        assert_eq!(
+            verify(&jws, &jwks, "u").unwrap_err(),
+            JoseError::TypMismatch
+        );
+        let tampered = jws.replacen(&b64::encode(b"{\"a\":1}"), &b64::encode(b"{\"a\":2}"), 1);
+        assert_eq!(
+            verify(&tampered, &jwks, "t").unwrap_err(),
+            JoseError::SignatureInvalid
+        );
+        let other = sign(b"x", &sk, "s2", "t");
+        assert_eq!(
+            verify(&other, &jwks, "t").unwrap_err(),
+            JoseError::KidUnknown
+        );
+    }
+}

@@ -1,0 +1,502 @@
+//! Station key custody (SPEC §2): P-384 transport keys (`use: enc`) and
+//! signing keys (`use: sig`, ES384), several of each, selected by `kid`.
+//!
+//! On disk, a keys directory holds one private JWK per file (`<kid>.jwk`,
+//! mode 0600, created with that mode so it is never readable by others, not
+//! even between create and chmod) and `manifest.json` naming the active
+//! signing key. The same layout works as systemd's `$CREDENTIALS_DIRECTORY`
+//! (`LoadCredential=<kid>.jwk:…`). Loading refuses any key file that group or
+//! others may read or write. Private keys live only in `p384::SecretKey`
+//! (zeroized on drop) and zeroizing buffers.
+
+use super::b64;
+use super::jwe::KeyResolver;
+use super::jwk::{point_from_coords, EcJwk, Jwks, KeyUse};
+use p384::elliptic_curve::sec1::ToEncodedPoint;
+use p384::SecretKey;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+
+/// Name of the manifest in a keys directory.
+pub const MANIFEST: &str = "manifest.json";
+/// Public JWKS file names written by `keys export-jwks` (SPEC §2).
+pub const TRANSPORT_JWKS: &str = "transport-keys.jwks";
+pub const SIGN_JWKS: &str = "sign.jwks";
+
+/// Why keys could not be generated, loaded or exported. Paths are ours, not
+/// secret; no variant carries key material.
+#[derive(Debug, Error)]
+pub enum KeyError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is readable or writable by group/others (mode {mode:o}); chmod 600 it")]
+    LoosePermissions { path: PathBuf, mode: u32 },
+    #[error("{path} is not a P-384 private JWK of this station ({reason})")]
+    BadKeyFile { path: PathBuf, reason: &'static str },
+    #[error("{path}: manifest is not valid JSON of the expected shape")]
+    BadManifest { path: PathBuf },
+    #[error("two key files carry kid {kid}")]
+    DuplicateKid { kid: String },
+    #[error("no transport (use enc) key in {dir}; run `prereg-station keys generate --dir {dir}`")]
+    NoTransportKey { dir: PathBuf },
+    #[error("no signing (use sig) key in {dir}; run `prereg-station keys generate --dir {dir}`")]
+    NoSigningKey { dir: PathBuf },
+    #[error("several signing keys in {dir} and no active one in {MANIFEST}")]
+    NoActiveSigningKey { dir: PathBuf },
+    #[error("{MANIFEST} names active signing kid {kid}, which is not a signing key here")]
+    ActiveKidUnknown { kid: String },
+    #[error("no keys directory: set station.keys_dir or run under systemd with LoadCredential= ($CREDENTIALS_DIRECTORY)")]
+    NoKeysDir,
+}
+
+impl KeyError {
+    /// Stable short code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            KeyError::Io { .. } => "keys.io",
+            KeyError::LoosePermissions { .. } => "keys.loose_permissions",
+            KeyError::BadKeyFile { .. } => "keys.bad_key_file",
+            KeyError::BadManifest { .. } => "keys.bad_manifest",
+            KeyError::DuplicateKid { .. } => "keys.duplicate_kid",
+            KeyError::NoTransportKey { .. } => "keys.no_transport_key",
+            KeyError::NoSigningKey { .. } => "keys.no_signing_key",
+            KeyError::NoActiveSigningKey { .. } => "keys.no_active_signing_key",
+            KeyError::ActiveKidUnknown { .. } => "keys.active_kid_unknown",
+            KeyError::NoKeysDir => "keys.no_keys_dir",
+        }
+    }
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> KeyError + '_ {
+    move |source| KeyError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// One private key and its `kid`. `Debug` shows the kid only.
+pub struct NamedKey {
+    pub kid: String,
+    key: SecretKey,
+}
+
+impl fmt::Debug for NamedKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "NamedKey({}, <private>)", self.kid)
+    }
+}
+
+impl NamedKey {
+    /// A fresh key with a thumbprint-derived kid `<prefix>-<RFC 7638 thumbprint>`.
+    pub fn generate(prefix: &str) -> Self {
+        let key = SecretKey::random(&mut rand_core::OsRng);
+        let jwk = EcJwk::from_public(&key.public_key(), "", KeyUse::Enc);
+        let kid = format!("{prefix}-{}", &jwk.thumbprint()[..22]);
+        NamedKey { kid, key }
+    }
+
+    pub fn new(kid: impl Into<String>, key: SecretKey) -> Self {
+        NamedKey {
+            kid: kid.into(),
+            key,
+        }
+    }
+
+    pub fn secret(&self) -> &SecretKey {
+        &self.key
+    }
+
+    pub fn public_jwk(&self, key_use: KeyUse) -> EcJwk {
+        EcJwk::from_public(&self.key.public_key(), &self.kid, key_use)
+    }
+
+    /// The private JWK text (RFC 7518 §6.2.2), in a zeroizing buffer.
+    pub fn private_jwk_json(&self, key_use: KeyUse) -> Zeroizing<Vec<u8>> {
+        let public = self.public_jwk(key_use);
+        let d = Zeroizing::new(b64::encode(self.key.to_bytes()));
+        let file = PrivateJwk {
+            kty: public.kty,
+            crv: public.crv,
+            kid: public.kid,
+            key_use: match key_use {
+                KeyUse::Enc => "enc".into(),
+                KeyUse::Sig => "sig".into(),
+            },
+            x: public.x,
+            y: public.y,
+            d: d.to_string(),
+        };
+        // Reserved up front so the serializer never reallocates (no stray copies).
+        let mut out = Zeroizing::new(Vec::with_capacity(1024));
+        // Writing strings into a Vec cannot fail.
+        let _ = serde_json::to_writer_pretty(&mut *out, &file);
+        out
+    }
+
+    /// Parses a private JWK, checking that `d` matches `x`/`y`.
+    pub fn from_private_jwk(text: &[u8]) -> Result<(Self, KeyUse), &'static str> {
+        let file: PrivateJwk = serde_json::from_slice(text).map_err(|_| "not a JWK")?;
+        if file.kty != "EC" || file.crv != "P-384" {
+            return Err("not an EC P-384 key");
+        }
+        let key_use = match file.key_use.as_str() {
+            "enc" => KeyUse::Enc,
+            "sig" => KeyUse::Sig,
+            _ => return Err("use is neither enc nor sig"),
+        };
+        if file.kid.is_empty() {
+            return Err("no kid");
+        }
+        let d = Zeroizing::new(b64::decode(&file.d).map_err(|_| "d is not base64url")?);
+        if d.len() != 48 {
+            return Err("d is not 48 bytes");
+        }
+        let key = SecretKey::from_slice(&d).map_err(|_| "d is not a P-384 scalar")?;
+        let public = point_from_coords(&file.x, &file.y).ok_or("x/y is not a P-384 point")?;
+        if public != key.public_key() {
+            return Err("x/y does not belong to d");
+        }
+        Ok((NamedKey::new(file.kid.clone(), key), key_use))
+    }
+}
+
+/// A private JWK as stored: every member zeroized on drop.
+#[derive(Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
+struct PrivateJwk {
+    kty: String,
+    crv: String,
+    kid: String,
+    #[serde(rename = "use")]
+    key_use: String,
+    x: String,
+    y: String,
+    d: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Manifest {
+    v: u32,
+    active_signing_kid: String,
+}
+
+/// The station's private keys, loaded once.
+#[derive(Debug)]
+pub struct StationKeys {
+    transport: Vec<NamedKey>,
+    signing: Vec<NamedKey>,
+    active_signing: usize,
+}
+
+impl StationKeys {
+    /// One fresh transport and signing key, in memory only (tests, demo).
+    pub fn generate_ephemeral() -> Self {
+        StationKeys {
+            transport: vec![NamedKey::generate("prereg-trans")],
+            signing: vec![NamedKey::generate("prereg-sign")],
+            active_signing: 0,
+        }
+    }
+
+    /// From explicit keys; `active_signing_kid` must name one of `signing`.
+    pub fn from_keys(
+        transport: Vec<NamedKey>,
+        signing: Vec<NamedKey>,
+        active_signing_kid: &str,
+    ) -> Result<Self, KeyError> {
+        let active_signing = signing
+            .iter()
+            .position(|k| k.kid == active_signing_kid)
+            .ok_or_else(|| KeyError::ActiveKidUnknown {
+                kid: active_signing_kid.to_string(),
+            })?;
+        if transport.is_empty() {
+            return Err(KeyError::NoTransportKey {
+                dir: PathBuf::new(),
+            });
+        }
+        Ok(StationKeys {
+            transport,
+            signing,
+            active_signing,
+        })
+    }
+
+    /// `keys generate --dir D`: adds a new transport and a new signing key to
+    /// `dir` (created 0700 if missing), makes the new signing key active, and
+    /// returns everything now in the directory.
+    pub fn generate(dir: &Path) -> Result<Self, KeyError> {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io(dir))?;
+        let transport = NamedKey::generate("prereg-trans");
+        let signing = NamedKey::generate("prereg-sign");
+        write_private(dir, &transport, KeyUse::Enc)?;
+        write_private(dir, &signing, KeyUse::Sig)?;
+        let manifest = Manifest {
+            v: 1,
+            active_signing_kid: signing.kid.clone(),
+        };
+        let text = serde_json::to_vec_pretty(&manifest).unwrap_or_default();
+        write_atomic(dir, MANIFEST, &text, 0o600)?;
+        Self::load_dir(dir)
+    }
+
+    /// Loads from `keys_dir`, or from `$CREDENTIALS_DIRECTORY` when `None`.
+    pub fn load(keys_dir: Option<&Path>) -> Result<Self, KeyError> {
+        match keys_dir {
+            Some(d) => Self::load_dir(d),
+            None => match std::env::var_os("CREDENTIALS_DIRECTORY") {
+                Some(d) => Self::load_dir(Path::new(&d)),
+                None => Err(KeyError::NoKeysDir),
+            },
+        }
+    }
+
+    /// Loads every `*.jwk` in `dir`, refusing loose permissions.
+    pub fn load_dir(dir: &Path) -> Result<Self, KeyError> {
+        let mut names: Vec<PathBuf> = fs::read_dir(dir)
+            .map_err(io(dir))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "jwk"))
+            .collect();
+        names.sort();
+        let mut transport = Vec::new();
+        let mut signing: Vec<NamedKey> = Vec::new();
+        for path in names {
+            let text = read_private(&path)?;
+            let (key, key_use) =
+                NamedKey::from_private_jwk(&text).map_err(|reason| KeyError::BadKeyFile {
+                    path: path.clone(),
+                    reason,
+                })?;
+            if transport
+                .iter()
+                .chain(signing.iter())
+                .any(|k: &NamedKey| k.kid == key.kid)
+            {
+                return Err(KeyError::DuplicateKid { kid: key.kid });
+            }
+            match key_use {
+                KeyUse::Enc => transport.push(key),
+                KeyUse::Sig => signing.push(key),
+            }
+        }
+        if transport.is_empty() {
+            return Err(KeyError::NoTransportKey {
+                dir: dir.to_path_buf(),
+            });
+        }
+        if signing.is_empty() {
+            return Err(KeyError::NoSigningKey {
+                dir: dir.to_path_buf(),
+            });
+        }
+        let manifest_path = dir.join(MANIFEST);
+        let active_signing = match fs::read(&manifest_path) {
+            Ok(bytes) => {
+                let m: Manifest =
+                    serde_json::from_slice(&bytes).map_err(|_| KeyError::BadManifest {
+                        path: manifest_path.clone(),
+                    })?;
+                signing
+                    .iter()
+                    .position(|k| k.kid == m.active_signing_kid)
+                    .ok_or(KeyError::ActiveKidUnknown {
+                        kid: m.active_signing_kid,
+                    })?
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && signing.len() == 1 => 0,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(KeyError::NoActiveSigningKey {
+                    dir: dir.to_path_buf(),
+                })
+            }
+            Err(e) => return Err(io(&manifest_path)(e)),
+        };
+        Ok(StationKeys {
+            transport,
+            signing,
+            active_signing,
+        })
+    }
+
+    /// Public transport keys (`transport-keys.jwks`).
+    pub fn transport_jwks(&self) -> Jwks {
+        Jwks {
+            keys: self
+                .transport
+                .iter()
+                .map(|k| k.public_jwk(KeyUse::Enc))
+                .collect(),
+        }
+    }
+
+    /// Public signing keys (`sign.jwks`), all of them so older responses still verify.
+    pub fn signing_jwks(&self) -> Jwks {
+        Jwks {
+            keys: self
+                .signing
+                .iter()
+                .map(|k| k.public_jwk(KeyUse::Sig))
+                .collect(),
+        }
+    }
+
+    /// `keys export-jwks`: writes both public JWKS files into `out_dir`.
+    pub fn export_jwks(&self, out_dir: &Path) -> Result<(PathBuf, PathBuf), KeyError> {
+        fs::create_dir_all(out_dir).map_err(io(out_dir))?;
+        let t = write_atomic(
+            out_dir,
+            TRANSPORT_JWKS,
+            self.transport_jwks().to_json_pretty().as_bytes(),
+            0o644,
+        )?;
+        let s = write_atomic(
+            out_dir,
+            SIGN_JWKS,
+            self.signing_jwks().to_json_pretty().as_bytes(),
+            0o644,
+        )?;
+        Ok((t, s))
+    }
+
+    /// The key responses are signed with.
+    pub fn active_signing(&self) -> &NamedKey {
+        &self.signing[self.active_signing]
+    }
+
+    pub fn transport_kids(&self) -> impl Iterator<Item = &str> {
+        self.transport.iter().map(|k| k.kid.as_str())
+    }
+}
+
+impl KeyResolver for StationKeys {
+    fn decryption_key(&self, kid: &str) -> Option<&SecretKey> {
+        self.transport.iter().find(|k| k.kid == kid).map(|k| &k.key)
+    }
+}
+
+/// Reads a private key file after checking its mode. The check is on the
+/// open file descriptor, so a swap between check and read cannot slip past.
+pub(crate) fn read_private(path: &Path) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+    use std::io::Read;
+    let mut file = fs::File::open(path).map_err(io(path))?;
+    let mode = file.metadata().map_err(io(path))?.permissions().mode();
+    if mode & 0o077 != 0 {
+        return Err(KeyError::LoosePermissions {
+            path: path.to_path_buf(),
+            mode: mode & 0o7777,
+        });
+    }
+    let mut buf = Zeroizing::new(Vec::with_capacity(4096));
+    Read::by_ref(&mut file)
+        .take(64 * 1024)
+        .read_to_end(&mut buf)
+        .map_err(io(path))?;
+    Ok(buf)
+}
+
+pub(crate) fn write_private(
+    dir: &Path,
+    key: &NamedKey,
+    key_use: KeyUse,
+) -> Result<PathBuf, KeyError> {
+    let path = dir.join(format!("{}.jwk", key.kid));
+    // create_new + mode 0600 at open(2): the file never exists with wider bits.
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(io(&path))?;
+    file.write_all(&key.private_jwk_json(key_use))
+        .map_err(io(&path))?;
+    file.sync_all().map_err(io(&path))?;
+    Ok(path)
+}
+
+/// Temp file (with `mode` from creation), fsync, rename.
+pub(crate) fn write_atomic(
+    dir: &Path,
+    name: &str,
+    bytes: &[u8],
+    mode: u32,
+) -> Result<PathBuf, KeyError> {
+    let path = dir.join(name);
+    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(io(&tmp))?;
+    file.write_all(bytes).map_err(io(&tmp))?;
+    file.sync_all().map_err(io(&tmp))?;
+    fs::rename(&tmp, &path).map_err(io(&path))?;
+    Ok(path)
+}
+
+/// The public point of a secret key as a JWK (x, y), for callers that hold keys.
+pub fn public_coords(key: &SecretKey) -> (String, String) {
+    let p = key.public_key().to_encoded_point(false);
+    (
+        p.x().map(b64::encode).unwrap_or_default(),
+        p.y().map(b64::encode).unwrap_or_default(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generate_load_rotate_and_refuse_loose_modes() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("keys");
+        let first = StationKeys::generate(&d).unwrap();
+        for e in fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let mode = fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{}", p.display());
+        }
+        let second = StationKeys::generate(&d).unwrap();
+        assert_eq!(second.transport_jwks().keys.len(), 2);
+        assert_eq!(second.signing_jwks().keys.len(), 2);
+        assert_ne!(second.active_signing().kid, first.active_signing().kid);
+        let loaded = StationKeys::load_dir(&d).unwrap();
+        assert_eq!(loaded.active_signing().kid, second.active_signing().kid);
+        for k in first.transport_kids() {
+            assert!(loaded.decryption_key(k).is_some());
+        }
+        let victim = d.join(format!("{}.jwk", first.active_signing().kid));
+        fs::set_permissions(&victim, fs::Permissions::from_mode(0o640)).unwrap();
+        let err = StationKeys::load_dir(&d).unwrap_err();
+        assert_eq!(err.code(), "keys.loose_permissions");
+        let out = dir.path().join("pub");
+        let (t, s) = second.export_jwks(&out).unwrap();
+        let tj = fs::read_to_string(t).unwrap();
+        let sj = fs::read_to_string(s).unwrap();
+        assert!(!tj.contains("\"d\"") && !sj.contains("\"d\""));
+        assert_eq!(Jwks::from_json(&sj).unwrap().keys.len(), 2);
+    }
+
+    #[test]
+    fn debug_never_shows_private_keys() {
+        let keys = StationKeys::generate_ephemeral();
+        let d = b64::encode(keys.active_signing().secret().to_bytes());
+        assert!(!format!("{keys:?}").contains(&d));
+    }
+}

@@ -1,0 +1,316 @@
+//! Integration tests: keys over PC/SC through a REAL pcscd with vsmartcard's
+//! vpcd driver. Run by `scripts/test.sh` via `tests/pcsc/run-pcscd.sh -- ...`,
+//! which starts a private pcscd and sets `PREREG_PCSC=1` and
+//! `PREREG_PCSC_DIR`. Without `PREREG_PCSC=1` each test prints why it skips.
+
+use prereg_station::ctaphid::KeepaliveStatus;
+use prereg_station::pcsc::apdu::{Command, LengthMode, Response};
+use prereg_station::pcsc::vcard::{self, CardBackend, Fault, VirtualCard, VpcdCard};
+use prereg_station::pcsc::{
+    self, CardChannel, NfcCtap, NfcTiming, PcscCard, PcscError, ReaderEvent,
+};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+/// The vpcd reader the tests use (slot 0).
+const READER: &str = "Virtual PCD 00 00";
+
+/// One pcscd, one vpcd slot: the tests take turns.
+static PCSCD: Mutex<()> = Mutex::new(());
+
+struct Env {
+    _turn: MutexGuard<'static, ()>,
+    vpcd: SocketAddr,
+    /// Set when run-pcscd.sh owns pcscd, so a test may stop and restart it.
+    dir: Option<PathBuf>,
+}
+
+fn env(test: &str) -> Option<Env> {
+    if std::env::var("PREREG_PCSC").as_deref() != Ok("1") {
+        eprintln!("skip {test}: needs a pcscd with the vpcd driver; run tests/pcsc/run-pcscd.sh -- cargo test --test it pcsc");
+        return None;
+    }
+    let turn = PCSCD.lock().unwrap_or_else(|p| p.into_inner());
+    let port: u16 = std::env::var("PREREG_VPCD_PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(vcard::VPCD_DEFAULT_PORT);
+    Some(Env {
+        _turn: turn,
+        vpcd: SocketAddr::from(([127, 0, 0, 1], port)),
+        dir: std::env::var_os("PREREG_PCSC_DIR").map(PathBuf::from),
+    })
+}
+
+/// Echo authenticator: status 0x00 then the request reversed. A request
+/// starting 0xFF waits for a touch, reporting UPNEEDED meanwhile.
+struct Echo {
+    touched: Arc<AtomicBool>,
+}
+
+impl CardBackend for Echo {
+    fn ctap(&mut self, request: &[u8], keepalive: &mut dyn FnMut(KeepaliveStatus)) -> Vec<u8> {
+        if request.first() == Some(&0xFF) {
+            keepalive(KeepaliveStatus::UPNEEDED);
+            for _ in 0..2000 {
+                if self.touched.load(Ordering::SeqCst) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        let mut out = vec![0x00];
+        out.extend(request.iter().rev());
+        out
+    }
+    fn management_version(&mut self) -> Option<String> {
+        Some("5.7.1".into())
+    }
+    fn read_config(&mut self, page: u8) -> Option<Vec<u8>> {
+        // Two pages, so paging is exercised: serial 12345678 on page 0
+        // (with "more data"), form factor and firmware on page 1.
+        match page {
+            0 => Some(vec![
+                9, 0x02, 0x04, 0x00, 0xBC, 0x61, 0x4E, 0x10, 0x01, 0x01,
+            ]),
+            1 => Some(vec![8, 0x04, 0x01, 0x03, 0x05, 0x03, 5, 7, 1]),
+            _ => None,
+        }
+    }
+}
+
+fn echo_card(env: &Env) -> (VpcdCard, Arc<AtomicBool>) {
+    // pcscd polls vpcd every ~0.4 s: let it notice the previous test's card left.
+    pcsc::wait_for_removal(READER, Duration::from_secs(5)).expect("reader empties");
+    let touched = Arc::new(AtomicBool::new(false));
+    let card = vcard::serve(
+        env.vpcd,
+        VirtualCard::new(Echo {
+            touched: Arc::clone(&touched),
+        }),
+    );
+    assert!(
+        card.wait_connected(Duration::from_secs(5)),
+        "virtual card did not reach vpcd at {}",
+        env.vpcd
+    );
+    pcsc::wait_for_card(READER, Duration::from_secs(5)).expect("pcscd sees the virtual card");
+    (card, touched)
+}
+
+fn quick() -> NfcTiming {
+    NfcTiming {
+        poll_interval: Duration::from_millis(20),
+        timeout: Duration::from_secs(10),
+    }
+}
+
+#[test]
+fn pcsc_readers_and_hotplug_events_through_pcscd() {
+    let Some(env) = env("pcsc_readers_and_hotplug_events_through_pcscd") else {
+        return;
+    };
+    let readers = pcsc::list_readers().unwrap();
+    let vpcd = readers
+        .iter()
+        .find(|r| r.name == READER)
+        .unwrap_or_else(|| panic!("{READER} not in {readers:?}"));
+    assert!(
+        !vpcd.card_present,
+        "no card before the virtual card connects"
+    );
+
+    let mut monitor = pcsc::Monitor::new().unwrap();
+    let mut initial = Vec::new();
+    while let Some(ev) = monitor.next(Duration::from_millis(300)).unwrap() {
+        initial.push(ev);
+    }
+    assert!(
+        initial.contains(&ReaderEvent::ReaderAdded(READER.into())),
+        "{initial:?}"
+    );
+
+    let (card, _) = echo_card(&env);
+    let ev = monitor.next(Duration::from_secs(5)).unwrap();
+    let Some(ReaderEvent::CardInserted { reader, atr }) = ev else {
+        panic!("expected insertion, got {ev:?}")
+    };
+    assert_eq!(reader, READER);
+    assert_eq!(atr, vcard::contactless_atr());
+    let listed = pcsc::list_readers().unwrap();
+    assert!(listed
+        .iter()
+        .any(|r| r.name == READER && r.card_present && r.atr.as_deref() == Some(&atr[..])));
+
+    card.remove();
+    let ev = monitor.next(Duration::from_secs(5)).unwrap();
+    assert_eq!(ev, Some(ReaderEvent::CardRemoved(READER.into())));
+    assert!(matches!(
+        PcscCard::connect(READER),
+        Err(PcscError::NoCard(_))
+    ));
+    card.stop();
+}
+
+#[test]
+fn pcsc_ctap_messages_chain_poll_and_return_long_responses() {
+    let Some(env) = env("pcsc_ctap_messages_chain_poll_and_return_long_responses") else {
+        return;
+    };
+    let (card, touched) = echo_card(&env);
+    let request: Vec<u8> = (0..1800u32).map(|i| (i * 7 % 256) as u8).collect();
+    let expected: Vec<u8> = std::iter::once(0)
+        .chain(request.iter().rev().copied())
+        .collect();
+    for mode in [LengthMode::Short, LengthMode::Extended] {
+        let mut dev = NfcCtap::open(READER, mode).unwrap().with_timing(quick());
+        assert_eq!(
+            dev.cbor(&request, &mut |_| {}).unwrap(),
+            expected,
+            "{mode:?}"
+        );
+    }
+
+    // UPNEEDED through SW 9100 polling reaches the callback; the touch ends it.
+    let mut dev = NfcCtap::open(READER, LengthMode::Short)
+        .unwrap()
+        .with_timing(quick());
+    let mut seen = Vec::new();
+    let rsp = dev
+        .cbor(&[0xFF, 0x01], &mut |s| {
+            seen.push(s);
+            if seen.len() == 3 {
+                touched.store(true, Ordering::SeqCst);
+            }
+        })
+        .unwrap();
+    assert_eq!(rsp, vec![0x00, 0x01, 0xFF]);
+    assert!(
+        seen.len() >= 3 && seen.iter().all(|s| *s == KeepaliveStatus::UPNEEDED),
+        "{seen:?}"
+    );
+    card.stop();
+}
+
+#[test]
+fn pcsc_device_info_through_the_management_application() {
+    let Some(env) = env("pcsc_device_info_through_the_management_application") else {
+        return;
+    };
+    let (card, _) = echo_card(&env);
+    let info = pcsc::device_info(READER).unwrap();
+    assert_eq!(info.version, "5.7.1");
+    assert_eq!(info.tlv(0x02), Some(&12_345_678u32.to_be_bytes()[..]));
+    assert_eq!(info.tlv(0x04), Some(&[0x03][..]));
+    assert_eq!(info.tlv(0x05), Some(&[5, 7, 1][..]));
+    card.stop();
+}
+
+#[test]
+fn pcsc_faults_become_typed_errors() {
+    let Some(env) = env("pcsc_faults_become_typed_errors") else {
+        return;
+    };
+    let (card, _) = echo_card(&env);
+
+    // Malformed: a one-byte answer has no status word.
+    let mut dev = NfcCtap::open(READER, LengthMode::Short)
+        .unwrap()
+        .with_timing(quick());
+    card.inject(Fault::RawAnswer(vec![0x90]));
+    let err = dev.cbor(&[0x04], &mut |_| {}).unwrap_err();
+    assert!(matches!(err, PcscError::Malformed(_)), "{err:?}");
+
+    // An unexpected status word is reported, not guessed at.
+    card.inject(Fault::RawAnswer(vec![0x6F, 0x00]));
+    let err = dev.cbor(&[0x04], &mut |_| {}).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            PcscError::Status {
+                sw: pcsc::StatusWord::NO_PRECISE_DIAGNOSIS,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+
+    // A card stuck in "processing" (9100 forever) hits the deadline.
+    let mut slow = NfcCtap::open(READER, LengthMode::Short)
+        .unwrap()
+        .with_timing(NfcTiming {
+            poll_interval: Duration::from_millis(10),
+            timeout: Duration::from_millis(200),
+        });
+    for _ in 0..40 {
+        card.inject(Fault::RawAnswer(vec![0x01, 0x91, 0x00]));
+    }
+    let err = slow.cbor(&[0x04], &mut |_| {}).unwrap_err();
+    assert!(matches!(err, PcscError::Timeout(_)), "{err:?}");
+    drop(slow);
+    card.stop();
+
+    // Card removed mid-exchange: the card drops off while a command is in flight.
+    let (card, _) = echo_card(&env);
+    let mut dev = NfcCtap::open(READER, LengthMode::Short)
+        .unwrap()
+        .with_timing(quick());
+    card.inject(Fault::RemoveOnNextApdu);
+    let err = dev.cbor(&[0x04; 600], &mut |_| {}).unwrap_err();
+    assert!(
+        matches!(err, PcscError::CardRemoved(ref r) if r == READER),
+        "{err:?}"
+    );
+    card.stop();
+}
+
+#[test]
+fn pcsc_reader_unplugged_is_a_typed_error() {
+    let Some(env) = env("pcsc_reader_unplugged_is_a_typed_error") else {
+        return;
+    };
+    let Some(dir) = env.dir.clone() else {
+        eprintln!("skip pcsc_reader_unplugged_is_a_typed_error: pcscd not owned by run-pcscd.sh (PREREG_PCSC_DIR unset)");
+        return;
+    };
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/pcsc/run-pcscd.sh");
+    let (card, _) = echo_card(&env);
+    let mut raw = PcscCard::connect(READER).unwrap();
+    let select = Command::select(prereg_station::pcsc::apdu::aid::FIDO)
+        .encode(LengthMode::Short)
+        .unwrap();
+    assert!(Response::parse(&raw.transmit(&select).unwrap())
+        .unwrap()
+        .sw
+        .is_success());
+
+    // The vpcd reader lives inside pcscd: stopping pcscd unplugs it.
+    let stop = std::process::Command::new(&script)
+        .arg("stop")
+        .arg(&dir)
+        .status()
+        .unwrap();
+    assert!(stop.success());
+    let err = raw.transmit(&select).unwrap_err();
+    assert!(
+        matches!(err, PcscError::ReaderGone(ref r) if r == READER),
+        "{err:?}"
+    );
+    assert!(matches!(pcsc::list_readers(), Err(PcscError::NoService(_))));
+    drop(raw);
+
+    // Plugged back in: the same card is found again.
+    let start = std::process::Command::new(&script)
+        .arg("start")
+        .arg(&dir)
+        .status()
+        .unwrap();
+    assert!(start.success());
+    pcsc::wait_for_card(READER, Duration::from_secs(10)).unwrap();
+    let mut dev = NfcCtap::open(READER, LengthMode::Short).unwrap();
+    assert_eq!(dev.cbor(&[1, 2], &mut |_| {}).unwrap(), vec![0, 2, 1]);
+    card.stop();
+}
