@@ -217,7 +217,13 @@ fn silent_rig_times_out_within_bound_and_recovers() {
 fn vanished_rig_is_down_fast_and_reconnects_when_back() {
     let dir = tempfile::tempdir().unwrap();
     let (_keys, sim) = sim_rig(&dir, 3);
-    let rig = SerialRig::open(sim.path(), DEFAULT_BAUD, fast_opts());
+    let seen: Arc<Mutex<Vec<RigHealth>>> = Arc::default();
+    let mut opts = fast_opts();
+    let s = seen.clone();
+    opts.on_health = Some(Arc::new(move |h: &RigHealth| {
+        s.lock().unwrap().push(h.clone())
+    }));
+    let rig = SerialRig::open(sim.path(), DEFAULT_BAUD, opts);
     assert!(rig.health().is_up());
 
     sim.disappear();
@@ -241,6 +247,13 @@ fn vanished_rig_is_down_fast_and_reconnects_when_back() {
     });
     rig.led(2, Lamp::Fail).unwrap();
     assert_eq!(sim.lamp(2), Lamp::Fail);
+    // The hook saw: up, down (gone; maybe several reasons), up again.
+    let seen = seen.lock().unwrap();
+    assert!(seen.first().unwrap().is_up() && seen.last().unwrap().is_up());
+    match &seen[1] {
+        RigHealth::Down { reason } => assert!(reason.contains("disappeared"), "{reason}"),
+        h => panic!("{h:?}"),
+    }
 }
 
 #[test]
