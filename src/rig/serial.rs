@@ -228,6 +228,7 @@ impl SerialRig {
         let keeper = thread::Builder::new()
             .name("rig-keeper".into())
             .spawn(move || keeper_shared.keep())
+            .map_err(|e| tracing::error!("rig: cannot start keeper thread, no reconnects: {e}"))
             .ok();
         SerialRig { shared, keeper }
     }
