@@ -386,7 +386,7 @@ impl Reply {
 
     /// Checks this reply answers `kind`. An `ERR` fits every request (the
     /// caller turns it into its own error).
-    pub fn expect(self, kind: RequestKind) -> Result<Reply, CodecError> {
+    pub fn fits(self, kind: RequestKind) -> Result<Reply, CodecError> {
         let fits = matches!(
             (&self, kind),
             (Reply::Err { .. }, _)
@@ -679,21 +679,21 @@ mod tests {
     #[test]
     fn reply_must_fit_request() {
         assert_eq!(
-            Reply::Ok.expect(RequestKind::Present).unwrap_err(),
+            Reply::Ok.fits(RequestKind::Present).unwrap_err(),
             CodecError::WrongReply(RequestKind::Present)
         );
         assert_eq!(
             Reply::Present(SlotMask(1))
-                .expect(RequestKind::Touch)
+                .fits(RequestKind::Touch)
                 .unwrap_err(),
             CodecError::WrongReply(RequestKind::Touch)
         );
-        assert!(Reply::Ok.expect(RequestKind::Led).is_ok());
+        assert!(Reply::Ok.fits(RequestKind::Led).is_ok());
         let err = Reply::Err {
             code: ErrCode(99),
             text: "x".into(),
         };
-        assert!(err.expect(RequestKind::Hello).is_ok());
+        assert!(err.fits(RequestKind::Hello).is_ok());
     }
 
     #[test]

@@ -515,7 +515,7 @@ impl Shared {
             let conn = st.conn.as_mut().ok_or_else(|| self.down_error())?;
             match conn.events.recv_timeout(left) {
                 Ok(Event::Frame(Frame::Line(bytes))) => {
-                    let parsed = Reply::parse(&bytes).and_then(|r| r.expect(kind));
+                    let parsed = Reply::parse(&bytes).and_then(|r| r.fits(kind));
                     match parsed {
                         Ok(reply) => {
                             if let Reply::Hello(info) = &reply {
