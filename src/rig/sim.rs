@@ -462,7 +462,7 @@ impl InProcessRig {
         };
         let mut frames = LineSplitter::new().push(&bytes);
         let reply = match frames.pop() {
-            Some(Frame::Line(l)) => Reply::parse(&l).and_then(|r| r.expect(kind)),
+            Some(Frame::Line(l)) => Reply::parse(&l).and_then(|r| r.fits(kind)),
             _ => Err(CodecError::TooLong),
         }
         .map_err(|source| RigError::Protocol {
