@@ -109,7 +109,12 @@ pub struct VirtualCard<B> {
     pending: Option<Pending>,
     /// How long one APDU waits for a CTAP result before answering `9100`.
     inline_wait: Duration,
+    /// A power cycle happened while the backend was busy.
+    reset_owed: bool,
 }
+
+/// Longest a card command waits for a busy backend before refusing.
+const BACKEND_WAIT: Duration = Duration::from_secs(2);
 
 impl<B> std::fmt::Debug for VirtualCard<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -129,6 +134,7 @@ impl<B: CardBackend> VirtualCard<B> {
             queue: ResponseQueue::default(),
             pending: None,
             inline_wait: Duration::from_millis(20),
+            reset_owed: false,
         }
     }
 
@@ -149,8 +155,32 @@ impl<B: CardBackend> VirtualCard<B> {
         self.queue.clear();
         // A worker still running finishes on its own; its result is dropped.
         self.pending = None;
-        if let Ok(mut b) = self.backend.lock() {
-            b.power_cycle();
+        // Never block the vpcd thread on a backend that is busy (e.g. waiting
+        // for a touch that will not come now): reset it when it is free.
+        match self.backend.try_lock() {
+            Ok(mut b) => b.power_cycle(),
+            Err(_) => self.reset_owed = true,
+        }
+    }
+
+    /// Runs `f` on the backend, waiting at most [`BACKEND_WAIT`] for a worker
+    /// to release it; `None` if it stays busy.
+    fn with_backend<R>(&mut self, f: impl FnOnce(&mut B) -> R) -> Option<R> {
+        let deadline = Instant::now() + BACKEND_WAIT;
+        loop {
+            match self.backend.try_lock() {
+                Ok(mut b) => {
+                    if std::mem::take(&mut self.reset_owed) {
+                        b.power_cycle();
+                    }
+                    return Some(f(&mut b));
+                }
+                Err(std::sync::TryLockError::Poisoned(_)) => return None,
+                Err(std::sync::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5))
+                }
+                Err(std::sync::TryLockError::WouldBlock) => return None,
+            }
         }
     }
 
@@ -198,11 +228,7 @@ impl<B: CardBackend> VirtualCard<B> {
             return Response::new(FIDO_VERSION, StatusWord::SUCCESS);
         }
         if aid == apdu::aid::MANAGEMENT {
-            let version = self
-                .backend
-                .lock()
-                .ok()
-                .and_then(|mut b| b.management_version());
+            let version = self.with_backend(|b| b.management_version()).flatten();
             if let Some(version) = version {
                 self.app = App::Management;
                 return Response::new(version.into_bytes(), StatusWord::SUCCESS);
@@ -213,12 +239,7 @@ impl<B: CardBackend> VirtualCard<B> {
     }
 
     fn read_config(&mut self, page: u8) -> Response {
-        match self
-            .backend
-            .lock()
-            .ok()
-            .and_then(|mut b| b.read_config(page))
-        {
+        match self.with_backend(|b| b.read_config(page)).flatten() {
             Some(data) => Response::new(data, StatusWord::SUCCESS),
             None => Response::status(StatusWord::INCORRECT_P1P2),
         }
@@ -226,6 +247,11 @@ impl<B: CardBackend> VirtualCard<B> {
 
     fn ctap_msg(&mut self, cmd: &Command) -> Response {
         if self.pending.is_some() {
+            return Response::status(StatusWord::CONDITIONS_NOT_SATISFIED);
+        }
+        // Settle an owed reset first; a backend still busy with an abandoned
+        // message cannot take a new one.
+        if self.with_backend(|_| ()).is_none() {
             return Response::status(StatusWord::CONDITIONS_NOT_SATISFIED);
         }
         let (tx, rx) = mpsc::channel();

@@ -264,7 +264,30 @@ fn pcsc_faults_become_typed_errors() {
         matches!(err, PcscError::CardRemoved(ref r) if r == READER),
         "{err:?}"
     );
+    drop(dev);
     card.stop();
+
+    // Taken off the reader while the key waits for a touch (9100 polling).
+    let (card, _) = echo_card(&env);
+    let card = Arc::new(card);
+    let mut dev = NfcCtap::open(READER, LengthMode::Short)
+        .unwrap()
+        .with_timing(quick());
+    let remover = Arc::clone(&card);
+    let mut polls = 0;
+    let err = dev
+        .cbor(&[0xFF], &mut |_| {
+            polls += 1;
+            if polls == 3 {
+                remover.remove();
+            }
+        })
+        .unwrap_err();
+    assert!(
+        matches!(err, PcscError::CardRemoved(ref r) if r == READER),
+        "{err:?}"
+    );
+    assert!(polls >= 3);
 }
 
 #[test]
