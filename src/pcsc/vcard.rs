@@ -113,6 +113,11 @@ pub struct VirtualCard<B> {
     reset_owed: bool,
 }
 
+/// NFCCTAP_GETRESPONSE P1 asking to cancel the pending message (python-fido2).
+const GETRESPONSE_CANCEL: u8 = 0x11;
+/// CTAP 2.1 §8.2 status CTAP2_ERR_KEEPALIVE_CANCEL.
+const CTAP2_ERR_KEEPALIVE_CANCEL: u8 = 0x2D;
+
 /// Longest a card command waits for a busy backend before refusing.
 const BACKEND_WAIT: Duration = Duration::from_secs(2);
 
@@ -186,14 +191,22 @@ impl<B: CardBackend> VirtualCard<B> {
 
     /// Answers one raw command APDU.
     pub fn process(&mut self, raw: &[u8]) -> Vec<u8> {
+        // An extended APDU without Le (python-fido2 sends these) may get the
+        // whole answer at once; a short one gets 256 bytes and 61xx for more.
+        let extended = raw.len() >= 7 && raw[4] == 0;
+        let default_le = if extended {
+            apdu::EXTENDED_MAX_LE
+        } else {
+            apdu::SHORT_MAX_LE
+        };
         let rsp = match Command::decode(raw) {
-            Ok(cmd) => self.command(cmd),
+            Ok(cmd) => self.command(cmd, default_le),
             Err(_) => Response::status(StatusWord::WRONG_LENGTH),
         };
         rsp.to_bytes()
     }
 
-    fn command(&mut self, cmd: Command) -> Response {
+    fn command(&mut self, cmd: Command, default_le: usize) -> Response {
         if cmd.ins == apdu::ins::GET_RESPONSE && cmd.cla & 0x80 == 0 {
             return self.queue.next(cmd.le.unwrap_or(apdu::SHORT_MAX_LE));
         }
@@ -207,11 +220,13 @@ impl<B: CardBackend> VirtualCard<B> {
                 return Response::status(sw);
             }
         };
-        let le = cmd.le.unwrap_or(apdu::SHORT_MAX_LE);
+        let le = cmd.le.unwrap_or(default_le);
         let full = match (cmd.cla, cmd.ins) {
             (0x00, apdu::ins::SELECT) if cmd.p1 == 0x04 => self.select(&cmd.data),
             (0x80, apdu::ins::NFCCTAP_MSG) if self.app == App::Fido => self.ctap_msg(&cmd),
-            (0x80, apdu::ins::NFCCTAP_GETRESPONSE) if self.app == App::Fido => self.ctap_poll(),
+            (0x80, apdu::ins::NFCCTAP_GETRESPONSE) if self.app == App::Fido => {
+                self.ctap_poll(cmd.p1)
+            }
             (0x00, apdu::ins::READ_CONFIG) if self.app == App::Management => {
                 self.read_config(cmd.p1)
             }
@@ -280,9 +295,16 @@ impl<B: CardBackend> VirtualCard<B> {
         self.collect(wait)
     }
 
-    fn ctap_poll(&mut self) -> Response {
+    fn ctap_poll(&mut self, p1: u8) -> Response {
         if self.pending.is_none() {
             return Response::status(StatusWord::CONDITIONS_NOT_SATISFIED);
+        }
+        if p1 == GETRESPONSE_CANCEL {
+            // The host gave up (python-fido2 sends P1 0x11 on cancel). The
+            // backend cannot be interrupted from here; its late result is
+            // dropped and the host gets CTAP2_ERR_KEEPALIVE_CANCEL now.
+            self.pending = None;
+            return Response::new(vec![CTAP2_ERR_KEEPALIVE_CANCEL], StatusWord::SUCCESS);
         }
         self.collect(self.inline_wait)
     }
