@@ -214,6 +214,25 @@ fn silent_rig_times_out_within_bound_and_recovers() {
 }
 
 #[test]
+fn late_reply_is_never_taken_for_the_next_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let (keys, sim) = sim_rig(&dir, 4);
+    let mut opts = fast_opts();
+    opts.probe_interval = None;
+    let rig = SerialRig::open(sim.path(), DEFAULT_BAUD, opts);
+    keys.power(2, true).unwrap();
+    sim.set_fault(SimRigFault::Slow(Duration::from_millis(450)));
+    let e = rig.led(1, Lamp::Busy).unwrap_err();
+    assert!(matches!(e, RigError::Timeout { .. }), "{e:?}");
+    sim.set_fault(SimRigFault::None);
+    // The late `OK` to LED arrives while PRESENT? waits (after the resync
+    // HELLO); it must not be read as the answer to either.
+    assert_eq!(rig.present().unwrap(), SlotMask(0b100));
+    assert!(rig.health().is_up());
+    assert_eq!(sim.lamp(1), Lamp::Busy, "the slow LED did happen");
+}
+
+#[test]
 fn vanished_rig_is_down_fast_and_reconnects_when_back() {
     let dir = tempfile::tempdir().unwrap();
     let (_keys, sim) = sim_rig(&dir, 3);
