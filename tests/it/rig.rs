@@ -802,6 +802,26 @@ mod web {
     }
 
     #[test]
+    fn open_streams_are_capped_and_released() {
+        let board = StatusBoard::new("s", 1);
+        let h = serve(&board, None);
+        let streams: Vec<Sse> = (0..web::server::MAX_WATCHERS)
+            .map(|_| Sse::open(h.local_addr(), &[]))
+            .collect();
+        assert_eq!(http(h.local_addr(), "GET", "/events", &[]).status, 503);
+        drop(streams);
+        // Closed streams are noticed at their next event.
+        board.slot_update(0, SlotView::new(SlotState::Waiting));
+        let until = Instant::now() + Duration::from_secs(10);
+        while board.watchers() > 0 {
+            assert!(Instant::now() < until, "streams not released");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let mut sse = Sse::open(h.local_addr(), &[]);
+        assert_eq!(sse.next_board()["slots"][0]["state"], "waiting");
+    }
+
+    #[test]
     fn second_server_on_the_same_port_is_a_typed_error() {
         let board = StatusBoard::new("s", 1);
         let h = serve(&board, None);
