@@ -1172,6 +1172,30 @@ mod browser {
         if let Some(dir) = std::env::var_os("SCREENSHOT_DIR") {
             b.screenshot(&Path::new(&dir).join("status-page.png"), 1600, 900);
             b.screenshot(&Path::new(&dir).join("status-page-narrow.png"), 800, 1000);
+            // A 16-slot batch rig on the same monitor.
+            let big = StatusBoard::new("line2-batch16", 16);
+            busy_board(&big);
+            for i in 6..16 {
+                let st = [SlotState::Programming, SlotState::Pass, SlotState::Idle][i % 3];
+                big.slot_update(
+                    i,
+                    SlotView {
+                        state: st,
+                        serial: (st != SlotState::Idle).then_some(20000000 + i as u32),
+                        job: (st != SlotState::Idle).then(|| format!("job-{i:04}")),
+                        step: (st == SlotState::Programming).then(|| "makeCredential 1/1".into()),
+                        ..SlotView::default()
+                    },
+                );
+            }
+            let cfg = WebConfig::parse("127.0.0.1:0", None).unwrap();
+            let h16 = web::spawn(cfg, big).unwrap();
+            b.goto(&format!("http://127.0.0.1:{}/", h16.local_addr().port()));
+            b.wait_for("document.querySelectorAll('.tile').length", json!(16));
+            b.screenshot(&Path::new(&dir).join("status-page-16.png"), 1600, 900);
+            h16.shutdown().unwrap();
+            b.goto(&url);
+            b.wait_for("document.getElementById('conn').textContent", json!("LIVE"));
         }
 
         // Server gone: the page says so instead of showing stale tiles.
