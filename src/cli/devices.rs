@@ -149,7 +149,7 @@ impl CtapDevice for NfcDevice {
         keepalive: &mut dyn FnMut(KeepaliveStatus),
     ) -> Result<Vec<u8>, CtapError> {
         self.0
-            .cbor(request, &mut |s| keepalive(KeepaliveStatus(s.0)))
+            .cbor(request, keepalive)
             .map_err(|e| CtapError::Transport(TransportError::Io(e.to_string())))
     }
 }
