@@ -136,6 +136,20 @@ fn end_to_end_enroll_program_activate() {
         opts.credentials_per_user = creds;
         let shipments = idp.enroll(&keys.transport_jwks(), &opts).unwrap();
         assert_eq!(shipments.len(), 3);
+        // What the IdP makes passes the station's own intake rules (SPEC §3).
+        struct C19881;
+        impl prereg_station::shipment::IntakePolicy for C19881 {
+            fn product_known(&self, p: u32) -> bool {
+                p == 1
+            }
+            fn customization_products(&self, c: &str) -> Option<Vec<u32>> {
+                (c == "C19881").then(|| vec![1, 29])
+            }
+        }
+        for s in &shipments {
+            let job = s.validate(&C19881).expect("intake accepts IdP jobs");
+            assert_eq!(job.credential_requests.len(), creds);
+        }
         let mut results = Vec::new();
         let mut pins = Vec::new();
         for (i, s) in shipments.iter().enumerate() {
