@@ -17,9 +17,27 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
 
-if [ "${1:-}" = "--with-python" ]; then
+with_python=0; with_browser=0
+for arg in "$@"; do
+  case "$arg" in
+    --with-python) with_python=1 ;;
+    # Headless chromium for the status-page browser test and
+    # scripts/screenshot.sh; opt-in: it is ~350 MB installed.
+    --with-browser) with_browser=1 ;;
+    *) echo "setup: unknown option $arg (use --with-python, --with-browser)" >&2; exit 2 ;;
+  esac
+done
+
+if [ "$with_python" = 1 ]; then
   if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
   fi
   .venv/bin/python -m pip install -q --disable-pip-version-check -r tests/python/requirements.txt
+fi
+
+if [ "$with_browser" = 1 ] && ! command -v chromium >/dev/null 2>&1; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  echo "setup: installing chromium" >&2
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null
 fi

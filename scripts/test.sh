@@ -7,7 +7,9 @@ scripts/setup.sh --with-python
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
-cargo test --locked
+# Interop tests must not skip here: the venv above has the peers.
+PREREG_REQUIRE_PEERS=1 cargo test --locked
+.venv/bin/python -m pytest -q tests/python
 
 # Keys over PC/SC through a real pcscd with the vpcd virtual reader
 # (tests/it/pcsc.rs; skipped above because PREREG_PCSC is unset there).

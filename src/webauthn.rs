@@ -329,6 +329,28 @@ impl AttestationObject {
         })
     }
 
+    /// From a CTAP 2.1 authenticatorMakeCredential response map (§6.1:
+    /// 0x01 fmt, 0x02 authData, 0x03 attStmt; epAtt and largeBlobKey ignored).
+    pub fn from_ctap_response(response: &Value) -> Result<Self, AttestationError> {
+        let fmt = response
+            .get(1)
+            .and_then(Value::as_text)
+            .ok_or(AttestationError::ObjectMalformed)?;
+        let auth_data = response
+            .get(2)
+            .and_then(Value::as_bytes)
+            .ok_or(AttestationError::ObjectMalformed)?;
+        let att_stmt = response
+            .get(3)
+            .filter(|v| v.as_map().is_some())
+            .ok_or(AttestationError::ObjectMalformed)?;
+        Ok(AttestationObject {
+            fmt: fmt.to_string(),
+            att_stmt: att_stmt.clone(),
+            auth_data: auth_data.to_vec(),
+        })
+    }
+
     /// Canonical CBOR `{fmt, attStmt, authData}`, e.g. from a CTAP
     /// makeCredential response (keys 1, 3, 2).
     pub fn encode(&self) -> Vec<u8> {
@@ -463,13 +485,26 @@ fn subject_ou(cert: &Certificate) -> Vec<String> {
 enum IssuerKey {
     P256(p256::ecdsa::VerifyingKey),
     P384(p384::ecdsa::VerifyingKey),
+    /// Yubico's attestation roots are RSA (PKCS#1 v1.5 with SHA-256).
+    Rsa(Box<rsa::RsaPublicKey>),
 }
+
+/// Weaker RSA keys are refused outright.
+const MIN_RSA_BITS: usize = 2048;
 
 fn issuer_key(cert: &Certificate) -> Result<IssuerKey, AttestationError> {
     let spki = &cert.tbs_certificate.subject_public_key_info;
     let point = spki.subject_public_key.raw_bytes();
     if spki.algorithm.oid == OID_RSA_ENCRYPTION {
-        return Err(AttestationError::CertAlgUnsupported);
+        use rsa::pkcs1::DecodeRsaPublicKey;
+        use rsa::traits::PublicKeyParts;
+        // RFC 3279 §2.3.1: the BIT STRING holds a PKCS#1 RSAPublicKey.
+        let key = rsa::RsaPublicKey::from_pkcs1_der(point)
+            .map_err(|_| AttestationError::CertificateMalformed)?;
+        if key.size() * 8 < MIN_RSA_BITS {
+            return Err(AttestationError::CertAlgUnsupported);
+        }
+        return Ok(IssuerKey::Rsa(Box::new(key)));
     }
     if spki.algorithm.oid != OID_EC_PUBLIC_KEY {
         return Err(AttestationError::CertAlgUnsupported);
@@ -510,7 +545,15 @@ fn verify_cert_signature(cert: &Certificate, issuer: &Certificate) -> Result<(),
         .ok_or(AttestationError::CertificateMalformed)?;
     let alg = &cert.signature_algorithm.oid;
     if *alg == OID_RSA_SHA256 {
-        return Err(AttestationError::CertAlgUnsupported);
+        use rsa::signature::Verifier;
+        let IssuerKey::Rsa(key) = issuer_key(issuer)? else {
+            return Err(AttestationError::ChainSignatureInvalid);
+        };
+        let sig = rsa::pkcs1v15::Signature::try_from(sig)
+            .map_err(|_| AttestationError::ChainSignatureInvalid)?;
+        return rsa::pkcs1v15::VerifyingKey::<Sha256>::new(*key)
+            .verify(&tbs, &sig)
+            .map_err(|_| AttestationError::ChainSignatureInvalid);
     }
     let digest: Vec<u8> = if *alg == OID_ECDSA_SHA256 {
         Sha256::digest(&tbs).to_vec()
@@ -526,6 +569,7 @@ fn verify_cert_signature(cert: &Certificate, issuer: &Certificate) -> Result<(),
         IssuerKey::P384(k) => p384::ecdsa::Signature::from_der(sig)
             .ok()
             .is_some_and(|s| k.verify_prehash(&digest, &s).is_ok()),
+        IssuerKey::Rsa(_) => false,
     };
     if ok {
         Ok(())
@@ -759,7 +803,7 @@ fn verify_packed(
     }
     let leaf_key = match issuer_key(leaf)? {
         IssuerKey::P256(k) => k,
-        IssuerKey::P384(_) => return Err(AttestationError::AlgUnsupported),
+        IssuerKey::P384(_) | IssuerKey::Rsa(_) => return Err(AttestationError::AlgUnsupported),
     };
     let sig =
         p256::ecdsa::Signature::from_der(sig).map_err(|_| AttestationError::SignatureInvalid)?;
@@ -950,6 +994,98 @@ mod tests {
         assert_eq!(
             verify_attestation(&obj.encode(), &expected(&cdh), &roots),
             Err(AttestationError::LeafProfile)
+        );
+    }
+
+    #[test]
+    fn rsa_root_chain_verifies_and_tamper_fails() {
+        let mut o = CaOptions::new(AAGUID);
+        o.rsa_root = true;
+        let ca = SoftCa::with_options(&o);
+        let roots = TrustRoots::from_pem(ca.root_pem().as_bytes()).unwrap();
+        let cdh = client_data_hash(&client_data_json(&[7; 32], "https://myorg.okta.com"));
+        let (obj, _) = ca.attest("myorg.okta.com", &cdh, Some(3));
+        let v = verify_attestation(&obj.encode(), &expected(&cdh), &roots).unwrap();
+        assert!(matches!(v.trust, Trust::Chained { .. }));
+        // Same names, another RSA key: untrusted.
+        let other = SoftCa::with_options(&o);
+        let other_roots = TrustRoots::from_pem(other.root_pem().as_bytes()).unwrap();
+        assert_eq!(
+            verify_attestation(&obj.encode(), &expected(&cdh), &other_roots),
+            Err(AttestationError::UntrustedRoot)
+        );
+    }
+
+    /// A real YubiKey's packed attestation under Yubico's real RSA root
+    /// (provenance in the vector file).
+    #[test]
+    fn real_yubikey_attestation_verifies_to_the_yubico_root() {
+        let v: serde_json::Value = serde_json::from_str(include_str!(
+            "../tests/vectors/yubikey-packed-attestation.json"
+        ))
+        .unwrap();
+        let s = |k: &str| v[k].as_str().unwrap().to_string();
+        let b = |k: &str| crate::jose::b64url_decode(&s(k)).unwrap();
+        let roots = TrustRoots::from_pem(include_bytes!(
+            "../tests/vectors/yubico-u2f-root-ca-457200631.pem"
+        ))
+        .unwrap();
+        let cdj = b("client_data_json");
+        check_client_data(&cdj, &b("challenge"), &s("origin")).unwrap();
+        let cdh = client_data_hash(&cdj);
+        let e = Expected {
+            rp_id: "localhost",
+            client_data_hash: &cdh,
+            require_uv: true,
+            cred_protect: None,
+            allow_none: false,
+            now: NOW,
+        };
+        let att = b("attestation_object");
+        let got = verify_attestation(&att, &e, &roots).unwrap();
+        assert_eq!(got.credential_id, b("credential_id"));
+        assert_eq!(format_aaguid(&got.aaguid), s("aaguid"));
+        assert_eq!(
+            got.trust,
+            Trust::Chained {
+                root_subject: "CN=Yubico U2F Root CA Serial 457200631".into()
+            }
+        );
+        // One bit of the leaf's RSA signature flipped (it ends 207 bytes before
+        // the end: "authData" key and the 196-byte authData follow it).
+        let mut t = att.clone();
+        let i = t.len() - 207 - 100;
+        t[i] ^= 1;
+        assert_eq!(
+            verify_attestation(&t, &e, &roots),
+            Err(AttestationError::UntrustedRoot)
+        );
+        // Without the Yubico root configured: untrusted.
+        let other = SoftCa::new(AAGUID);
+        let other_roots = TrustRoots::from_pem(other.root_pem().as_bytes()).unwrap();
+        assert_eq!(
+            verify_attestation(&att, &e, &other_roots),
+            Err(AttestationError::UntrustedRoot)
+        );
+    }
+
+    #[test]
+    fn from_ctap_response_round_trips() {
+        let ca = SoftCa::new(AAGUID);
+        let (obj, _) = ca.attest("myorg.okta.com", &[0; 32], None);
+        let ctap = Value::map([
+            (Value::from(1), Value::from(obj.fmt.as_str())),
+            (Value::from(2), Value::Bytes(obj.auth_data.clone())),
+            (Value::from(3), obj.att_stmt.clone()),
+        ]);
+        assert_eq!(AttestationObject::from_ctap_response(&ctap).unwrap(), obj);
+        assert_eq!(AttestationObject::parse(&obj.encode()).unwrap(), obj);
+        assert_eq!(
+            AttestationObject::from_ctap_response(&Value::map([(
+                Value::from(1),
+                Value::from("packed")
+            )])),
+            Err(AttestationError::ObjectMalformed)
         );
     }
 

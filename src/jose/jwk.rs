@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 const COORD_LEN: usize = 48;
 
 /// What a key is for (RFC 7517 §4.2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, zeroize::Zeroize)]
 pub enum KeyUse {
     #[serde(rename = "enc")]
     Enc,
@@ -20,8 +20,9 @@ pub enum KeyUse {
     Sig,
 }
 
-/// A public EC P-384 JWK.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A public EC P-384 JWK. (`Zeroize` so that request payloads holding one can
+/// wipe themselves; a public key is not secret.)
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, zeroize::Zeroize)]
 pub struct EcJwk {
     pub kty: String,
     pub crv: String,

@@ -128,9 +128,11 @@ fn err(part: RequestPart, reason: RequestRefusal) -> RequestError {
 }
 
 // ---- wire (serde) shapes of SPEC §4 ----------------------------------------
+// Decrypted plaintext is parsed into these; they zeroize on drop, and the
+// validated types below take copies that zeroize too.
 
 /// `pinPolicy` of a PIN request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Zeroize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PinPolicy {
     /// Digits of the generated PIN (this product: 6).
@@ -141,7 +143,7 @@ pub struct PinPolicy {
 }
 
 /// PIN request plaintext (`prereg.pin-request.v1`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
 #[serde(rename_all = "camelCase")]
 pub struct PinRequestWire {
     pub v: u32,
@@ -156,7 +158,7 @@ pub struct PinRequestWire {
 }
 
 /// Credential request plaintext (`prereg.cred-request.v1`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
 #[serde(rename_all = "camelCase")]
 pub struct CredentialRequestWire {
     pub v: u32,
@@ -174,7 +176,7 @@ pub struct CredentialRequestWire {
 
 /// WebAuthn `PublicKeyCredentialCreationOptions` in its JSON form (WebAuthn L3
 /// §5.4, `PublicKeyCredentialCreationOptionsJSON`: binaries as base64url).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
 #[serde(rename_all = "camelCase")]
 pub struct CreationOptions {
     pub rp: RpEntity,
@@ -192,13 +194,13 @@ pub struct CreationOptions {
     pub extensions: Option<Extensions>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
 pub struct RpEntity {
     pub id: String,
     pub name: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
 #[serde(rename_all = "camelCase")]
 pub struct UserEntity {
     pub id: String,
@@ -206,14 +208,14 @@ pub struct UserEntity {
     pub display_name: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
 pub struct CredParam {
     #[serde(rename = "type")]
     pub kind: String,
     pub alg: i64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
 pub struct CredentialDescriptor {
     #[serde(rename = "type")]
     pub kind: String,
@@ -222,7 +224,7 @@ pub struct CredentialDescriptor {
     pub transports: Option<Vec<String>>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
 #[serde(rename_all = "camelCase")]
 pub struct AuthenticatorSelection {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -235,7 +237,7 @@ pub struct AuthenticatorSelection {
     pub user_verification: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
 #[serde(rename_all = "camelCase")]
 pub struct Extensions {
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -54,6 +54,9 @@ pub enum PcscError {
     Timeout(Duration),
     #[error("response longer than {0} bytes")]
     ResponseTooLong(usize),
+    /// The card kept announcing more data (61xx) beyond any sane count.
+    #[error("more than {0} GET RESPONSE rounds")]
+    TooManyPieces(usize),
     #[error("empty CTAP response (no status byte)")]
     EmptyCtapResponse,
     /// The management application's answer does not follow `len ‖ TLVs`.

@@ -18,6 +18,9 @@ use std::time::{Duration, Instant};
 /// kB (YubiKey maxMsgSize 1200/2048); anything far beyond is a faulty card.
 pub const MAX_RESPONSE: usize = 64 * 1024;
 
+/// Most GET RESPONSE rounds for one response.
+pub const MAX_PIECES: usize = 512;
+
 /// Moves one APDU to a card and its response back.
 pub trait CardChannel: Send {
     /// Sends one command APDU and returns the raw response (data ‖ SW1 SW2).
@@ -205,9 +208,16 @@ impl<C: CardChannel> ApduSession<C> {
             rsp = self.transmit(&retry)?;
         }
         let mut data = std::mem::take(&mut rsp.data);
+        let mut pieces = 0;
         while let Some(remaining) = rsp.sw.bytes_remaining() {
             if data.len() >= MAX_RESPONSE {
                 return Err(PcscError::ResponseTooLong(MAX_RESPONSE));
+            }
+            // A card that keeps saying 61xx without sending data would loop
+            // forever; 256-byte pieces reach MAX_RESPONSE in 256 rounds.
+            pieces += 1;
+            if pieces > MAX_PIECES {
+                return Err(PcscError::TooManyPieces(MAX_PIECES));
             }
             rsp = self.transmit(&Command::get_response(remaining))?;
             data.extend_from_slice(&rsp.data);
@@ -375,4 +385,78 @@ pub(super) fn snapshot(
 /// Reader name as text (PC/SC names are ASCII in practice).
 pub(super) fn name_of(name: &CStr) -> String {
     name.to_string_lossy().into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A card that answers every APDU with the same bytes.
+    struct Stuck(Vec<u8>, usize);
+    impl CardChannel for Stuck {
+        fn transmit(&mut self, _: &[u8]) -> Result<Vec<u8>, PcscError> {
+            self.1 += 1;
+            Ok(self.0.clone())
+        }
+        fn describe(&self) -> String {
+            "stuck".into()
+        }
+    }
+
+    #[test]
+    fn endless_61xx_is_bounded() {
+        // 61 10 with no data, forever.
+        let mut s = ApduSession::new(Stuck(vec![0x61, 0x10], 0), LengthMode::Short);
+        let err = s.send(&Command::select(apdu::aid::FIDO)).unwrap_err();
+        assert!(
+            matches!(err, PcscError::TooManyPieces(MAX_PIECES)),
+            "{err:?}"
+        );
+        assert_eq!(s.channel().1, MAX_PIECES + 1);
+        // 61 00 with 256 bytes, forever: stops at the size cap.
+        let mut big = vec![0xAA; 256];
+        big.extend_from_slice(&[0x61, 0x00]);
+        let mut s = ApduSession::new(Stuck(big, 0), LengthMode::Short);
+        let err = s.send(&Command::select(apdu::aid::FIDO)).unwrap_err();
+        assert!(
+            matches!(err, PcscError::ResponseTooLong(MAX_RESPONSE)),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn wrong_le_is_retried_once_with_the_cards_length() {
+        struct SixC(Vec<Vec<u8>>);
+        impl CardChannel for SixC {
+            fn transmit(&mut self, apdu: &[u8]) -> Result<Vec<u8>, PcscError> {
+                self.0.push(apdu.to_vec());
+                Ok(if self.0.len() == 1 {
+                    vec![0x6C, 0x03]
+                } else {
+                    vec![1, 2, 3, 0x90, 0x00]
+                })
+            }
+            fn describe(&self) -> String {
+                "6c".into()
+            }
+        }
+        let mut s = ApduSession::new(SixC(Vec::new()), LengthMode::Short);
+        let rsp = s.send(&Command::get_response(256)).unwrap();
+        assert_eq!(rsp.data, vec![1, 2, 3]);
+        assert_eq!(s.channel().0[1], vec![0x00, 0xC0, 0x00, 0x00, 0x03]);
+    }
+
+    #[test]
+    fn empty_ctap_answer_and_odd_status_are_typed() {
+        let mut dev = NfcCtap::new(Stuck(vec![0x90, 0x00], 0), LengthMode::Short);
+        assert!(matches!(
+            dev.cbor(&[4], &mut |_| {}),
+            Err(PcscError::EmptyCtapResponse)
+        ));
+        let mut dev = NfcCtap::new(Stuck(vec![0x6A, 0x82], 0), LengthMode::Short);
+        assert!(matches!(
+            dev.cbor(&[4], &mut |_| {}),
+            Err(PcscError::AppNotFound("FIDO"))
+        ));
+    }
 }

@@ -109,7 +109,17 @@ pub struct VirtualCard<B> {
     pending: Option<Pending>,
     /// How long one APDU waits for a CTAP result before answering `9100`.
     inline_wait: Duration,
+    /// A power cycle happened while the backend was busy.
+    reset_owed: bool,
 }
+
+/// NFCCTAP_GETRESPONSE P1 asking to cancel the pending message (python-fido2).
+const GETRESPONSE_CANCEL: u8 = 0x11;
+/// CTAP 2.1 §8.2 status CTAP2_ERR_KEEPALIVE_CANCEL.
+const CTAP2_ERR_KEEPALIVE_CANCEL: u8 = 0x2D;
+
+/// Longest a card command waits for a busy backend before refusing.
+const BACKEND_WAIT: Duration = Duration::from_secs(2);
 
 impl<B> std::fmt::Debug for VirtualCard<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -129,6 +139,7 @@ impl<B: CardBackend> VirtualCard<B> {
             queue: ResponseQueue::default(),
             pending: None,
             inline_wait: Duration::from_millis(20),
+            reset_owed: false,
         }
     }
 
@@ -149,21 +160,53 @@ impl<B: CardBackend> VirtualCard<B> {
         self.queue.clear();
         // A worker still running finishes on its own; its result is dropped.
         self.pending = None;
-        if let Ok(mut b) = self.backend.lock() {
-            b.power_cycle();
+        // Never block the vpcd thread on a backend that is busy (e.g. waiting
+        // for a touch that will not come now): reset it when it is free.
+        match self.backend.try_lock() {
+            Ok(mut b) => b.power_cycle(),
+            Err(_) => self.reset_owed = true,
+        }
+    }
+
+    /// Runs `f` on the backend, waiting at most [`BACKEND_WAIT`] for a worker
+    /// to release it; `None` if it stays busy.
+    fn with_backend<R>(&mut self, f: impl FnOnce(&mut B) -> R) -> Option<R> {
+        let deadline = Instant::now() + BACKEND_WAIT;
+        loop {
+            match self.backend.try_lock() {
+                Ok(mut b) => {
+                    if std::mem::take(&mut self.reset_owed) {
+                        b.power_cycle();
+                    }
+                    return Some(f(&mut b));
+                }
+                Err(std::sync::TryLockError::Poisoned(_)) => return None,
+                Err(std::sync::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5))
+                }
+                Err(std::sync::TryLockError::WouldBlock) => return None,
+            }
         }
     }
 
     /// Answers one raw command APDU.
     pub fn process(&mut self, raw: &[u8]) -> Vec<u8> {
+        // An extended APDU without Le (python-fido2 sends these) may get the
+        // whole answer at once; a short one gets 256 bytes and 61xx for more.
+        let extended = raw.len() >= 7 && raw[4] == 0;
+        let default_le = if extended {
+            apdu::EXTENDED_MAX_LE
+        } else {
+            apdu::SHORT_MAX_LE
+        };
         let rsp = match Command::decode(raw) {
-            Ok(cmd) => self.command(cmd),
+            Ok(cmd) => self.command(cmd, default_le),
             Err(_) => Response::status(StatusWord::WRONG_LENGTH),
         };
         rsp.to_bytes()
     }
 
-    fn command(&mut self, cmd: Command) -> Response {
+    fn command(&mut self, cmd: Command, default_le: usize) -> Response {
         if cmd.ins == apdu::ins::GET_RESPONSE && cmd.cla & 0x80 == 0 {
             return self.queue.next(cmd.le.unwrap_or(apdu::SHORT_MAX_LE));
         }
@@ -177,11 +220,13 @@ impl<B: CardBackend> VirtualCard<B> {
                 return Response::status(sw);
             }
         };
-        let le = cmd.le.unwrap_or(apdu::SHORT_MAX_LE);
+        let le = cmd.le.unwrap_or(default_le);
         let full = match (cmd.cla, cmd.ins) {
             (0x00, apdu::ins::SELECT) if cmd.p1 == 0x04 => self.select(&cmd.data),
             (0x80, apdu::ins::NFCCTAP_MSG) if self.app == App::Fido => self.ctap_msg(&cmd),
-            (0x80, apdu::ins::NFCCTAP_GETRESPONSE) if self.app == App::Fido => self.ctap_poll(),
+            (0x80, apdu::ins::NFCCTAP_GETRESPONSE) if self.app == App::Fido => {
+                self.ctap_poll(cmd.p1)
+            }
             (0x00, apdu::ins::READ_CONFIG) if self.app == App::Management => {
                 self.read_config(cmd.p1)
             }
@@ -198,11 +243,7 @@ impl<B: CardBackend> VirtualCard<B> {
             return Response::new(FIDO_VERSION, StatusWord::SUCCESS);
         }
         if aid == apdu::aid::MANAGEMENT {
-            let version = self
-                .backend
-                .lock()
-                .ok()
-                .and_then(|mut b| b.management_version());
+            let version = self.with_backend(|b| b.management_version()).flatten();
             if let Some(version) = version {
                 self.app = App::Management;
                 return Response::new(version.into_bytes(), StatusWord::SUCCESS);
@@ -213,12 +254,7 @@ impl<B: CardBackend> VirtualCard<B> {
     }
 
     fn read_config(&mut self, page: u8) -> Response {
-        match self
-            .backend
-            .lock()
-            .ok()
-            .and_then(|mut b| b.read_config(page))
-        {
+        match self.with_backend(|b| b.read_config(page)).flatten() {
             Some(data) => Response::new(data, StatusWord::SUCCESS),
             None => Response::status(StatusWord::INCORRECT_P1P2),
         }
@@ -226,6 +262,11 @@ impl<B: CardBackend> VirtualCard<B> {
 
     fn ctap_msg(&mut self, cmd: &Command) -> Response {
         if self.pending.is_some() {
+            return Response::status(StatusWord::CONDITIONS_NOT_SATISFIED);
+        }
+        // Settle an owed reset first; a backend still busy with an abandoned
+        // message cannot take a new one.
+        if self.with_backend(|_| ()).is_none() {
             return Response::status(StatusWord::CONDITIONS_NOT_SATISFIED);
         }
         let (tx, rx) = mpsc::channel();
@@ -254,9 +295,16 @@ impl<B: CardBackend> VirtualCard<B> {
         self.collect(wait)
     }
 
-    fn ctap_poll(&mut self) -> Response {
+    fn ctap_poll(&mut self, p1: u8) -> Response {
         if self.pending.is_none() {
             return Response::status(StatusWord::CONDITIONS_NOT_SATISFIED);
+        }
+        if p1 == GETRESPONSE_CANCEL {
+            // The host gave up (python-fido2 sends P1 0x11 on cancel). The
+            // backend cannot be interrupted from here; its late result is
+            // dropped and the host gets CTAP2_ERR_KEEPALIVE_CANCEL now.
+            self.pending = None;
+            return Response::new(vec![CTAP2_ERR_KEEPALIVE_CANCEL], StatusWord::SUCCESS);
         }
         self.collect(self.inline_wait)
     }

@@ -320,17 +320,18 @@ impl Reply {
             Reply::Ok => "OK\n".to_owned(),
             Reply::Present(mask) => format!("OK {:x}\n", mask.0),
             Reply::Err { code, text } => {
-                // Keep whatever the text is on one printable line.
+                // Keep whatever the text is on one printable line that fits.
+                let prefix = format!("ERR {code}");
                 let text: String = text
                     .chars()
                     .map(|c| if c.is_ascii_graphic() { c } else { ' ' })
-                    .take(MAX_LINE - 12)
+                    .take(MAX_LINE - prefix.len() - 1)
                     .collect();
                 let text = text.trim();
                 if text.is_empty() {
-                    format!("ERR {code} error\n")
+                    format!("{prefix}\n")
                 } else {
-                    format!("ERR {code} {text}\n")
+                    format!("{prefix} {text}\n")
                 }
             }
         }
@@ -349,7 +350,7 @@ impl Reply {
             let code = u16::try_from(code).map_err(|_| CodecError::OutOfRange("ERR code"))?;
             return Ok(Reply::Err {
                 code: ErrCode(code),
-                text: text.to_owned(),
+                text: text.trim().to_owned(),
             });
         }
         let Some(rest) = line.strip_prefix("OK ") else {
@@ -385,7 +386,7 @@ impl Reply {
 
     /// Checks this reply answers `kind`. An `ERR` fits every request (the
     /// caller turns it into its own error).
-    pub fn expect(self, kind: RequestKind) -> Result<Reply, CodecError> {
+    pub fn fits(self, kind: RequestKind) -> Result<Reply, CodecError> {
         let fits = matches!(
             (&self, kind),
             (Reply::Err { .. }, _)
@@ -678,21 +679,21 @@ mod tests {
     #[test]
     fn reply_must_fit_request() {
         assert_eq!(
-            Reply::Ok.expect(RequestKind::Present).unwrap_err(),
+            Reply::Ok.fits(RequestKind::Present).unwrap_err(),
             CodecError::WrongReply(RequestKind::Present)
         );
         assert_eq!(
             Reply::Present(SlotMask(1))
-                .expect(RequestKind::Touch)
+                .fits(RequestKind::Touch)
                 .unwrap_err(),
             CodecError::WrongReply(RequestKind::Touch)
         );
-        assert!(Reply::Ok.expect(RequestKind::Led).is_ok());
+        assert!(Reply::Ok.fits(RequestKind::Led).is_ok());
         let err = Reply::Err {
             code: ErrCode(99),
             text: "x".into(),
         };
-        assert!(err.expect(RequestKind::Hello).is_ok());
+        assert!(err.fits(RequestKind::Hello).is_ok());
     }
 
     #[test]
@@ -722,6 +723,60 @@ mod tests {
         let frames = sp.push(&exact);
         assert_eq!(frames.len(), 1);
         assert!(matches!(&frames[0], Frame::Line(l) if l.len() == MAX_LINE + 1));
+    }
+
+    #[test]
+    fn random_bytes_never_panic_and_chunking_does_not_matter() {
+        // Deterministic xorshift: garbage of every shape, biased toward the
+        // protocol's own alphabet so the parsers get past their first checks.
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let alphabet = b"OK RIGSLOTCAPERHLTUPWNDF?0123456789abcdef,\n\r\x00\xff";
+        let mut stream = Vec::new();
+        for _ in 0..20_000 {
+            let r = next();
+            let b = if r % 4 == 0 {
+                (r >> 8) as u8
+            } else {
+                alphabet[(r >> 8) as usize % alphabet.len()]
+            };
+            stream.push(b);
+        }
+        for tricky in ["ERR 1 x \n", "ERR 1 \n", "ERR 65535\n", "ERR 1  a  b\n"] {
+            stream.extend_from_slice(tricky.as_bytes());
+        }
+        stream.extend_from_slice(b"ERR 7 ");
+        stream.extend(std::iter::repeat_n(b'y', MAX_LINE - 6));
+        stream.push(b'\n');
+        let whole = LineSplitter::new().push(&stream);
+        let mut sp = LineSplitter::new();
+        let mut chunked = Vec::new();
+        let mut rest = &stream[..];
+        while !rest.is_empty() {
+            let n = (next() as usize % 17 + 1).min(rest.len());
+            chunked.extend(sp.push(&rest[..n]));
+            rest = &rest[n..];
+        }
+        assert_eq!(whole, chunked);
+        for f in &whole {
+            if let Frame::Line(l) = f {
+                assert!(l.len() <= MAX_LINE + 1);
+                let _ = Request::parse(l);
+                if let Ok(r) = Reply::parse(l) {
+                    // Whatever parses re-encodes to something that parses the same.
+                    let enc = r.encode();
+                    assert_eq!(
+                        Reply::parse(enc.trim_end_matches('\n').as_bytes()).as_ref(),
+                        Ok(&r)
+                    );
+                }
+            }
+        }
     }
 
     #[test]

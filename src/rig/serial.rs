@@ -94,7 +94,8 @@ pub struct SerialRigOptions {
     pub backoff_max: Duration,
     /// Probe an idle rig with `HELLO` this often (`None`: never).
     pub probe_interval: Option<Duration>,
-    /// Called on every health change.
+    /// Called on every health change, in order, from the thread that saw
+    /// it (a worker or the keeper), never under the driver's lock.
     pub on_health: Option<HealthHook>,
 }
 
@@ -158,6 +159,9 @@ struct Shared {
     /// Read without I/O by `health()`; separate from `state` so the status
     /// page never waits behind a slow exchange.
     health: Mutex<RigHealth>,
+    /// Health changes waiting for the hook (run outside the state lock).
+    hook_queue: Mutex<Vec<RigHealth>>,
+    hook_order: Mutex<()>,
     stop: AtomicBool,
 }
 
@@ -210,6 +214,8 @@ impl SerialRig {
                 last_exchange: now,
             }),
             health: Mutex::new(RigHealth::down("not connected yet")),
+            hook_queue: Mutex::new(Vec::new()),
+            hook_order: Mutex::new(()),
             stop: AtomicBool::new(false),
             opts,
         });
@@ -217,10 +223,12 @@ impl SerialRig {
             let mut st = shared.lock_state();
             shared.try_connect(&mut st);
         }
+        shared.flush_hooks();
         let keeper_shared = Arc::clone(&shared);
         let keeper = thread::Builder::new()
             .name("rig-keeper".into())
             .spawn(move || keeper_shared.keep())
+            .map_err(|e| tracing::error!("rig: cannot start keeper thread, no reconnects: {e}"))
             .ok();
         SerialRig { shared, keeper }
     }
@@ -378,9 +386,27 @@ impl Shared {
             }
             *cur = h.clone();
             drop(cur);
-            if let Some(hook) = &self.opts.on_health {
-                hook(&h);
+            if self.opts.on_health.is_some() {
+                self.hook_queue
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(h);
             }
+        }
+    }
+
+    /// Runs the health hook for queued changes, in order. Called only after
+    /// the connection lock is released, so a hook may call back into the rig.
+    fn flush_hooks(&self) {
+        let Some(hook) = &self.opts.on_health else {
+            return;
+        };
+        // Held while calling: keeps changes in order across threads.
+        let _order = self.hook_order.lock().unwrap_or_else(|p| p.into_inner());
+        let queued: Vec<RigHealth> =
+            std::mem::take(&mut *self.hook_queue.lock().unwrap_or_else(|p| p.into_inner()));
+        for h in &queued {
+            hook(h);
         }
     }
 
@@ -423,6 +449,12 @@ impl Shared {
     }
 
     fn request(&self, req: &Request) -> Result<Reply, RigError> {
+        let r = self.request_locked(req);
+        self.flush_hooks();
+        r
+    }
+
+    fn request_locked(&self, req: &Request) -> Result<Reply, RigError> {
         let mut st = self.lock_state();
         if st.conn.is_none() {
             let reason = match &*self.health.lock().unwrap_or_else(|p| p.into_inner()) {
@@ -483,7 +515,7 @@ impl Shared {
             let conn = st.conn.as_mut().ok_or_else(|| self.down_error())?;
             match conn.events.recv_timeout(left) {
                 Ok(Event::Frame(Frame::Line(bytes))) => {
-                    let parsed = Reply::parse(&bytes).and_then(|r| r.expect(kind));
+                    let parsed = Reply::parse(&bytes).and_then(|r| r.fits(kind));
                     match parsed {
                         Ok(reply) => {
                             if let Reply::Hello(info) = &reply {
@@ -546,13 +578,20 @@ impl Shared {
         const TICK: Duration = Duration::from_millis(50);
         while !self.stop.load(Ordering::Relaxed) {
             thread::sleep(TICK);
+            self.keep_once();
+            self.flush_hooks();
+        }
+    }
+
+    fn keep_once(&self) {
+        {
             let mut st = self.lock_state();
             let now = Instant::now();
             if st.conn.is_none() {
                 if now >= st.next_attempt {
                     self.try_connect(&mut st);
                 }
-                continue;
+                return;
             }
             // Idle: anything queued is unsolicited; a close means gone.
             if let Some(conn) = st.conn.as_mut() {
@@ -568,7 +607,7 @@ impl Shared {
                 }
                 if let Some(why) = closed {
                     self.drop_connection(&mut st, format!("{} disappeared: {why}", self.describe));
-                    continue;
+                    return;
                 }
             }
             let probe_due = self

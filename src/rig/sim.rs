@@ -12,7 +12,7 @@
 //! and points the link at it, so reconnecting is exercised for real.
 //!
 //! Fault modes ([`SimRigFault`]): answer garbage, answer over-long lines,
-//! stop answering.
+//! answer late, stop answering.
 
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -51,6 +51,8 @@ pub enum SimRigFault {
     Overlong,
     /// Reads requests and never answers.
     Silent,
+    /// Answers correctly, but only after this delay (late replies).
+    Slow(Duration),
 }
 
 /// Identity and abilities of the simulated rig.
@@ -130,6 +132,7 @@ impl SimRigEngine {
         self.requests.fetch_add(1, Ordering::Relaxed);
         match self.fault() {
             SimRigFault::None => {}
+            SimRigFault::Slow(d) => thread::sleep(d),
             SimRigFault::Silent => return None,
             SimRigFault::Garbage => return Some(b"\x00\x9bOK\x07\xff?\n".to_vec()),
             SimRigFault::Overlong => {
@@ -462,7 +465,7 @@ impl InProcessRig {
         };
         let mut frames = LineSplitter::new().push(&bytes);
         let reply = match frames.pop() {
-            Some(Frame::Line(l)) => Reply::parse(&l).and_then(|r| r.expect(kind)),
+            Some(Frame::Line(l)) => Reply::parse(&l).and_then(|r| r.fits(kind)),
             _ => Err(CodecError::TooLong),
         }
         .map_err(|source| RigError::Protocol {

@@ -1,3 +1,840 @@
-//! The SQLite job store on its own thread.
+//! The job store: SQLite in WAL mode, on its own thread.
 //!
-//! (Being built; see docs/ARCHITECTURE.md for its contract.)
+//! Why a thread: rusqlite connections are not `Sync`, slot workers run on
+//! blocking threads and the web server on tokio; funnelling every call through
+//! one owner thread serialises writers without SQLITE_BUSY retries and keeps
+//! each operation a single transaction. Callers send a closure and wait for its
+//! answer ([`Store::call`]); the store is cheap to clone.
+//!
+//! States (SPEC §6, issue "The station"): queued → leased → programmed →
+//! (delivered, purged), or refused / failed with a named reason. What survives a
+//! purge is an audit trail: shipment id, request digests, serial, firmware,
+//! slot, timestamps, outcome — no PIN, no plaintext, no response JWE.
+
+use crate::shipment::Job;
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::Duration;
+use thiserror::Error;
+
+/// Migrations, applied in order; `PRAGMA user_version` records how many ran.
+const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("database {path}: {source}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("database: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("the store thread has stopped")]
+    Stopped,
+    #[error("job {0} is not known")]
+    UnknownJob(String),
+    #[error("job {shipment_id} is {state}, not {expected}")]
+    WrongState {
+        shipment_id: String,
+        state: String,
+        expected: &'static str,
+    },
+}
+
+type Call = Box<dyn FnOnce(&mut Connection) + Send>;
+
+/// Handle to the store thread.
+#[derive(Clone, Debug)]
+pub struct Store {
+    tx: mpsc::Sender<Call>,
+}
+
+/// Seconds since the Unix epoch.
+pub fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Whether an import added a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Imported {
+    New,
+    /// The shipment id was already known (re-import is idempotent).
+    Duplicate,
+}
+
+/// A job leased to a slot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeasedJob {
+    pub job: Job,
+    pub attempts: u32,
+}
+
+/// One row of `jobs list`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct JobRow {
+    pub shipment_id: String,
+    pub product_id: u32,
+    pub customization_id: String,
+    pub state: String,
+    pub reason: Option<String>,
+    pub attempts: u32,
+    pub lease_owner: Option<String>,
+    pub updated_at: i64,
+}
+
+/// One audit event.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AuditRow {
+    pub at: i64,
+    pub shipment_id: Option<String>,
+    pub event: String,
+    pub slot: Option<String>,
+    pub serial: Option<String>,
+    pub firmware: Option<String>,
+    pub detail: Option<String>,
+}
+
+/// A quarantined key.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct QuarantineRow {
+    pub serial: String,
+    pub shipment_id: Option<String>,
+    pub step: String,
+    pub reason: String,
+    pub at: i64,
+}
+
+/// What start-up recovery did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// Keys found mid-programming: quarantined, their jobs requeued.
+    pub quarantined: Vec<String>,
+    /// Jobs whose lease had no live owner: requeued.
+    pub requeued: Vec<String>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path` and starts its thread.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let open_err = |source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(open_err)?;
+        Self::start(conn).map_err(|e| match e {
+            StoreError::Sql(source) => open_err(source),
+            other => other,
+        })
+    }
+
+    /// A private in-memory store (tests, benchmarks).
+    pub fn open_in_memory() -> Result<Self, StoreError> {
+        Self::start(Connection::open_in_memory()?)
+    }
+
+    fn start(mut conn: Connection) -> Result<Self, StoreError> {
+        // WAL: readers never block the writer; synchronous=FULL: a committed
+        // result survives power loss, which is what "durably stored" means in
+        // recipe step 11. secure_delete: purged rows are overwritten, not left
+        // in free pages.
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "secure_delete", "ON")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        migrate(&mut conn)?;
+        let (tx, rx) = mpsc::channel::<Call>();
+        std::thread::Builder::new()
+            .name("store".into())
+            .spawn(move || {
+                // Ends when every Store handle is dropped.
+                for call in rx {
+                    call(&mut conn);
+                }
+            })
+            .map_err(|_| StoreError::Stopped)?;
+        Ok(Store { tx })
+    }
+
+    /// Runs `f` on the store thread and returns its answer.
+    pub fn call<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<R, StoreError> + Send + 'static,
+    ) -> Result<R, StoreError> {
+        let (reply_tx, reply_rx) = mpsc::sync_channel(1);
+        self.tx
+            .send(Box::new(move |conn| {
+                let _ = reply_tx.send(f(conn));
+            }))
+            .map_err(|_| StoreError::Stopped)?;
+        reply_rx.recv().map_err(|_| StoreError::Stopped)?
+    }
+
+    /// Adds a job as queued; a known shipment id is left as it is.
+    pub fn import(&self, job: &Job, digests: Vec<String>) -> Result<Imported, StoreError> {
+        let job = job.clone();
+        self.call(move |conn| {
+            let now = now_secs();
+            let n = conn.execute(
+                "INSERT OR IGNORE INTO jobs (shipment_id, product_id, inventory_product_id,
+                   customization_id, pin_request, cred_requests, request_digests, state,
+                   imported_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', ?8, ?8)",
+                params![
+                    job.shipment_id,
+                    job.product_id,
+                    job.inventory_product_id,
+                    job.customization_id,
+                    job.pin_request,
+                    serde_json::to_string(&job.credential_requests).unwrap_or_default(),
+                    serde_json::to_string(&digests).unwrap_or_default(),
+                    now
+                ],
+            )?;
+            if n == 1 {
+                audit(
+                    conn,
+                    Some(&job.shipment_id),
+                    "imported",
+                    None,
+                    None,
+                    None,
+                    None,
+                )?;
+                Ok(Imported::New)
+            } else {
+                Ok(Imported::Duplicate)
+            }
+        })
+    }
+
+    /// Records a shipment refused at intake (so operators see it in `jobs list`).
+    pub fn import_refused(
+        &self,
+        shipment_id: &str,
+        product_id: u32,
+        customization_id: &str,
+        reason: &str,
+    ) -> Result<Imported, StoreError> {
+        let (id, cust, reason) = (
+            shipment_id.to_owned(),
+            customization_id.to_owned(),
+            reason.to_owned(),
+        );
+        self.call(move |conn| {
+            let now = now_secs();
+            let n = conn.execute(
+                "INSERT OR IGNORE INTO jobs (shipment_id, product_id, inventory_product_id,
+                   customization_id, pin_request, cred_requests, request_digests, state, reason,
+                   imported_at, updated_at)
+                 VALUES (?1, ?2, 0, ?3, '', '[]', '[]', 'refused', ?4, ?5, ?5)",
+                params![id, product_id, cust, reason, now],
+            )?;
+            if n == 1 {
+                audit(conn, Some(&id), "refused", None, None, None, Some(&reason))?;
+                Ok(Imported::New)
+            } else {
+                Ok(Imported::Duplicate)
+            }
+        })
+    }
+
+    /// Leases the oldest queued job for one of `products` to `owner`.
+    pub fn lease(
+        &self,
+        owner: &str,
+        products: &[u32],
+        lease: Duration,
+    ) -> Result<Option<LeasedJob>, StoreError> {
+        let owner = owner.to_owned();
+        let products = serde_json::to_string(products).unwrap_or_default();
+        self.call(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let now = now_secs();
+            let row = tx
+                .query_row(
+                    "SELECT shipment_id, product_id, inventory_product_id, customization_id,
+                            pin_request, cred_requests, attempts
+                     FROM jobs
+                     WHERE state = 'queued'
+                       AND product_id IN (SELECT value FROM json_each(?1))
+                     ORDER BY imported_at, rowid LIMIT 1",
+                    params![products],
+                    |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, u32>(1)?,
+                            r.get::<_, u32>(2)?,
+                            r.get::<_, String>(3)?,
+                            r.get::<_, String>(4)?,
+                            r.get::<_, String>(5)?,
+                            r.get::<_, u32>(6)?,
+                        ))
+                    },
+                )
+                .optional()?;
+            let Some((
+                id,
+                product_id,
+                inventory_product_id,
+                customization_id,
+                pin,
+                creds,
+                attempts,
+            )) = row
+            else {
+                return Ok(None);
+            };
+            tx.execute(
+                "UPDATE jobs SET state = 'leased', lease_owner = ?2, lease_expires = ?3,
+                   updated_at = ?4 WHERE shipment_id = ?1",
+                params![id, owner, now + lease.as_secs() as i64, now],
+            )?;
+            audit(&tx, Some(&id), "leased", Some(&owner), None, None, None)?;
+            tx.commit()?;
+            Ok(Some(LeasedJob {
+                job: Job {
+                    shipment_id: id,
+                    product_id,
+                    inventory_product_id,
+                    customization_id,
+                    pin_request: pin,
+                    credential_requests: serde_json::from_str(&creds).unwrap_or_default(),
+                },
+                attempts,
+            }))
+        })
+    }
+
+    /// Returns a leased job to the queue (no key was spoiled: `count_attempt` false),
+    /// or after a failed key (`count_attempt` true; at `max_attempts` the job fails).
+    pub fn release(
+        &self,
+        shipment_id: &str,
+        reason: &str,
+        count_attempt: bool,
+        max_attempts: u32,
+    ) -> Result<(), StoreError> {
+        let (id, reason) = (shipment_id.to_owned(), reason.to_owned());
+        self.call(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let attempts: u32 = tx
+                .query_row(
+                    "SELECT attempts FROM jobs WHERE shipment_id = ?1 AND state = 'leased'",
+                    params![id],
+                    |r| r.get(0),
+                )
+                .optional()?
+                .ok_or_else(|| StoreError::UnknownJob(id.clone()))?;
+            let attempts = attempts + u32::from(count_attempt);
+            let state = if attempts >= max_attempts {
+                "failed"
+            } else {
+                "queued"
+            };
+            tx.execute(
+                "UPDATE jobs SET state = ?2, reason = ?3, attempts = ?4, lease_owner = NULL,
+                   lease_expires = NULL, updated_at = ?5 WHERE shipment_id = ?1",
+                params![id, state, reason, attempts, now_secs()],
+            )?;
+            let event = if state == "failed" {
+                "failed"
+            } else {
+                "requeued"
+            };
+            audit(&tx, Some(&id), event, None, None, None, Some(&reason))?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    /// Refuses a leased job for good (malformed, expired, mis-bound, …): nothing was programmed.
+    pub fn refuse(&self, shipment_id: &str, reason: &str) -> Result<(), StoreError> {
+        let (id, reason) = (shipment_id.to_owned(), reason.to_owned());
+        self.call(move |conn| {
+            let n = conn.execute(
+                "UPDATE jobs SET state = 'refused', reason = ?2, lease_owner = NULL,
+                   lease_expires = NULL, updated_at = ?3
+                 WHERE shipment_id = ?1 AND state IN ('queued', 'leased')",
+                params![id, reason, now_secs()],
+            )?;
+            if n == 0 {
+                return Err(StoreError::UnknownJob(id));
+            }
+            audit(conn, Some(&id), "refused", None, None, None, Some(&reason))
+        })
+    }
+
+    /// Marks the start of irreversible programming of `serial` for a job (before setPIN).
+    pub fn begin_programming(
+        &self,
+        slot: &str,
+        shipment_id: &str,
+        serial: &str,
+    ) -> Result<(), StoreError> {
+        let (slot, id, serial) = (slot.to_owned(), shipment_id.to_owned(), serial.to_owned());
+        self.call(move |conn| {
+            conn.execute(
+                "INSERT OR REPLACE INTO in_flight (slot, shipment_id, serial, step, started_at)
+                 VALUES (?1, ?2, ?3, 'setPIN', ?4)",
+                params![slot, id, serial, now_secs()],
+            )?;
+            audit(
+                conn,
+                Some(&id),
+                "programming",
+                Some(&slot),
+                Some(&serial),
+                None,
+                None,
+            )
+        })
+    }
+
+    /// Records the recipe step a slot is in (for quarantine records after a crash).
+    pub fn step(&self, slot: &str, step: &str) -> Result<(), StoreError> {
+        let (slot, step) = (slot.to_owned(), step.to_owned());
+        self.call(move |conn| {
+            conn.execute(
+                "UPDATE in_flight SET step = ?2 WHERE slot = ?1",
+                params![slot, step],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Durably stores a programmed key's encrypted responses (recipe step 11), in
+    /// one transaction with the end of its in-flight record.
+    pub fn store_result(
+        &self,
+        slot: &str,
+        shipment_id: &str,
+        serial: &str,
+        firmware: &str,
+        result_json: String,
+    ) -> Result<(), StoreError> {
+        let (slot, id, serial, firmware) = (
+            slot.to_owned(),
+            shipment_id.to_owned(),
+            serial.to_owned(),
+            firmware.to_owned(),
+        );
+        self.call(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let now = now_secs();
+            let n = tx.execute(
+                "UPDATE jobs SET state = 'programmed', reason = NULL, lease_owner = NULL,
+                   lease_expires = NULL, updated_at = ?2 WHERE shipment_id = ?1 AND state = 'leased'",
+                params![id, now],
+            )?;
+            if n == 0 {
+                return Err(StoreError::WrongState {
+                    shipment_id: id,
+                    state: "not leased".into(),
+                    expected: "leased",
+                });
+            }
+            tx.execute(
+                "INSERT INTO outbox (shipment_id, result_json, created_at) VALUES (?1, ?2, ?3)",
+                params![id, result_json, now],
+            )?;
+            tx.execute("DELETE FROM in_flight WHERE slot = ?1", params![slot])?;
+            audit(&tx, Some(&id), "programmed", Some(&slot), Some(&serial), Some(&firmware), None)?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    /// Quarantines a key by serial and ends the slot's in-flight record.
+    pub fn quarantine(
+        &self,
+        slot: &str,
+        serial: &str,
+        shipment_id: Option<&str>,
+        step: &str,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        let (slot, serial, id, step, reason) = (
+            slot.to_owned(),
+            serial.to_owned(),
+            shipment_id.map(str::to_owned),
+            step.to_owned(),
+            reason.to_owned(),
+        );
+        self.call(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute(
+                "INSERT OR REPLACE INTO quarantine (serial, shipment_id, step, reason, at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![serial, id, step, reason, now_secs()],
+            )?;
+            tx.execute("DELETE FROM in_flight WHERE slot = ?1", params![slot])?;
+            audit(
+                &tx,
+                id.as_deref(),
+                "quarantined",
+                Some(&slot),
+                Some(&serial),
+                None,
+                Some(&format!("{step}: {reason}")),
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    pub fn is_quarantined(&self, serial: &str) -> Result<bool, StoreError> {
+        let serial = serial.to_owned();
+        self.call(move |conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT 1 FROM quarantine WHERE serial = ?1",
+                    params![serial],
+                    |_| Ok(()),
+                )
+                .optional()?
+                .is_some())
+        })
+    }
+
+    pub fn quarantined(&self) -> Result<Vec<QuarantineRow>, StoreError> {
+        self.call(|conn| {
+            let mut stmt = conn.prepare(
+                "SELECT serial, shipment_id, step, reason, at FROM quarantine ORDER BY at, serial",
+            )?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok(QuarantineRow {
+                        serial: r.get(0)?,
+                        shipment_id: r.get(1)?,
+                        step: r.get(2)?,
+                        reason: r.get(3)?,
+                        at: r.get(4)?,
+                    })
+                })?
+                .collect::<Result<_, _>>()?;
+            Ok(rows)
+        })
+    }
+
+    /// Results waiting for the sink, oldest first.
+    pub fn pending_deliveries(&self) -> Result<Vec<(String, String)>, StoreError> {
+        self.call(|conn| {
+            let mut stmt = conn.prepare(
+                "SELECT shipment_id, result_json FROM outbox ORDER BY created_at, rowid",
+            )?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?;
+            Ok(rows)
+        })
+    }
+
+    /// After the sink acknowledged: the responses and requests are purged, the audit stays.
+    pub fn delivered(&self, shipment_id: &str, sink: &str) -> Result<(), StoreError> {
+        let (id, sink) = (shipment_id.to_owned(), sink.to_owned());
+        self.call(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute("DELETE FROM outbox WHERE shipment_id = ?1", params![id])?;
+            let n = tx.execute(
+                "UPDATE jobs SET state = 'purged', pin_request = '', cred_requests = '[]',
+                   updated_at = ?2 WHERE shipment_id = ?1 AND state = 'programmed'",
+                params![id, now_secs()],
+            )?;
+            if n == 0 {
+                return Err(StoreError::WrongState {
+                    shipment_id: id,
+                    state: "not programmed".into(),
+                    expected: "programmed",
+                });
+            }
+            audit(&tx, Some(&id), "delivered", None, None, None, Some(&sink))?;
+            audit(&tx, Some(&id), "purged", None, None, None, None)?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    /// Start-up recovery (no worker is running yet): keys that stopped
+    /// mid-programming are quarantined and every leased job goes back to the queue.
+    pub fn recover(&self) -> Result<Recovery, StoreError> {
+        self.call(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut report = Recovery::default();
+            let in_flight: Vec<(String, String, String, String)> = {
+                let mut stmt = tx.prepare("SELECT slot, shipment_id, serial, step FROM in_flight")?;
+                let rows = stmt
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+                    .collect::<Result<_, _>>()?;
+                rows
+            };
+            let now = now_secs();
+            for (slot, id, serial, step) in in_flight {
+                tx.execute(
+                    "INSERT OR REPLACE INTO quarantine (serial, shipment_id, step, reason, at)
+                     VALUES (?1, ?2, ?3, 'station stopped while programming', ?4)",
+                    params![serial, id, step, now],
+                )?;
+                tx.execute(
+                    "UPDATE jobs SET attempts = attempts + 1 WHERE shipment_id = ?1 AND state = 'leased'",
+                    params![id],
+                )?;
+                audit(&tx, Some(&id), "quarantined", Some(&slot), Some(&serial), None, Some("recovery: stopped mid-programming"))?;
+                report.quarantined.push(serial);
+            }
+            tx.execute("DELETE FROM in_flight", [])?;
+            let leased: Vec<String> = {
+                let mut stmt = tx.prepare("SELECT shipment_id FROM jobs WHERE state = 'leased'")?;
+                let rows = stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+                rows
+            };
+            for id in leased {
+                tx.execute(
+                    "UPDATE jobs SET state = 'queued', lease_owner = NULL, lease_expires = NULL,
+                       reason = 'recovered after restart', updated_at = ?2 WHERE shipment_id = ?1",
+                    params![id, now],
+                )?;
+                audit(&tx, Some(&id), "requeued", None, None, None, Some("recovery"))?;
+                report.requeued.push(id);
+            }
+            tx.commit()?;
+            Ok(report)
+        })
+    }
+
+    /// Job counts by state.
+    pub fn counts(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        self.call(|conn| {
+            let mut stmt =
+                conn.prepare("SELECT state, COUNT(*) FROM jobs GROUP BY state ORDER BY state")?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?
+                .collect::<Result<_, _>>()?;
+            Ok(rows)
+        })
+    }
+
+    /// Number of jobs in `state`.
+    pub fn count(&self, state: &str) -> Result<u64, StoreError> {
+        let state = state.to_owned();
+        self.call(move |conn| {
+            Ok(conn.query_row(
+                "SELECT COUNT(*) FROM jobs WHERE state = ?1",
+                params![state],
+                |r| r.get::<_, i64>(0),
+            )? as u64)
+        })
+    }
+
+    /// Jobs, newest first.
+    pub fn list(&self, limit: usize) -> Result<Vec<JobRow>, StoreError> {
+        self.call(move |conn| {
+            let mut stmt = conn.prepare(
+                "SELECT shipment_id, product_id, customization_id, state, reason, attempts,
+                        lease_owner, updated_at
+                 FROM jobs ORDER BY imported_at DESC, rowid DESC LIMIT ?1",
+            )?;
+            let rows = stmt
+                .query_map(params![limit as i64], job_row)?
+                .collect::<Result<_, _>>()?;
+            Ok(rows)
+        })
+    }
+
+    /// One job and its audit trail.
+    pub fn show(&self, shipment_id: &str) -> Result<(JobRow, Vec<AuditRow>), StoreError> {
+        let id = shipment_id.to_owned();
+        self.call(move |conn| {
+            let row = conn
+                .query_row(
+                    "SELECT shipment_id, product_id, customization_id, state, reason, attempts,
+                            lease_owner, updated_at FROM jobs WHERE shipment_id = ?1",
+                    params![id],
+                    job_row,
+                )
+                .optional()?
+                .ok_or_else(|| StoreError::UnknownJob(id.clone()))?;
+            let mut stmt = conn.prepare(
+                "SELECT at, shipment_id, event, slot, serial, firmware, detail
+                 FROM audit WHERE shipment_id = ?1 ORDER BY id",
+            )?;
+            let audit = stmt
+                .query_map(params![id], |r| {
+                    Ok(AuditRow {
+                        at: r.get(0)?,
+                        shipment_id: r.get(1)?,
+                        event: r.get(2)?,
+                        slot: r.get(3)?,
+                        serial: r.get(4)?,
+                        firmware: r.get(5)?,
+                        detail: r.get(6)?,
+                    })
+                })?
+                .collect::<Result<_, _>>()?;
+            Ok((row, audit))
+        })
+    }
+}
+
+fn job_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
+    Ok(JobRow {
+        shipment_id: r.get(0)?,
+        product_id: r.get(1)?,
+        customization_id: r.get(2)?,
+        state: r.get(3)?,
+        reason: r.get(4)?,
+        attempts: r.get(5)?,
+        lease_owner: r.get(6)?,
+        updated_at: r.get(7)?,
+    })
+}
+
+fn audit(
+    conn: &Connection,
+    shipment_id: Option<&str>,
+    event: &str,
+    slot: Option<&str>,
+    serial: Option<&str>,
+    firmware: Option<&str>,
+    detail: Option<&str>,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO audit (at, shipment_id, event, slot, serial, firmware, detail)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            now_secs(),
+            shipment_id,
+            event,
+            slot,
+            serial,
+            firmware,
+            detail
+        ],
+    )?;
+    Ok(())
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let done: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(done.max(0) as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(id: &str, product: u32) -> Job {
+        Job {
+            shipment_id: id.into(),
+            product_id: product,
+            inventory_product_id: 106,
+            customization_id: "C19881".into(),
+            pin_request: "p.i.n.j.we".into(),
+            credential_requests: vec!["c.r.e.d.1".into()],
+        }
+    }
+
+    #[test]
+    fn import_is_idempotent_and_lease_is_fifo_by_product() {
+        let s = Store::open_in_memory().unwrap();
+        assert_eq!(s.import(&job("A", 1), vec![]).unwrap(), Imported::New);
+        assert_eq!(s.import(&job("A", 1), vec![]).unwrap(), Imported::Duplicate);
+        s.import(&job("B", 29), vec![]).unwrap();
+        s.import(&job("C", 1), vec![]).unwrap();
+        let lease = Duration::from_secs(60);
+        assert_eq!(
+            s.lease("slot1", &[29], lease)
+                .unwrap()
+                .unwrap()
+                .job
+                .shipment_id,
+            "B"
+        );
+        assert_eq!(
+            s.lease("slot2", &[1, 29], lease)
+                .unwrap()
+                .unwrap()
+                .job
+                .shipment_id,
+            "A"
+        );
+        assert_eq!(
+            s.lease("slot3", &[1], lease).unwrap().unwrap().job,
+            job("C", 1)
+        );
+        assert!(s.lease("slot4", &[1, 29], lease).unwrap().is_none());
+        assert_eq!(s.count("leased").unwrap(), 3);
+    }
+
+    #[test]
+    fn a_full_life_leaves_only_an_audit_trail() {
+        let s = Store::open_in_memory().unwrap();
+        s.import(&job("A", 1), vec!["d1".into()]).unwrap();
+        s.lease("slot1", &[1], Duration::from_secs(60))
+            .unwrap()
+            .unwrap();
+        s.begin_programming("slot1", "A", "12345678").unwrap();
+        s.store_result("slot1", "A", "12345678", "5.7.1", "{\"r\":1}".into())
+            .unwrap();
+        assert_eq!(s.pending_deliveries().unwrap().len(), 1);
+        s.delivered("A", "outbox").unwrap();
+        assert!(s.pending_deliveries().unwrap().is_empty());
+        let (row, audit) = s.show("A").unwrap();
+        assert_eq!(row.state, "purged");
+        let events: Vec<_> = audit.iter().map(|a| a.event.as_str()).collect();
+        assert_eq!(
+            events,
+            [
+                "imported",
+                "leased",
+                "programming",
+                "programmed",
+                "delivered",
+                "purged"
+            ]
+        );
+        let pin: String = s
+            .call(|c| Ok(c.query_row("SELECT pin_request FROM jobs", [], |r| r.get(0))?))
+            .unwrap();
+        assert!(pin.is_empty());
+    }
+
+    #[test]
+    fn recovery_quarantines_half_programmed_keys_and_requeues() {
+        let s = Store::open_in_memory().unwrap();
+        for id in ["A", "B"] {
+            s.import(&job(id, 1), vec![]).unwrap();
+            s.lease(id, &[1], Duration::from_secs(60)).unwrap();
+        }
+        s.begin_programming("slot1", "A", "111").unwrap();
+        let r = s.recover().unwrap();
+        assert_eq!(r.quarantined, vec!["111".to_string()]);
+        assert_eq!(r.requeued.len(), 2);
+        assert!(s.is_quarantined("111").unwrap());
+        assert_eq!(s.count("queued").unwrap(), 2);
+    }
+
+    #[test]
+    fn attempts_end_in_failed() {
+        let s = Store::open_in_memory().unwrap();
+        s.import(&job("A", 1), vec![]).unwrap();
+        for _ in 0..2 {
+            s.lease("x", &[1], Duration::from_secs(60))
+                .unwrap()
+                .unwrap();
+            s.release("A", "key failed", true, 2).unwrap();
+        }
+        assert_eq!(s.show("A").unwrap().0.state, "failed");
+    }
+}

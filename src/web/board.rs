@@ -23,7 +23,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use tokio::sync::broadcast;
 
-use crate::rig::RigHealth;
+use crate::rig::{Lamp, RigHealth};
 
 /// What a slot is doing, as the operator sees it. Our own decision: closed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
@@ -75,6 +75,18 @@ impl SlotState {
             SlotState::Quarantine => "quarantine",
             SlotState::Remove => "remove",
             SlotState::Offline => "offline",
+        }
+    }
+
+    /// The slot lamp that matches this state (SPEC §9 `LED`), so the rig's
+    /// lamps and the page always agree.
+    pub fn lamp(self) -> Lamp {
+        match self {
+            SlotState::Idle | SlotState::Waiting | SlotState::Offline => Lamp::Off,
+            SlotState::Programming => Lamp::Busy,
+            SlotState::Touch | SlotState::Remove => Lamp::Attn,
+            SlotState::Pass => Lamp::Pass,
+            SlotState::Fail | SlotState::Quarantine => Lamp::Fail,
         }
     }
 
@@ -440,6 +452,11 @@ impl StatusBoard {
     /// A receiver woken on every change (for SSE).
     pub fn subscribe(&self) -> broadcast::Receiver<()> {
         self.inner.changes.subscribe()
+    }
+
+    /// How many live feeds (SSE clients) are watching.
+    pub fn watchers(&self) -> usize {
+        self.inner.changes.receiver_count()
     }
 
     /// Everything the page shows, at this instant.

@@ -56,6 +56,8 @@ pub struct CaOptions {
     /// Validity (Unix seconds) of all three certificates.
     pub not_before: u64,
     pub not_after: u64,
+    /// An RSA-2048 root (PKCS#1 v1.5 SHA-256), as Yubico's roots are.
+    pub rsa_root: bool,
 }
 
 impl CaOptions {
@@ -66,6 +68,7 @@ impl CaOptions {
             leaf_ou: "Authenticator Attestation",
             not_before: 1_577_836_800, // 2020-01-01
             not_after: 2_524_521_600,  // 2049-12-31
+            rsa_root: false,
         }
     }
 }
@@ -109,31 +112,65 @@ impl SoftCa {
         let spki = |k: &p256::ecdsa::SigningKey| {
             SubjectPublicKeyInfoOwned::from_key(*k.verifying_key()).expect("spki")
         };
-        let root = CertificateBuilder::new(
-            Profile::Root,
-            SerialNumber::from(1u32),
-            validity(o),
-            root_name.clone(),
-            SubjectPublicKeyInfoOwned::from_key(*root_key.verifying_key()).expect("spki"),
-            &root_key,
-        )
-        .expect("root builder")
-        .build::<p384::ecdsa::DerSignature>()
-        .expect("root");
-        let intermediate = CertificateBuilder::new(
-            Profile::SubCA {
-                issuer: root_name,
-                path_len_constraint: Some(0),
-            },
-            SerialNumber::from(2u32),
-            validity(o),
-            int_name.clone(),
-            spki(&int_key),
-            &root_key,
-        )
-        .expect("intermediate builder")
-        .build::<p384::ecdsa::DerSignature>()
-        .expect("intermediate");
+        let int_profile = Profile::SubCA {
+            issuer: root_name.clone(),
+            path_len_constraint: Some(0),
+        };
+        let (root, intermediate) = if o.rsa_root {
+            let rsa_key = rsa::RsaPrivateKey::new(&mut rng, 2048).expect("rsa keygen");
+            let signer = rsa::pkcs1v15::SigningKey::<sha2::Sha256>::new(rsa_key);
+            let root_spki = {
+                use rsa::signature::Keypair;
+                SubjectPublicKeyInfoOwned::from_key(signer.verifying_key()).expect("spki")
+            };
+            let root = CertificateBuilder::new(
+                Profile::Root,
+                SerialNumber::from(1u32),
+                validity(o),
+                root_name,
+                root_spki,
+                &signer,
+            )
+            .expect("root builder")
+            .build::<rsa::pkcs1v15::Signature>()
+            .expect("root");
+            let intermediate = CertificateBuilder::new(
+                int_profile,
+                SerialNumber::from(2u32),
+                validity(o),
+                int_name.clone(),
+                spki(&int_key),
+                &signer,
+            )
+            .expect("intermediate builder")
+            .build::<rsa::pkcs1v15::Signature>()
+            .expect("intermediate");
+            (root, intermediate)
+        } else {
+            let root = CertificateBuilder::new(
+                Profile::Root,
+                SerialNumber::from(1u32),
+                validity(o),
+                root_name,
+                SubjectPublicKeyInfoOwned::from_key(*root_key.verifying_key()).expect("spki"),
+                &root_key,
+            )
+            .expect("root builder")
+            .build::<p384::ecdsa::DerSignature>()
+            .expect("root");
+            let intermediate = CertificateBuilder::new(
+                int_profile,
+                SerialNumber::from(2u32),
+                validity(o),
+                int_name.clone(),
+                spki(&int_key),
+                &root_key,
+            )
+            .expect("intermediate builder")
+            .build::<p384::ecdsa::DerSignature>()
+            .expect("intermediate");
+            (root, intermediate)
+        };
         let mut leaf_builder = CertificateBuilder::new(
             Profile::Leaf {
                 issuer: int_name,

@@ -264,7 +264,30 @@ fn pcsc_faults_become_typed_errors() {
         matches!(err, PcscError::CardRemoved(ref r) if r == READER),
         "{err:?}"
     );
+    drop(dev);
     card.stop();
+
+    // Taken off the reader while the key waits for a touch (9100 polling).
+    let (card, _) = echo_card(&env);
+    let card = Arc::new(card);
+    let mut dev = NfcCtap::open(READER, LengthMode::Short)
+        .unwrap()
+        .with_timing(quick());
+    let remover = Arc::clone(&card);
+    let mut polls = 0;
+    let err = dev
+        .cbor(&[0xFF], &mut |_| {
+            polls += 1;
+            if polls == 3 {
+                remover.remove();
+            }
+        })
+        .unwrap_err();
+    assert!(
+        matches!(err, PcscError::CardRemoved(ref r) if r == READER),
+        "{err:?}"
+    );
+    assert!(polls >= 3);
 }
 
 #[test]
@@ -312,5 +335,41 @@ fn pcsc_reader_unplugged_is_a_typed_error() {
     pcsc::wait_for_card(READER, Duration::from_secs(10)).unwrap();
     let mut dev = NfcCtap::open(READER, LengthMode::Short).unwrap();
     assert_eq!(dev.cbor(&[1, 2], &mut |_| {}).unwrap(), vec![0, 2, 1]);
+    card.stop();
+}
+
+#[test]
+fn pcsc_python_fido2_talks_to_the_virtual_card() {
+    let Some(env) = env("pcsc_python_fido2_talks_to_the_virtual_card") else {
+        return;
+    };
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let python = root.join(".venv/bin/python");
+    let has_peer = std::process::Command::new(&python)
+        .args(["-c", "import fido2.pcsc, smartcard"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has_peer {
+        eprintln!("skip pcsc_python_fido2_talks_to_the_virtual_card: needs python-fido2 and pyscard (scripts/setup.sh --with-python)");
+        return;
+    }
+    let (card, touched) = echo_card(&env);
+    // The touch comes from "the rig" while python-fido2 polls with 9100.
+    let toucher = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(1500));
+        touched.store(true, Ordering::SeqCst);
+    });
+    let out = std::process::Command::new(&python)
+        .arg(root.join("tests/pcsc/fido2_pcsc_check.py"))
+        .arg(READER)
+        .output()
+        .unwrap();
+    toucher.join().unwrap();
+    assert!(
+        out.status.success(),
+        "python-fido2 check failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     card.stop();
 }

@@ -11,6 +11,9 @@ import json
 import pathlib
 import sys
 
+from fido2.attestation import PackedAttestation
+from fido2.utils import websafe_decode
+from fido2.webauthn import AttestationObject, CollectedClientData
 from jwcrypto import jwe, jwk, jws
 from jwcrypto.common import base64url_encode, json_decode
 
@@ -66,6 +69,16 @@ def open_responses(d: pathlib.Path) -> None:
         result[name] = json.loads(inner.payload)
         result[f"{name}_jws_header"] = inner_header
         result[f"{name}_jwe_header"] = outer_header
+    # python-fido2 reads the WebAuthn parts: clientDataJSON as built by the
+    # station, and the packed attestation (signature + certificate profile).
+    cred = result["cred"]["credential"]["response"]
+    client_data = CollectedClientData(websafe_decode(cred["clientDataJSON"]))
+    assert client_data.type == "webauthn.create", client_data
+    assert client_data.cross_origin is False, client_data
+    att = AttestationObject(websafe_decode(cred["attestationObject"]))
+    assert att.fmt == "packed", att.fmt
+    PackedAttestation().verify(att.att_stmt, att.auth_data, client_data.hash)
+    result["fido2"] = {"origin": client_data.origin, "rp_id_hash": att.auth_data.rp_id_hash.hex()}
     print(json.dumps(result))
 
 
