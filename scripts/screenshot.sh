@@ -9,6 +9,7 @@
 # each SSE update, and with SCREENSHOT_DIR set saves
 #   OUT_DIR/status-page.png         1600×900 (a line monitor)
 #   OUT_DIR/status-page-narrow.png   800×1000 (a tablet on the bench)
+#   OUT_DIR/status-page-16.png      1600×900, a 16-slot batch rig
 # OUT_DIR defaults to target/screenshots.
 #
 # Chromium is driven over the DevTools protocol on a pipe

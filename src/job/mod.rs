@@ -1,3 +1,5 @@
-//! Jobs: model, validation, binding checks and the programming recipe (SPEC §3, §7).
-//!
-//! (Being built; see docs/ARCHITECTURE.md for its contract.)
+//! Jobs: PIN generation and the programming recipe (SPEC §7). The job wire
+//! model and its intake rules are in [`crate::shipment`].
+
+pub mod pin;
+pub mod recipe;

@@ -12,7 +12,7 @@
 //! and points the link at it, so reconnecting is exercised for real.
 //!
 //! Fault modes ([`SimRigFault`]): answer garbage, answer over-long lines,
-//! stop answering.
+//! answer late, stop answering.
 
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -51,6 +51,8 @@ pub enum SimRigFault {
     Overlong,
     /// Reads requests and never answers.
     Silent,
+    /// Answers correctly, but only after this delay (late replies).
+    Slow(Duration),
 }
 
 /// Identity and abilities of the simulated rig.
@@ -130,6 +132,7 @@ impl SimRigEngine {
         self.requests.fetch_add(1, Ordering::Relaxed);
         match self.fault() {
             SimRigFault::None => {}
+            SimRigFault::Slow(d) => thread::sleep(d),
             SimRigFault::Silent => return None,
             SimRigFault::Garbage => return Some(b"\x00\x9bOK\x07\xff?\n".to_vec()),
             SimRigFault::Overlong => {

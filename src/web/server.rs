@@ -460,8 +460,18 @@ struct Feed {
     first: bool,
 }
 
+/// Open SSE streams allowed at once: a line has a few monitors; the cap
+/// bounds what a misbehaving client can hold open.
+pub const MAX_WATCHERS: usize = 64;
+
 /// SSE: the whole board as a `board` event at once and after every change.
-async fn events(State(app): State<App>) -> impl IntoResponse {
+async fn events(State(app): State<App>) -> Response {
+    if app.board.watchers() >= MAX_WATCHERS {
+        return plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many open status pages\n",
+        );
+    }
     let feed = Feed {
         changes: app.board.subscribe(),
         board: app.board,
@@ -493,6 +503,7 @@ async fn events(State(app): State<App>) -> impl IntoResponse {
         [(header::CACHE_CONTROL, "no-store")],
         Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))),
     )
+        .into_response()
 }
 
 enum Ctl {

@@ -214,6 +214,25 @@ fn silent_rig_times_out_within_bound_and_recovers() {
 }
 
 #[test]
+fn late_reply_is_never_taken_for_the_next_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let (keys, sim) = sim_rig(&dir, 4);
+    let mut opts = fast_opts();
+    opts.probe_interval = None;
+    let rig = SerialRig::open(sim.path(), DEFAULT_BAUD, opts);
+    keys.power(2, true).unwrap();
+    sim.set_fault(SimRigFault::Slow(Duration::from_millis(450)));
+    let e = rig.led(1, Lamp::Busy).unwrap_err();
+    assert!(matches!(e, RigError::Timeout { .. }), "{e:?}");
+    sim.set_fault(SimRigFault::None);
+    // The late `OK` to LED arrives while PRESENT? waits (after the resync
+    // HELLO); it must not be read as the answer to either.
+    assert_eq!(rig.present().unwrap(), SlotMask(0b100));
+    assert!(rig.health().is_up());
+    assert_eq!(sim.lamp(1), Lamp::Busy, "the slow LED did happen");
+}
+
+#[test]
 fn vanished_rig_is_down_fast_and_reconnects_when_back() {
     let dir = tempfile::tempdir().unwrap();
     let (_keys, sim) = sim_rig(&dir, 3);
@@ -783,6 +802,26 @@ mod web {
     }
 
     #[test]
+    fn open_streams_are_capped_and_released() {
+        let board = StatusBoard::new("s", 1);
+        let h = serve(&board, None);
+        let streams: Vec<Sse> = (0..web::server::MAX_WATCHERS)
+            .map(|_| Sse::open(h.local_addr(), &[]))
+            .collect();
+        assert_eq!(http(h.local_addr(), "GET", "/events", &[]).status, 503);
+        drop(streams);
+        // Closed streams are noticed at their next event.
+        board.slot_update(0, SlotView::new(SlotState::Waiting));
+        let until = Instant::now() + Duration::from_secs(10);
+        while board.watchers() > 0 {
+            assert!(Instant::now() < until, "streams not released");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let mut sse = Sse::open(h.local_addr(), &[]);
+        assert_eq!(sse.next_board()["slots"][0]["state"], "waiting");
+    }
+
+    #[test]
     fn second_server_on_the_same_port_is_a_typed_error() {
         let board = StatusBoard::new("s", 1);
         let h = serve(&board, None);
@@ -1133,6 +1172,30 @@ mod browser {
         if let Some(dir) = std::env::var_os("SCREENSHOT_DIR") {
             b.screenshot(&Path::new(&dir).join("status-page.png"), 1600, 900);
             b.screenshot(&Path::new(&dir).join("status-page-narrow.png"), 800, 1000);
+            // A 16-slot batch rig on the same monitor.
+            let big = StatusBoard::new("line2-batch16", 16);
+            busy_board(&big);
+            for i in 6..16 {
+                let st = [SlotState::Programming, SlotState::Pass, SlotState::Idle][i % 3];
+                big.slot_update(
+                    i,
+                    SlotView {
+                        state: st,
+                        serial: (st != SlotState::Idle).then_some(20000000 + i as u32),
+                        job: (st != SlotState::Idle).then(|| format!("job-{i:04}")),
+                        step: (st == SlotState::Programming).then(|| "makeCredential 1/1".into()),
+                        ..SlotView::default()
+                    },
+                );
+            }
+            let cfg = WebConfig::parse("127.0.0.1:0", None).unwrap();
+            let h16 = web::spawn(cfg, big).unwrap();
+            b.goto(&format!("http://127.0.0.1:{}/", h16.local_addr().port()));
+            b.wait_for("document.querySelectorAll('.tile').length", json!(16));
+            b.screenshot(&Path::new(&dir).join("status-page-16.png"), 1600, 900);
+            h16.shutdown().unwrap();
+            b.goto(&url);
+            b.wait_for("document.getElementById('conn').textContent", json!("LIVE"));
         }
 
         // Server gone: the page says so instead of showing stale tiles.
