@@ -276,6 +276,28 @@ fn vanished_rig_is_down_fast_and_reconnects_when_back() {
 }
 
 #[test]
+fn board_follows_rig_health_through_the_hook() {
+    use prereg_station::web::StatusBoard;
+    let dir = tempfile::tempdir().unwrap();
+    let (_keys, sim) = sim_rig(&dir, 2);
+    let board = StatusBoard::new("s", 2);
+    let mut opts = fast_opts();
+    opts.on_health = Some(board.rig_health_hook());
+    let rig = SerialRig::open(sim.path(), DEFAULT_BAUD, opts);
+    assert!(board.rig_health().is_up());
+    sim.disappear();
+    wait_for("board shows rig down", Duration::from_secs(3), || {
+        !board.rig_health().is_up()
+    });
+    assert_eq!(board.snapshot().rig.state, "down");
+    sim.reappear();
+    wait_for("board shows rig up", Duration::from_secs(5), || {
+        board.rig_health().is_up()
+    });
+    drop(rig);
+}
+
+#[test]
 fn absent_device_at_start_connects_later() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("rig");
