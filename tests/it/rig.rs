@@ -119,6 +119,41 @@ fn serial_driver_round_trips_over_a_pty() {
 }
 
 #[test]
+fn concurrent_slot_workers_share_one_rig_without_crosstalk() {
+    let dir = tempfile::tempdir().unwrap();
+    let (keys, sim) = sim_rig(&dir, 4);
+    let rig: Arc<dyn Rig> = Arc::new(SerialRig::open(sim.path(), DEFAULT_BAUD, fast_opts()));
+    let workers: Vec<_> = (0..4u8)
+        .map(|slot| {
+            let rig = rig.clone();
+            std::thread::spawn(move || {
+                for i in 0..25 {
+                    let lamp = [Lamp::Busy, Lamp::Attn, Lamp::Pass][i % 3];
+                    rig.led(slot, lamp).unwrap();
+                    rig.touch(slot, Duration::from_millis(1)).unwrap();
+                    rig.present().unwrap();
+                }
+                rig.led(slot, Lamp::Pass).unwrap();
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    for slot in 0..4 {
+        assert_eq!(sim.lamp(slot), Lamp::Pass);
+        let touches = keys
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| **l == format!("touch {slot} 1ms"))
+            .count();
+        assert_eq!(touches, 25, "slot {slot}");
+    }
+}
+
+#[test]
 fn rig_err_reply_is_a_typed_refusal_and_capabilities_are_honoured() {
     let dir = tempfile::tempdir().unwrap();
     let keys = Arc::new(Keys::default());
