@@ -44,5 +44,6 @@ pub fn setup(config: Config, store: Store) -> Result<Setup, CliError> {
         board,
         rig,
         sim_seed: rand::random(),
+        sim_hook: None,
     })
 }
