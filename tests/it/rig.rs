@@ -1280,3 +1280,75 @@ mod browser {
         h2.shutdown().unwrap();
     }
 }
+
+// ---------------------------------------------------------------------------
+// End to end: a simulated key that waits for a touch (KEEPALIVE UPNEEDED)
+// gets it from the rig: CTAP client → keepalive callback → SerialRig TOUCH
+// over a pty → simulated rig → SimKeySlots → SimControl::touch.
+
+mod sim_keys {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use prereg_station::ctap2::Client;
+    use prereg_station::ctaphid::{HidChannel, KeepaliveStatus, Timeouts};
+    use prereg_station::rig::serial::{SerialRig, DEFAULT_BAUD};
+    use prereg_station::rig::sim::{SimKeySlots, SimRig, SimRigOptions};
+    use prereg_station::rig::{Rig, SlotMask};
+    use prereg_station::sim::{SimConfig, SimKey, TouchMode};
+
+    fn key(serial: u32) -> SimKey {
+        let profile = prereg_station::profile::builtin_profile("yubikey-5.7").unwrap();
+        let pid = SimConfig::default_product(&profile);
+        let cfg = SimConfig::new(profile, pid)
+            .unwrap()
+            .serial(serial)
+            .touch(TouchMode::Rig)
+            .touch_timeout(Duration::from_secs(10));
+        SimKey::new(cfg).unwrap()
+    }
+
+    #[test]
+    fn rig_touch_reaches_a_waiting_simulated_key_and_power_unplugs_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let slots = SimKeySlots::new(2);
+        let k = key(5550001);
+        let ctl = k.control();
+        slots.insert(1, k.control());
+        let sim = SimRig::spawn(
+            dir.path().join("rig"),
+            Arc::new(slots.clone()),
+            SimRigOptions::new(2),
+        )
+        .unwrap();
+        let rig = SerialRig::open(sim.path(), DEFAULT_BAUD, Default::default());
+        assert_eq!(rig.present().unwrap(), SlotMask(0b10));
+
+        // authenticatorSelection waits for a touch; only the rig gives it.
+        let mut client = Client::new(HidChannel::open(k, Timeouts::default()).unwrap());
+        let mut asked = 0;
+        client
+            .selection(&mut |status| {
+                if status == KeepaliveStatus::UPNEEDED && asked == 0 {
+                    asked += 1;
+                    rig.touch(1, Duration::from_millis(150)).unwrap();
+                }
+            })
+            .unwrap();
+        assert_eq!(asked, 1, "the key asked for a touch and the rig gave it");
+
+        // POWER OFF pulls the key: PRESENT? drops it; ON brings it back.
+        rig.power(1, false).unwrap();
+        assert!(!ctl.is_present());
+        assert_eq!(rig.present().unwrap(), SlotMask(0));
+        rig.power(1, true).unwrap();
+        assert!(ctl.is_present());
+        assert_eq!(rig.present().unwrap(), SlotMask(0b10));
+        // A touch on an empty slot is the rig's ERR, typed.
+        assert!(slots.remove(1).is_some());
+        assert!(matches!(
+            rig.touch(1, Duration::from_millis(10)),
+            Err(prereg_station::rig::RigError::Refused { .. })
+        ));
+    }
+}
