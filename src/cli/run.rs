@@ -1,11 +1,127 @@
-//! `prereg-station run` (SPEC §11). Owned by the station work; not built yet.
+//! `prereg-station run [--config F] [--once]` (SPEC §11): the daemon.
 
+use crate::cli::jobs::{import_file, load_config, open_store};
 use crate::error::{CliError, CliResult};
+use crate::station::{app, notify, Station};
+use crate::web::WebConfig;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Drain the queue, deliver every result, and exit.
+    #[arg(long)]
+    pub once: bool,
+}
 
-pub fn run(_config: &Option<PathBuf>, _args: Args) -> CliResult {
-    Err(CliError::failed("run is not built yet in this version"))
+pub fn run(config_path: &Option<PathBuf>, args: Args) -> CliResult {
+    let config = load_config(config_path)?;
+    let store = open_store(&config)?;
+    let spool = config.spool_dir.clone();
+    let web = config
+        .web
+        .clone()
+        .map(|(addr, token)| WebConfig::new(addr, token.map(crate::secret::SecretString::new)))
+        .transpose()
+        .map_err(CliError::usage)?;
+    let setup = app::setup(config.clone(), store.clone())?;
+    let board = setup.board.clone();
+    let web = match web {
+        Some(w) => Some(crate::web::spawn(w, board.clone()).map_err(CliError::failed)?),
+        None => None,
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [libc::SIGTERM, libc::SIGINT] {
+        signal_flag(signal, stop.clone())?;
+    }
+    let station =
+        Station::start(setup).map_err(|e| CliError::usage(format!("cannot start: {e}")))?;
+    notify::notify("READY=1");
+    tracing::info!(slots = config.slots.len(), "station running");
+    let watchdog = notify::watchdog_interval().map(|d| d / 2);
+    let mut last_ping = Instant::now();
+    while !stop.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(200));
+        if let Some(dir) = &spool {
+            import_spool(&store, &config, dir);
+        }
+        if watchdog.is_some_and(|w| last_ping.elapsed() >= w) {
+            notify::notify("WATCHDOG=1");
+            last_ping = Instant::now();
+        }
+        if args.once && station.drained() {
+            break;
+        }
+    }
+    notify::notify("STOPPING=1");
+    let programmed = station
+        .shared()
+        .programmed
+        .lock()
+        .map(|p| p.len())
+        .unwrap_or(0);
+    station.shutdown();
+    if let Some(w) = web {
+        let _ = w.shutdown();
+    }
+    let counts = store.counts().map_err(CliError::failed)?;
+    let summary: Vec<String> = counts.iter().map(|(s, n)| format!("{s} {n}")).collect();
+    println!(
+        "programmed {programmed} key(s) this run; jobs: {}",
+        summary.join(", ")
+    );
+    Ok(())
+}
+
+/// Imports and removes `*.json` / `*.jsonl` files dropped into the spool directory.
+fn import_spool(
+    store: &crate::store::Store,
+    config: &crate::config::Config,
+    dir: &std::path::Path,
+) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+        if !matches!(ext, "json" | "jsonl") {
+            continue;
+        }
+        match import_file(store, config, &path) {
+            Ok(c) => {
+                tracing::info!(file = %path.display(), imported = c.imported, duplicate = c.duplicate, refused = c.refused, "spool import");
+                let _ = std::fs::remove_file(&path);
+            }
+            Err(e) => {
+                tracing::error!(file = %path.display(), "spool import failed: {e}");
+                let _ = std::fs::rename(&path, path.with_extension("rejected"));
+            }
+        }
+    }
+}
+
+/// Sets `flag` when `signal` arrives (tokio's signal handling on a small runtime thread).
+fn signal_flag(signal: i32, flag: Arc<AtomicBool>) -> Result<(), CliError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(CliError::failed)?;
+    let mut stream = rt
+        .block_on(async {
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(signal))
+        })
+        .map_err(CliError::failed)?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            rt.block_on(async {
+                stream.recv().await;
+            });
+            flag.store(true, Ordering::SeqCst);
+        })
+        .map_err(CliError::failed)?;
+    Ok(())
 }

@@ -397,10 +397,25 @@ impl Idp {
         results: &[ShipmentResult],
         now: i64,
     ) -> Vec<ActivationReport> {
-        results
+        let mut reports: Vec<ActivationReport> = results
             .iter()
             .map(|r| self.activate_one(sign_jwks, roots, r, now))
-            .collect()
+            .collect();
+        // One physical key cannot fulfil two shipments.
+        let serials: Vec<Option<String>> =
+            reports.iter().map(|r| r.serial_number.clone()).collect();
+        for (i, r) in reports.iter_mut().enumerate() {
+            let dup = serials[i]
+                .as_ref()
+                .is_some_and(|s| serials.iter().filter(|t| t.as_ref() == Some(s)).count() > 1);
+            if dup {
+                r.fail(
+                    "idp.duplicate_serial",
+                    "the same key serial fulfils several shipments",
+                );
+            }
+        }
+        reports
     }
 
     fn activate_one(
@@ -428,6 +443,10 @@ impl Idp {
             }
         };
         rep.user_id = record.user_id.clone();
+        // YubiEnterprise: responses are available in state 103 (and 104, delivered).
+        if !matches!(result.shipment_state.shipment_state_id, 103 | 104) {
+            rep.fail("idp.shipment_state", "shipment state is not 103/104");
+        }
         let data = match result.shipment_items.as_slice() {
             [item] => match item.product_data.as_slice() {
                 [d] => d,

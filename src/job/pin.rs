@@ -1,6 +1,6 @@
 //! PIN generation (SPEC §7 step 5): uniform over 000000–999999 from the OS
-//! CSPRNG, rejecting trivial PINs — all digits equal, ascending or descending
-//! runs, and the firmware profile's blocklist.
+//! CSPRNG, rejecting trivial PINs ([`crate::profile::is_trivial_pin`]: all
+//! digits equal, ascending or descending runs, the firmware profile's blocklist).
 
 use crate::secret::SecretString;
 use rand::Rng;
@@ -9,16 +9,7 @@ use rand_core::OsRng;
 /// PIN length this product ships (SPEC §1).
 pub const PIN_DIGITS: usize = 6;
 
-/// Whether `pin` is trivial and must not be issued.
-pub fn is_trivial(pin: &str, blocklist: &[String]) -> bool {
-    let d: Vec<i16> = pin
-        .bytes()
-        .map(|b| i16::from(b) - i16::from(b'0'))
-        .collect();
-    let steps: Vec<i16> = d.windows(2).map(|w| w[1] - w[0]).collect();
-    let constant_step = |s: i16| steps.iter().all(|&x| x == s);
-    constant_step(0) || constant_step(1) || constant_step(-1) || blocklist.iter().any(|b| b == pin)
-}
+pub use crate::profile::is_trivial_pin as is_trivial;
 
 /// A fresh random PIN of [`PIN_DIGITS`] digits that is not trivial.
 pub fn generate(blocklist: &[String]) -> SecretString {

@@ -12,7 +12,6 @@
 use super::b64;
 use super::jwe::KeyResolver;
 use super::jwk::{point_from_coords, EcJwk, Jwks, KeyUse};
-use p384::elliptic_curve::sec1::ToEncodedPoint;
 use p384::SecretKey;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -449,15 +448,6 @@ pub(crate) fn write_atomic(
     file.sync_all().map_err(io(&tmp))?;
     fs::rename(&tmp, &path).map_err(io(&path))?;
     Ok(path)
-}
-
-/// The public point of a secret key as a JWK (x, y), for callers that hold keys.
-pub fn public_coords(key: &SecretKey) -> (String, String) {
-    let p = key.public_key().to_encoded_point(false);
-    (
-        p.x().map(b64::encode).unwrap_or_default(),
-        p.y().map(b64::encode).unwrap_or_default(),
-    )
 }
 
 #[cfg(test)]

@@ -1,3 +1,221 @@
-//! The station: supervisor, one worker per slot, slot state machine.
+//! The station: a supervisor that owns the shared state, one worker thread per
+//! slot ([`worker`]), a delivery thread ([`deliver`]), and start-up recovery.
 //!
-//! (Being built; see docs/ARCHITECTURE.md for its contract.)
+//! Shared state is one `Arc<Shared>`: the store handle (itself a channel to
+//! the store thread), the station keys (read-only), the status board (its own
+//! lock), and a stop flag. Workers never share a key or a job; the store's
+//! single writer thread is what serialises leases between them.
+
+pub mod app;
+pub mod deliver;
+pub mod notify;
+pub mod policy;
+pub mod simslot;
+pub mod source;
+mod worker;
+
+use crate::config::Config;
+use crate::job::recipe::{KeyPolicy, Programmed};
+use crate::jose::keys::StationKeys;
+use crate::rig::{NoRig, Rig};
+use crate::store::{Recovery, Store};
+use crate::web::StatusBoard;
+use crate::webauthn::TrustRoots;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum StationError {
+    #[error("slot {slot}: {reason}")]
+    Slot { slot: String, reason: String },
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("cannot start a thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// State every worker shares.
+pub struct Shared {
+    pub config: Config,
+    pub store: Store,
+    pub keys: StationKeys,
+    pub roots: TrustRoots,
+    pub policy: Box<dyn KeyPolicy>,
+    pub board: StatusBoard,
+    pub rig: Arc<dyn Rig>,
+    pub stop: AtomicBool,
+    /// Keys programmed in this run (for `demo` and `run --once` summaries).
+    pub programmed: Mutex<Vec<Programmed>>,
+    delivery: Mutex<Option<mpsc::Sender<()>>>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("station", &self.config.station_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    /// Wakes the delivery thread (a result was stored).
+    pub fn kick_delivery(&self) {
+        if let Some(tx) = self
+            .delivery
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// A running station.
+#[derive(Debug)]
+pub struct Station {
+    shared: Arc<Shared>,
+    workers: Vec<JoinHandle<()>>,
+    delivery: Option<JoinHandle<()>>,
+    pub recovery: Recovery,
+}
+
+/// What a station needs to start.
+#[allow(missing_debug_implementations)]
+pub struct Setup {
+    pub config: Config,
+    pub store: Store,
+    pub keys: StationKeys,
+    pub roots: TrustRoots,
+    pub policy: Box<dyn KeyPolicy>,
+    pub board: StatusBoard,
+    pub rig: Option<Arc<dyn Rig>>,
+    /// Seed for simulated slots (serials, keys); ignored by real devices.
+    pub sim_seed: u64,
+    /// Called with every simulated key a `sim:` slot inserts (tests: faults, handles).
+    pub sim_hook: Option<simslot::SimHook>,
+}
+
+impl Station {
+    /// Recovers the store, delivers what is pending, and starts the workers.
+    pub fn start(setup: Setup) -> Result<Self, StationError> {
+        let recovery = setup.store.recover()?;
+        for serial in &recovery.quarantined {
+            tracing::warn!(%serial, "key was mid-programming when the station stopped: quarantined");
+        }
+        if !recovery.requeued.is_empty() {
+            tracing::info!(
+                jobs = recovery.requeued.len(),
+                "leased jobs returned to the queue"
+            );
+        }
+        let mut sources = Vec::new();
+        for (i, slot) in setup.config.slots.iter().enumerate() {
+            let source = source::open(
+                &slot.device,
+                i,
+                setup.sim_seed.wrapping_add(i as u64 * 1_000_003),
+                setup.sim_hook.clone(),
+            )
+            .map_err(|e| StationError::Slot {
+                slot: slot.name.clone(),
+                reason: e.to_string(),
+            })?;
+            sources.push((i, slot.name.clone(), source));
+        }
+        let (tx, rx) = mpsc::channel();
+        let shared = Arc::new(Shared {
+            config: setup.config,
+            store: setup.store,
+            keys: setup.keys,
+            roots: setup.roots,
+            policy: setup.policy,
+            board: setup.board,
+            rig: setup.rig.unwrap_or_else(|| Arc::new(NoRig)),
+            stop: AtomicBool::new(false),
+            programmed: Mutex::new(Vec::new()),
+            delivery: Mutex::new(Some(tx)),
+        });
+        let delivery = {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("delivery".into())
+                .spawn(move || delivery_loop(&shared, rx))
+                .map_err(StationError::Thread)?
+        };
+        shared.kick_delivery();
+        let mut workers = Vec::new();
+        for (i, name, source) in sources {
+            let shared = shared.clone();
+            workers.push(
+                std::thread::Builder::new()
+                    .name(format!("slot-{name}"))
+                    .spawn(move || worker::run(i, name, source, shared))
+                    .map_err(StationError::Thread)?,
+            );
+        }
+        Ok(Station {
+            shared,
+            workers,
+            delivery: Some(delivery),
+            recovery,
+        })
+    }
+
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Whether every job is finished and delivered (nothing queued, leased or awaiting the sink).
+    pub fn drained(&self) -> bool {
+        let s = &self.shared.store;
+        let open = ["queued", "leased", "programmed"]
+            .iter()
+            .map(|st| s.count(st).unwrap_or(1))
+            .sum::<u64>();
+        open == 0
+    }
+
+    /// Asks every worker to stop after its current key, waits for them, and
+    /// delivers what is left.
+    pub fn shutdown(mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+        self.shared
+            .delivery
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(d) = self.delivery.take() {
+            let _ = d.join();
+        }
+    }
+}
+
+/// Delivers pending results whenever a worker stores one (and every few
+/// seconds, to retry after a sink error), until the station stops.
+fn delivery_loop(shared: &Shared, rx: mpsc::Receiver<()>) {
+    loop {
+        let stop = match rx.recv_timeout(Duration::from_secs(2)) {
+            Ok(()) => false,
+            Err(mpsc::RecvTimeoutError::Timeout) => false,
+            Err(mpsc::RecvTimeoutError::Disconnected) => true,
+        };
+        match deliver::deliver_pending(&shared.store, &shared.config.outbox_dir) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(results = n, "delivered to the outbox"),
+            Err(e) => tracing::error!("delivery failed (will retry): {e}"),
+        }
+        if let Ok(counts) = shared.store.counts() {
+            shared.board.set_queue_counts(counts);
+        }
+        if stop {
+            return;
+        }
+    }
+}

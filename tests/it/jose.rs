@@ -136,6 +136,20 @@ fn end_to_end_enroll_program_activate() {
         opts.credentials_per_user = creds;
         let shipments = idp.enroll(&keys.transport_jwks(), &opts).unwrap();
         assert_eq!(shipments.len(), 3);
+        // What the IdP makes passes the station's own intake rules (SPEC §3).
+        struct C19881;
+        impl prereg_station::shipment::IntakePolicy for C19881 {
+            fn product_known(&self, p: u32) -> bool {
+                p == 1
+            }
+            fn customization_products(&self, c: &str) -> Option<Vec<u32>> {
+                (c == "C19881").then(|| vec![1, 29])
+            }
+        }
+        for s in &shipments {
+            let job = s.validate(&C19881).expect("intake accepts IdP jobs");
+            assert_eq!(job.credential_requests.len(), creds);
+        }
         let mut results = Vec::new();
         let mut pins = Vec::new();
         for (i, s) in shipments.iter().enumerate() {
@@ -161,6 +175,17 @@ fn end_to_end_enroll_program_activate() {
         swapped[1].shipment_items[0].product_data[0].fido_pin_response = a.fido_pin_response;
         let reports = idp.activate(&keys.signing_jwks(), &roots, &swapped[..2], NOW);
         assert!(reports.iter().all(|r| !r.verified()));
+        // One key reported for two shipments.
+        let mut twice = results[..2].to_vec();
+        twice[1].shipment_items[0].product_data[0].serial_number = twice[0].shipment_items[0]
+            .product_data[0]
+            .serial_number
+            .clone();
+        let reports = idp.activate(&keys.signing_jwks(), &roots, &twice, NOW);
+        assert!(reports.iter().all(|r| r
+            .failures
+            .iter()
+            .any(|f| f.starts_with("idp.duplicate_serial"))));
         // Signed by a key not in sign.jwks.
         let other = StationKeys::generate_ephemeral();
         let reports = idp.activate(&other.signing_jwks(), &roots, &results[..1], NOW);
@@ -988,4 +1013,72 @@ fn interop_jwcrypto_opens_responses_made_here() {
         opened["fido2"]["rp_id_hash"].as_str().unwrap(),
         hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b"myorg.okta.com"))
     );
+}
+
+/// Bad input gets a typed error, never a panic: random truncations and byte
+/// flips of a valid request JWE, response JWE, attestation object and
+/// authenticator data (seeded, so a failure reproduces).
+#[test]
+fn random_mutations_are_errors_not_panics() {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed);
+    let f = Fixture {
+        keys: StationKeys::generate_ephemeral(),
+        resp: NamedKey::generate("idp-resp"),
+    };
+    let pin_ok = enc(&f, &pin_plain(&f), cty::PIN_REQUEST);
+    let cred_ok = enc(&f, &cred_plain(&f), cty::CRED_REQUEST);
+    let reqs = decrypt_job(&f.keys, &pin_ok, std::slice::from_ref(&cred_ok), NOW).unwrap();
+    let device = DeviceIdentity {
+        serial_number: "1".into(),
+        firmware_version: "5.7.1".into(),
+    };
+    let sealed = seal_pin_response(
+        &f.keys,
+        &reqs.pin,
+        &device,
+        &SecretString::new("1".into()),
+        NOW,
+    )
+    .unwrap();
+    let ca = SoftCa::new(AAGUID);
+    let roots = TrustRoots::from_pem(ca.root_pem().as_bytes()).unwrap();
+    let (obj, _) = ca.attest("myorg.okta.com", &[0; 32], Some(3));
+    let att = obj.encode();
+    let expected = Expected {
+        rp_id: "myorg.okta.com",
+        client_data_hash: &[0; 32],
+        require_uv: true,
+        cred_protect: Some(3),
+        allow_none: true,
+        now: NOW,
+    };
+    let sign = f.keys.signing_jwks();
+    let mut mutate = |bytes: &[u8]| -> Vec<u8> {
+        let mut b = bytes.to_vec();
+        match rng.gen_range(0..3) {
+            0 => b.truncate(rng.gen_range(0..b.len())),
+            1 => {
+                for _ in 0..rng.gen_range(1..4) {
+                    let i = rng.gen_range(0..b.len());
+                    b[i] ^= 1 << rng.gen_range(0..8);
+                }
+            }
+            _ => {
+                let i = rng.gen_range(0..b.len());
+                b.insert(i, rng.gen());
+            }
+        }
+        b
+    };
+    for _ in 0..300 {
+        let p = String::from_utf8_lossy(&mutate(pin_ok.as_bytes())).into_owned();
+        assert!(decrypt_job(&f.keys, &p, std::slice::from_ref(&cred_ok), NOW).is_err());
+        let r = String::from_utf8_lossy(&mutate(sealed.as_bytes())).into_owned();
+        assert!(open_pin_response(&r, &f.resp.kid, f.resp.secret(), &sign).is_err());
+        let a = mutate(&att);
+        assert!(webauthn::verify_attestation(&a, &expected, &roots).is_err());
+        let ad = mutate(&obj.auth_data);
+        let _ = webauthn::AuthenticatorData::parse(&ad);
+    }
 }
