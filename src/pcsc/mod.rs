@@ -13,6 +13,7 @@
 
 pub mod apdu;
 pub mod management;
+pub mod simcard;
 pub mod transport;
 pub mod vcard;
 
