@@ -589,3 +589,134 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
+
+/// Runs `prereg-station` with `args`, panicking with its stderr on failure.
+fn station(args: &[&std::ffi::OsStr]) -> std::process::Output {
+    let out = std::process::Command::new(crate::util::station_bin())
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// The daemon killed with SIGKILL at random moments, restarted each time:
+/// afterwards every job is delivered exactly once and verifies at the IdP,
+/// and no key that was mid-programming at a kill was shipped.
+#[test]
+fn sigkill_at_random_points_loses_nothing_and_ships_no_half_programmed_key() {
+    use rand::Rng;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let os = |s: &str| std::ffi::OsString::from(s);
+    let p = |sub: &str| d.join(sub).into_os_string();
+    station(&[&os("keys"), &os("generate"), &os("--dir"), &p("keys")]);
+    station(&[
+        &os("keys"),
+        &os("export-jwks"),
+        &os("--dir"),
+        &p("keys"),
+        &os("--out"),
+        &p("pub"),
+    ]);
+    station(&[&os("sim"), &os("ca"), &os("--out"), &p("ca.pem")]);
+    let jobs = 8;
+    station(&[
+        &os("idp"),
+        &os("enroll"),
+        &os("--state"),
+        &p("idp"),
+        &os("--station-jwks"),
+        &p("pub/transport-keys.jwks"),
+        &os("--users"),
+        &os(&jobs.to_string()),
+        &os("--out"),
+        &p("jobs.jsonl"),
+    ]);
+    let config = d.join("station.toml");
+    let write_config = |seed: u64| {
+        let text = format!(
+            "[station]\nid = \"crash\"\nstate_dir = {:?}\nkeys_dir = {:?}\noutbox_dir = {:?}\nattestation_roots = [{:?}]\nsim_seed = {seed}\nmax_attempts = 20\n\n[[customization]]\nid = \"C19881\"\nmin_firmware = \"5.7.0\"\nproducts = [1]\n\n[[slot]]\ndevice = \"sim:yubikey-5.7\"\n\n[[slot]]\ndevice = \"sim:yubikey-5.7\"\n",
+            d.join("state"), d.join("keys"), d.join("outbox"), d.join("ca.pem")
+        );
+        std::fs::write(&config, text).unwrap();
+    };
+    write_config(1);
+    let cfg = config.clone().into_os_string();
+    station(&[
+        &os("jobs"),
+        &os("import"),
+        &p("jobs.jsonl"),
+        &os("--config"),
+        &cfg,
+    ]);
+
+    let mut rng = rand::thread_rng();
+    for round in 0..5u64 {
+        // A new seed per start: a fresh process is a fresh batch of blank keys.
+        write_config(100 + round);
+        let mut child = std::process::Command::new(crate::util::station_bin())
+            .args([os("run"), os("--config"), cfg.clone()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(rng.gen_range(200..1500)));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+    }
+    write_config(999);
+    let out = station(&[&os("run"), &os("--once"), &os("--config"), &cfg]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("purged"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    // Exactly one result per job, each verified as the IdP would.
+    let files: Vec<_> = std::fs::read_dir(d.join("outbox"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert_eq!(files.len(), jobs, "one result file per shipment");
+    let out = station(&[
+        &os("idp"),
+        &os("activate"),
+        &os("--json"),
+        &os("--state"),
+        &p("idp"),
+        &os("--sign-jwks"),
+        &p("pub/sign.jwks"),
+        &os("--roots"),
+        &p("ca.pem"),
+        &p("outbox"),
+    ]);
+    // One JSON object per report.
+    let reports: Vec<serde_json::Value> = serde_json::Deserializer::from_slice(&out.stdout)
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(reports.len(), jobs);
+    assert!(reports.iter().all(|r| r["verified"] == true), "{reports:?}");
+
+    // No delivered key is a quarantined one.
+    let q = station(&[
+        &os("jobs"),
+        &os("quarantine"),
+        &os("--json"),
+        &os("--config"),
+        &cfg,
+    ]);
+    let quarantined: Vec<serde_json::Value> = serde_json::from_slice(&q.stdout).unwrap();
+    for r in &reports {
+        let serial = r["serial_number"].as_str().unwrap();
+        assert!(
+            !quarantined.iter().any(|x| x["serial"] == serial),
+            "delivered key {serial} is quarantined"
+        );
+    }
+}
