@@ -150,12 +150,13 @@ pub fn run(args: Args) -> CliResult {
 
     // Verify every delivered result as the IdP's activate endpoint would.
     let roots = TrustRoots::from_files(&[&ca_path]).map_err(CliError::failed)?;
-    let results = idp::read_results(&[config.outbox_dir.clone()]).map_err(CliError::failed)?;
+    let results =
+        idp::read_results(std::slice::from_ref(&config.outbox_dir)).map_err(CliError::failed)?;
     let reports = idp.activate(&sign_jwks, &roots, &results, crate::idp::unix_now());
     println!();
     println!(
-        "{:<5} {:<10} {:<8} {:<5} {:<9} {}",
-        "SLOT", "SERIAL", "FIRMWARE", "CREDS", "VERIFIED", "SHIPMENT"
+        "{:<5} {:<10} {:<8} {:<5} {:<9} SHIPMENT",
+        "SLOT", "SERIAL", "FIRMWARE", "CREDS", "VERIFIED"
     );
     let mut ok = 0;
     for r in &reports {

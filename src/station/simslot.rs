@@ -41,7 +41,8 @@ impl std::fmt::Debug for SimSource {
 }
 
 impl SimSource {
-    /// Keys of built-in profile `profile` (its first product), serials unique per slot.
+    /// Keys of built-in profile `profile` (its first product), serials unique per
+    /// slot; `seed` is the station's simulator seed (the same for every slot).
     pub fn new(profile: &str, slot: usize, seed: u64) -> Result<Self, SourceError> {
         let profile = profile::builtin_profile(profile)
             .map_err(|e| SourceError(format!("sim:{profile}: {e}")))?;
@@ -65,12 +66,15 @@ impl SimSource {
     }
 
     fn insert_blank_key(&mut self) -> Option<SimControl> {
-        // 8-digit serials: 3xxxxyyy, slot in the middle digits, count at the end.
-        let serial = 30_000_000 + (self.slot as u32 % 100) * 100_000 + self.made % 100_000;
+        // 8-digit serials, unique within a run and (for different seeds) across
+        // restarts: 2SSS SS KKK = seed bucket, slot, keys made in this slot.
+        let bucket = (self.seed % 700) as u32;
+        let serial =
+            20_000_000 + bucket * 100_000 + (self.slot as u32 % 100) * 1_000 + self.made % 1_000;
         let config = SimConfig::new(self.profile.clone(), self.product_id)
             .ok()?
             .serial(serial)
-            .seed(self.seed.wrapping_add(u64::from(self.made)))
+            .seed(self.seed ^ ((self.slot as u64) << 32) ^ u64::from(self.made))
             .ca_seed(SIM_CA_SEED)
             .touch(TouchMode::Rig);
         let key = SimKey::new(config).ok()?;
@@ -89,6 +93,11 @@ impl SimSource {
 
 impl KeySource for SimSource {
     fn connect(&mut self) -> Option<Box<dyn Transport>> {
+        if self.current.as_ref().is_some_and(|k| !k.is_present()) {
+            // An unplugged key is taken out; the next look finds a new blank one.
+            self.current = None;
+            return None;
+        }
         if self.current.is_none() {
             self.current = self.insert_blank_key();
         }
