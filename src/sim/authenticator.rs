@@ -1,0 +1,1428 @@
+//! CTAP 2.1 command logic of the simulated key: a command byte and CBOR in,
+//! a status and CBOR out. No I/O and no clock of its own: the HID layer passes
+//! the request time and whether the user has touched the key, and re-runs a
+//! command that answered [`Outcome::NeedsTouch`] once the touch came (every
+//! check before the touch point is side-effect free, so a re-run is exact).
+
+use super::attestation::AttestationIdentity;
+use super::store::{CredentialMeta, CredentialStore, StoreError, StoredCredential};
+use crate::cbor::{self, Value};
+use crate::ctap2::StatusCode as S;
+use crate::pin::{self, CoseKey, KeyAgreement, PinProtocol};
+use crate::profile::FirmwareProfile;
+use crate::secret::{Secret, SecretBytes};
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use p256::elliptic_curve::sec1::ToEncodedPoint;
+use rand::rngs::StdRng;
+use rand::{RngCore, SeedableRng};
+use sha2::{Digest, Sha256};
+use std::time::Duration;
+
+/// CTAP command bytes (CTAP 2.1 §6; research §2.0).
+pub mod cmd {
+    pub const MAKE_CREDENTIAL: u8 = 0x01;
+    pub const GET_ASSERTION: u8 = 0x02;
+    pub const GET_INFO: u8 = 0x04;
+    pub const CLIENT_PIN: u8 = 0x06;
+    pub const RESET: u8 = 0x07;
+    pub const GET_NEXT_ASSERTION: u8 = 0x08;
+    pub const CRED_MGMT: u8 = 0x0a;
+    pub const SELECTION: u8 = 0x0b;
+    pub const CONFIG: u8 = 0x0d;
+    pub const CRED_MGMT_PREVIEW: u8 = 0x41;
+}
+
+/// Token permissions (CTAP 2.1 §6.5.5.7).
+pub mod perm {
+    pub const MC: u8 = 0x01;
+    pub const GA: u8 = 0x02;
+    pub const CM: u8 = 0x04;
+    pub const BE: u8 = 0x08;
+    pub const LBW: u8 = 0x10;
+    pub const ACFG: u8 = 0x20;
+}
+
+/// Retries after a reset or a correct PIN (research §2.2).
+pub const PIN_RETRIES: u8 = 8;
+/// Wrong PINs in one power cycle before PIN_AUTH_BLOCKED.
+pub const MAX_CONSECUTIVE_FAILURES: u8 = 3;
+
+/// What a command did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Status byte ‖ CBOR, ready to send.
+    Reply(Vec<u8>),
+    /// User presence is needed; run the command again with `touched = true`.
+    NeedsTouch,
+}
+
+/// How the key was made.
+#[derive(Debug, Clone)]
+pub struct AuthenticatorConfig {
+    pub profile: FirmwareProfile,
+    pub product_id: u32,
+    pub aaguid: [u8; 16],
+    pub seed: u64,
+    pub ca_seed: u64,
+}
+
+/// Volatile PIN token state (CTAP 2.1 §6.5.2.1).
+struct Token {
+    key: Secret<[u8; 32]>,
+    permissions: u8,
+    rp_id: Option<String>,
+    in_use: bool,
+}
+
+struct PinState {
+    hash: Secret<[u8; 16]>,
+    code_points: usize,
+}
+
+/// Enumeration state of getNextAssertion / credential management GetNext.
+enum Pending {
+    None,
+    Assertions {
+        rp_id_hash: [u8; 32],
+        cdh: Vec<u8>,
+        flags: u8,
+        ids: Vec<Vec<u8>>,
+    },
+    Rps(Vec<(String, Option<String>)>),
+    Creds(Vec<Vec<u8>>),
+}
+
+/// Test and rig read-back: never a secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PinStatus {
+    pub pin_set: bool,
+    pub retries: u8,
+    pub consecutive_failures: u8,
+    pub force_pin_change: bool,
+    pub min_pin_length: u8,
+}
+
+/// Faults the authenticator itself acts on (set by the HID layer per command).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AuthFaults {
+    pub store_full: bool,
+    pub flash_write_failure: bool,
+}
+
+/// The simulated authenticator's state machine.
+pub struct Authenticator {
+    cfg: AuthenticatorConfig,
+    rng: StdRng,
+    attestation: AttestationIdentity,
+    wrap_key: Secret<[u8; 32]>,
+    // Persistent (survives power cycles).
+    pin: Option<PinState>,
+    retries: u8,
+    min_pin_length: u8,
+    min_pin_rp_ids: Vec<String>,
+    force_pin_change: bool,
+    pin_complexity: bool,
+    always_uv: bool,
+    ep_enabled: bool,
+    store: CredentialStore,
+    sign_count: u32,
+    // Volatile.
+    consecutive_failures: u8,
+    key_agreement: KeyAgreement,
+    token: Option<Token>,
+    powered_at: Duration,
+    pending: Pending,
+    pub faults: AuthFaults,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("profile", &self.cfg.profile.name)
+            .field("pin", &self.pin_status())
+            .field("credentials", &self.store.len())
+            .finish_non_exhaustive()
+    }
+}
+
+type R<T> = Result<T, S>;
+
+fn reply(status: S, body: Option<Value>) -> Vec<u8> {
+    let mut out = vec![status.0];
+    if let Some(b) = body {
+        cbor::encode_into(&b, &mut out);
+    }
+    out
+}
+
+fn ok(body: Value) -> R<Outcome> {
+    Ok(Outcome::Reply(reply(S::SUCCESS, Some(body))))
+}
+
+fn ok_empty() -> R<Outcome> {
+    Ok(Outcome::Reply(vec![0]))
+}
+
+fn bytes(v: Option<&Value>) -> R<Option<&[u8]>> {
+    match v {
+        None => Ok(None),
+        Some(v) => v.as_bytes().map(Some).ok_or(S::CBOR_UNEXPECTED_TYPE),
+    }
+}
+fn text(v: Option<&Value>) -> R<Option<&str>> {
+    match v {
+        None => Ok(None),
+        Some(v) => v.as_text().map(Some).ok_or(S::CBOR_UNEXPECTED_TYPE),
+    }
+}
+fn uint(v: Option<&Value>) -> R<Option<u64>> {
+    match v {
+        None => Ok(None),
+        Some(v) => v.as_u64().map(Some).ok_or(S::CBOR_UNEXPECTED_TYPE),
+    }
+}
+fn boolean(v: Option<&Value>) -> R<Option<bool>> {
+    match v {
+        None => Ok(None),
+        Some(v) => v.as_bool().map(Some).ok_or(S::CBOR_UNEXPECTED_TYPE),
+    }
+}
+fn map(v: Option<&Value>) -> R<Option<&Value>> {
+    match v {
+        None => Ok(None),
+        Some(v) if v.as_map().is_some() => Ok(Some(v)),
+        Some(_) => Err(S::CBOR_UNEXPECTED_TYPE),
+    }
+}
+fn array(v: Option<&Value>) -> R<Option<&[Value]>> {
+    match v {
+        None => Ok(None),
+        Some(v) => v.as_array().map(Some).ok_or(S::CBOR_UNEXPECTED_TYPE),
+    }
+}
+
+fn cose_es256(public: &p256::PublicKey) -> Value {
+    let p = public.to_encoded_point(false);
+    Value::map([
+        (Value::from(1), Value::from(2)),
+        (Value::from(3), Value::from(-7)),
+        (Value::from(-1), Value::from(1)),
+        (
+            Value::from(-2),
+            Value::from(p.x().map(|x| x.to_vec()).unwrap_or_default()),
+        ),
+        (
+            Value::from(-3),
+            Value::from(p.y().map(|y| y.to_vec()).unwrap_or_default()),
+        ),
+    ])
+}
+
+fn descriptor(id: &[u8]) -> Value {
+    Value::map([
+        (Value::from("id"), Value::from(id.to_vec())),
+        (Value::from("type"), Value::from("public-key")),
+    ])
+}
+
+/// A credential recovered from its id (CTAP 2.1 §6.1.2: non-resident
+/// credentials are wrapped into their id; we wrap resident ones too).
+struct Unwrapped {
+    key: Secret<[u8; 32]>,
+    cred_protect: u8,
+}
+
+impl Authenticator {
+    /// A blank key for `cfg`, powered up at `now`.
+    pub fn new(cfg: AuthenticatorConfig, now: Duration) -> Result<Self, super::SimError> {
+        let mut rng = StdRng::seed_from_u64(cfg.seed);
+        let attestation = AttestationIdentity::new(cfg.ca_seed, &cfg.aaguid)
+            .map_err(|e| super::SimError::Attestation(e.to_string()))?;
+        let mut wrap = [0u8; 32];
+        rng.fill_bytes(&mut wrap);
+        let key_agreement = new_key_agreement(&mut rng);
+        let min_pin_length = cfg.profile.min_pin_length_for(cfg.product_id);
+        let pin_complexity = cfg.profile.pin_complexity_for(cfg.product_id);
+        let store = CredentialStore::new(cfg.profile.resident_capacity);
+        Ok(Self {
+            cfg,
+            rng,
+            attestation,
+            wrap_key: Secret::new(wrap),
+            pin: None,
+            retries: PIN_RETRIES,
+            min_pin_length,
+            min_pin_rp_ids: Vec::new(),
+            force_pin_change: false,
+            pin_complexity,
+            always_uv: false,
+            ep_enabled: false,
+            store,
+            sign_count: 0,
+            consecutive_failures: 0,
+            key_agreement,
+            token: None,
+            powered_at: now,
+            pending: Pending::None,
+            faults: AuthFaults::default(),
+        })
+    }
+
+    pub fn profile(&self) -> &FirmwareProfile {
+        &self.cfg.profile
+    }
+    pub fn aaguid(&self) -> [u8; 16] {
+        self.cfg.aaguid
+    }
+    pub fn pin_complexity(&self) -> bool {
+        self.pin_complexity
+    }
+
+    /// Power cycle: volatile state is lost (CTAP 2.1 §6.5.2.1, §6.5.5.7).
+    pub fn power_up(&mut self, now: Duration) {
+        self.consecutive_failures = 0;
+        self.token = None;
+        self.pending = Pending::None;
+        self.key_agreement = new_key_agreement(&mut self.rng);
+        self.powered_at = now;
+    }
+
+    pub fn pin_status(&self) -> PinStatus {
+        PinStatus {
+            pin_set: self.pin.is_some(),
+            retries: self.retries,
+            consecutive_failures: self.consecutive_failures,
+            force_pin_change: self.force_pin_change,
+            min_pin_length: self.min_pin_length,
+        }
+    }
+
+    pub fn credentials(&self) -> Vec<CredentialMeta> {
+        self.store.metadata()
+    }
+
+    /// Whether the command needs a touch timeout answered as ACTION_TIMEOUT
+    /// (reset, YubiKey) rather than USER_ACTION_TIMEOUT.
+    pub fn timeout_status(command: u8) -> S {
+        if command == cmd::RESET {
+            S::ACTION_TIMEOUT
+        } else {
+            S::USER_ACTION_TIMEOUT
+        }
+    }
+
+    /// Runs one CTAP command: `request` = command byte ‖ CBOR parameters.
+    pub fn process(&mut self, request: &[u8], now: Duration, touched: bool) -> Outcome {
+        let Some((&command, body)) = request.split_first() else {
+            return Outcome::Reply(vec![S::INVALID_LENGTH.0]);
+        };
+        if request.len() > self.cfg.profile.max_msg_size {
+            return Outcome::Reply(vec![S::REQUEST_TOO_LARGE.0]);
+        }
+        let params = if body.is_empty() {
+            None
+        } else {
+            match cbor::decode(body) {
+                Ok(v) if v.as_map().is_some() => Some(v),
+                Ok(_) => return Outcome::Reply(vec![S::CBOR_UNEXPECTED_TYPE.0]),
+                Err(_) => return Outcome::Reply(vec![S::INVALID_CBOR.0]),
+            }
+        };
+        let empty = Value::Map(Vec::new());
+        let p = params.as_ref().unwrap_or(&empty);
+        let keeps_pending = matches!(
+            (command, p.get(1).and_then(Value::as_u64)),
+            (cmd::GET_NEXT_ASSERTION, _)
+                | (cmd::CRED_MGMT | cmd::CRED_MGMT_PREVIEW, Some(3) | Some(5))
+        );
+        if !keeps_pending && command != cmd::GET_INFO {
+            self.pending = Pending::None;
+        }
+        let result = match command {
+            cmd::GET_INFO => ok(self.get_info()),
+            cmd::CLIENT_PIN => self.client_pin(p),
+            cmd::MAKE_CREDENTIAL => self.make_credential(p, touched),
+            cmd::GET_ASSERTION => self.get_assertion(p, touched),
+            cmd::GET_NEXT_ASSERTION => self.get_next_assertion(),
+            cmd::RESET => self.reset(now, touched),
+            cmd::SELECTION if self.cfg.profile.has_version("FIDO_2_1") => {
+                if touched {
+                    ok_empty()
+                } else {
+                    Ok(Outcome::NeedsTouch)
+                }
+            }
+            cmd::CONFIG if self.cfg.profile.has_authenticator_config() => self.config(p, body),
+            c if Some(c) == self.cfg.profile.cred_mgmt_command() => self.cred_mgmt(p, c),
+            _ => Err(S::INVALID_COMMAND),
+        };
+        match result {
+            Ok(o) => o,
+            Err(status) => Outcome::Reply(vec![status.0]),
+        }
+    }
+
+    fn get_info(&self) -> Value {
+        let prof = &self.cfg.profile;
+        let mut options: Vec<(Value, Value)> = prof
+            .options
+            .iter()
+            .map(|(k, v)| {
+                let v = match k.as_str() {
+                    "clientPin" => self.pin.is_some(),
+                    "alwaysUv" => self.always_uv,
+                    "ep" => self.ep_enabled,
+                    _ => *v,
+                };
+                (Value::from(k.as_str()), Value::from(v))
+            })
+            .collect();
+        options.sort_by_key(|a| cbor::encode(&a.0));
+        let mut m = vec![
+            (
+                Value::from(1),
+                Value::Array(
+                    prof.versions
+                        .iter()
+                        .map(|v| Value::from(v.as_str()))
+                        .collect(),
+                ),
+            ),
+            (
+                Value::from(2),
+                Value::Array(
+                    prof.extensions
+                        .iter()
+                        .map(|v| Value::from(v.as_str()))
+                        .collect(),
+                ),
+            ),
+            (Value::from(3), Value::from(self.cfg.aaguid.to_vec())),
+            (Value::from(4), Value::Map(options)),
+            (Value::from(5), Value::from(prof.max_msg_size as u64)),
+            (
+                Value::from(6),
+                Value::Array(
+                    prof.pin_uv_auth_protocols
+                        .iter()
+                        .map(|&p| Value::from(p))
+                        .collect(),
+                ),
+            ),
+            (Value::from(7), Value::from(prof.max_cred_count_in_list)),
+            (Value::from(8), Value::from(prof.max_cred_id_length)),
+            (
+                Value::from(9),
+                Value::Array(
+                    if crate::profile::product(self.cfg.product_id).is_some_and(|p| p.nfc) {
+                        vec![Value::from("nfc"), Value::from("usb")]
+                    } else {
+                        vec![Value::from("usb")]
+                    },
+                ),
+            ),
+            (
+                Value::from(10),
+                Value::Array(
+                    prof.algorithms
+                        .iter()
+                        .map(|&a| {
+                            Value::map([
+                                (Value::from("alg"), Value::from(a)),
+                                (Value::from("type"), Value::from("public-key")),
+                            ])
+                        })
+                        .collect(),
+                ),
+            ),
+        ];
+        let fw = prof.firmware;
+        let is_21 = prof.has_version("FIDO_2_1_PRE") || prof.has_version("FIDO_2_1");
+        if is_21 {
+            // forcePINChange, minPINLength, firmwareVersion: present on 5.4.3 too (research §2.1).
+            m.push((Value::from(0x0c), Value::from(self.force_pin_change)));
+            m.push((Value::from(0x0d), Value::from(self.min_pin_length)));
+            m.push((
+                Value::from(0x0e),
+                Value::from((fw.major as u64) << 16 | (fw.minor as u64) << 8 | fw.patch as u64),
+            ));
+        }
+        if prof.has_set_min_pin_length() {
+            m.push((
+                Value::from(0x10),
+                Value::from(prof.max_rpids_for_set_min_pin_length),
+            ));
+        }
+        if prof.has_version("FIDO_2_1") {
+            m.push((Value::from(0x14), Value::from(self.remaining() as u64)));
+        }
+        Value::Map(m)
+    }
+
+    fn remaining(&self) -> usize {
+        if self.faults.store_full {
+            0
+        } else {
+            self.store.remaining()
+        }
+    }
+
+    fn protocol(&self, v: Option<&Value>) -> R<PinProtocol> {
+        let n = uint(v)?.ok_or(S::MISSING_PARAMETER)?;
+        if !self.cfg.profile.pin_uv_auth_protocols.contains(&(n as u8)) || n > 2 {
+            return Err(S::INVALID_PARAMETER);
+        }
+        PinProtocol::from_number(n).ok_or(S::INVALID_PARAMETER)
+    }
+
+    fn mac_ok(&self, protocol: PinProtocol, key: &[u8], msg: &[u8], param: &[u8]) -> bool {
+        if protocol == PinProtocol::Two
+            && param.len() == 16
+            && self.cfg.profile.quirks.accepts_truncated_v2_pin_auth
+        {
+            let full = pin::authenticate(protocol, key, msg);
+            return full[..16] == *param;
+        }
+        pin::verify(protocol, key, msg, param)
+    }
+
+    /// Verifies `param` over `msg` with the current token and its permission.
+    fn check_token(
+        &mut self,
+        protocol: PinProtocol,
+        msg: &[u8],
+        param: &[u8],
+        permission: u8,
+        rp_id: Option<&str>,
+    ) -> R<()> {
+        let Some(token) = &self.token else {
+            return Err(S::PIN_AUTH_INVALID);
+        };
+        if !self.mac_ok(protocol, token.key.expose(), msg, param) {
+            return Err(S::PIN_AUTH_INVALID);
+        }
+        if token.permissions & permission == 0 {
+            return Err(S::PIN_AUTH_INVALID);
+        }
+        match (&token.rp_id, rp_id) {
+            (Some(bound), Some(rp)) if bound != rp => return Err(S::PIN_AUTH_INVALID),
+            _ => {}
+        }
+        if let (None, Some(rp)) = (&token.rp_id, rp_id) {
+            if let Some(t) = self.token.as_mut() {
+                t.rp_id = Some(rp.to_string());
+            }
+        }
+        if let Some(t) = self.token.as_mut() {
+            t.in_use = true;
+        }
+        Ok(())
+    }
+
+    // ---- clientPIN (CTAP 2.1 §6.5.5) ----
+
+    fn client_pin(&mut self, p: &Value) -> R<Outcome> {
+        let sub = uint(p.get(2))?.ok_or(S::MISSING_PARAMETER)?;
+        match sub {
+            0x01 => {
+                // Observed on YubiKey: no PIN → PIN_NOT_SET (research §2.2).
+                if self.pin.is_none() {
+                    return Err(S::PIN_NOT_SET);
+                }
+                ok(Value::map([
+                    (Value::from(3), Value::from(self.retries)),
+                    (
+                        Value::from(4),
+                        Value::from(self.consecutive_failures >= MAX_CONSECUTIVE_FAILURES),
+                    ),
+                ]))
+            }
+            0x02 => {
+                self.protocol(p.get(1))?;
+                ok(Value::map([(
+                    Value::from(1),
+                    self.key_agreement.public_key().to_cbor(),
+                )]))
+            }
+            0x03 => self.set_pin(p),
+            0x04 => self.change_pin(p),
+            0x05 => {
+                if p.get(9).is_some() || p.get(10).is_some() {
+                    return Err(S::INVALID_PARAMETER);
+                }
+                let all = perm::MC | perm::GA | perm::CM | perm::ACFG;
+                let legacy = if self.cfg.profile.has_pin_uv_auth_token() {
+                    perm::MC | perm::GA
+                } else {
+                    all
+                };
+                self.get_token(p, legacy, None)
+            }
+            0x09 if self.cfg.profile.has_pin_uv_auth_token() => {
+                let permissions = uint(p.get(9))?.ok_or(S::MISSING_PARAMETER)?;
+                if permissions == 0 || permissions > 0xff {
+                    return Err(S::INVALID_PARAMETER);
+                }
+                let permissions = permissions as u8;
+                let mut supported = perm::MC | perm::GA;
+                if self.cfg.profile.cred_mgmt_command().is_some() {
+                    supported |= perm::CM;
+                }
+                if self.cfg.profile.has_authenticator_config() {
+                    supported |= perm::ACFG;
+                }
+                if self.cfg.profile.options.get("largeBlobs") == Some(&true) {
+                    supported |= perm::LBW;
+                }
+                if permissions & !supported != 0 {
+                    return Err(S::UNAUTHORIZED_PERMISSION);
+                }
+                let rp_id = text(p.get(10))?.map(str::to_string);
+                if permissions & (perm::MC | perm::GA) != 0 && rp_id.is_none() {
+                    return Err(S::MISSING_PARAMETER);
+                }
+                self.get_token(p, permissions, rp_id)
+            }
+            _ => Err(S::INVALID_SUBCOMMAND),
+        }
+    }
+
+    /// ECDH with the platform key of request key 3.
+    fn shared(&self, p: &Value, protocol: PinProtocol) -> R<pin::SharedSecret> {
+        let peer = map(p.get(3))?.ok_or(S::MISSING_PARAMETER)?;
+        let peer = CoseKey::from_cbor(peer).map_err(|_| S::INVALID_PARAMETER)?;
+        Ok(self.key_agreement.shared_secret(protocol, &peer))
+    }
+
+    fn blocked(&self) -> R<()> {
+        if self.retries == 0 {
+            return Err(S::PIN_BLOCKED);
+        }
+        if self.consecutive_failures >= MAX_CONSECUTIVE_FAILURES {
+            return Err(S::PIN_AUTH_BLOCKED);
+        }
+        Ok(())
+    }
+
+    /// Decrypts and checks pinHashEnc (§6.5.5.5 steps for changePIN/getPinToken).
+    fn check_pin_hash(&mut self, shared: &pin::SharedSecret, enc: &[u8]) -> R<()> {
+        let expected_len = match shared.protocol() {
+            PinProtocol::One => 16,
+            PinProtocol::Two => 32,
+        };
+        if enc.len() != expected_len {
+            return Err(S::INVALID_PARAMETER);
+        }
+        self.retries = self.retries.saturating_sub(1);
+        let got = shared.decrypt(enc).map_err(|_| S::INVALID_PARAMETER)?;
+        let good = self
+            .pin
+            .as_ref()
+            .is_some_and(|p| constant_eq(p.hash.expose(), got.expose()));
+        if !good {
+            // A wrong PIN regenerates the key agreement key (CTAP 2.1 §6.5.5.5).
+            self.key_agreement = new_key_agreement(&mut self.rng);
+            self.consecutive_failures += 1;
+            if self.retries == 0 {
+                return Err(S::PIN_BLOCKED);
+            }
+            if self.consecutive_failures >= MAX_CONSECUTIVE_FAILURES {
+                return Err(S::PIN_AUTH_BLOCKED);
+            }
+            return Err(S::PIN_INVALID);
+        }
+        self.retries = PIN_RETRIES;
+        self.consecutive_failures = 0;
+        Ok(())
+    }
+
+    /// Decrypts newPinEnc and applies the PIN policy; returns (hash, code points).
+    fn new_pin(&self, shared: &pin::SharedSecret, enc: &[u8]) -> R<PinState> {
+        let expected = match shared.protocol() {
+            PinProtocol::One => 64,
+            PinProtocol::Two => 80,
+        };
+        if enc.len() != expected {
+            return Err(S::INVALID_PARAMETER);
+        }
+        let padded = shared.decrypt(enc).map_err(|_| S::INVALID_PARAMETER)?;
+        let pin = pin::unpad_pin(padded.expose()).map_err(|_| S::PIN_POLICY_VIOLATION)?;
+        let code_points = pin.expose().chars().count();
+        if code_points < self.min_pin_length as usize
+            || pin.expose().len() < pin::MIN_PIN_BYTES
+            || pin.expose().len() > pin::MAX_PIN_BYTES
+        {
+            return Err(S::PIN_POLICY_VIOLATION);
+        }
+        if self.pin_complexity && self.cfg.profile.is_trivial_pin(pin.expose()) {
+            return Err(S::PIN_POLICY_VIOLATION);
+        }
+        let h = pin::pin_hash(&pin);
+        let mut hash = [0u8; 16];
+        hash.copy_from_slice(h.expose());
+        Ok(PinState {
+            hash: Secret::new(hash),
+            code_points,
+        })
+    }
+
+    fn set_pin(&mut self, p: &Value) -> R<Outcome> {
+        let protocol = self.protocol(p.get(1))?;
+        let shared = self.shared(p, protocol)?;
+        let param = bytes(p.get(4))?.ok_or(S::MISSING_PARAMETER)?;
+        let new_enc = bytes(p.get(5))?.ok_or(S::MISSING_PARAMETER)?;
+        if self.pin.is_some() {
+            return Err(S::NOT_ALLOWED);
+        }
+        if !shared.verify(new_enc, param) {
+            return Err(S::PIN_AUTH_INVALID);
+        }
+        let state = self.new_pin(&shared, new_enc)?;
+        if self.faults.flash_write_failure {
+            return Err(S::OTHER);
+        }
+        self.pin = Some(state);
+        self.retries = PIN_RETRIES;
+        ok_empty()
+    }
+
+    fn change_pin(&mut self, p: &Value) -> R<Outcome> {
+        let protocol = self.protocol(p.get(1))?;
+        let shared = self.shared(p, protocol)?;
+        let param = bytes(p.get(4))?.ok_or(S::MISSING_PARAMETER)?;
+        let new_enc = bytes(p.get(5))?.ok_or(S::MISSING_PARAMETER)?;
+        let hash_enc = bytes(p.get(6))?.ok_or(S::MISSING_PARAMETER)?;
+        if self.pin.is_none() {
+            return Err(S::PIN_NOT_SET);
+        }
+        self.blocked()?;
+        if !shared.verify(&[new_enc, hash_enc].concat(), param) {
+            return Err(S::PIN_AUTH_INVALID);
+        }
+        self.check_pin_hash(&shared, hash_enc)?;
+        let state = self.new_pin(&shared, new_enc)?;
+        // A forced change must pick a different PIN (CTAP 2.1 §6.5.5.6).
+        if self.force_pin_change
+            && self
+                .pin
+                .as_ref()
+                .is_some_and(|old| constant_eq(old.hash.expose(), state.hash.expose()))
+        {
+            return Err(S::PIN_POLICY_VIOLATION);
+        }
+        if self.faults.flash_write_failure {
+            return Err(S::OTHER);
+        }
+        self.pin = Some(state);
+        self.force_pin_change = false;
+        self.token = None;
+        ok_empty()
+    }
+
+    fn get_token(&mut self, p: &Value, permissions: u8, rp_id: Option<String>) -> R<Outcome> {
+        let protocol = self.protocol(p.get(1))?;
+        let shared = self.shared(p, protocol)?;
+        let hash_enc = bytes(p.get(6))?.ok_or(S::MISSING_PARAMETER)?;
+        if self.pin.is_none() {
+            return Err(S::PIN_NOT_SET);
+        }
+        self.blocked()?;
+        self.check_pin_hash(&shared, hash_enc)?;
+        if self.force_pin_change {
+            return Err(S::PIN_POLICY_VIOLATION);
+        }
+        // A new token invalidates the previous one (CTAP 2.1 §6.5.5.7 step 7).
+        let mut key = [0u8; 32];
+        self.rng.fill_bytes(&mut key);
+        let key = Secret::new(key);
+        let enc = match protocol {
+            PinProtocol::One => shared.encrypt(key.expose()),
+            PinProtocol::Two => {
+                let mut iv = [0u8; 16];
+                self.rng.fill_bytes(&mut iv);
+                shared.encrypt_with_iv(key.expose(), &iv)
+            }
+        }
+        .map_err(|_| S::OTHER)?;
+        self.token = Some(Token {
+            key,
+            permissions,
+            rp_id,
+            in_use: false,
+        });
+        ok(Value::map([(Value::from(2), Value::from(enc))]))
+    }
+
+    // ---- makeCredential (CTAP 2.1 §6.1.2) ----
+
+    fn make_credential(&mut self, p: &Value, touched: bool) -> R<Outcome> {
+        let cdh = bytes(p.get(1))?.ok_or(S::MISSING_PARAMETER)?.to_vec();
+        let rp = map(p.get(2))?.ok_or(S::MISSING_PARAMETER)?;
+        let user = map(p.get(3))?.ok_or(S::MISSING_PARAMETER)?;
+        let params = array(p.get(4))?.ok_or(S::MISSING_PARAMETER)?;
+        let rp_id = text(rp.get("id"))?.ok_or(S::MISSING_PARAMETER)?.to_string();
+        let rp_name = text(rp.get("name"))?.map(str::to_string);
+        let user_id = bytes(user.get("id"))?.ok_or(S::MISSING_PARAMETER)?.to_vec();
+        let user_name = text(user.get("name"))?.map(truncate64);
+        let user_display = text(user.get("displayName"))?.map(truncate64);
+        if user_id.len() > 64 || cdh.len() != 32 {
+            return Err(S::INVALID_PARAMETER);
+        }
+        let mut es256 = false;
+        for param in params {
+            map(Some(param))?;
+            let alg = param.get("alg").and_then(Value::as_i64);
+            let ty = text(param.get("type"))?;
+            if alg == Some(-7) && ty == Some("public-key") {
+                es256 = true;
+            }
+        }
+        if !es256 {
+            return Err(S::UNSUPPORTED_ALGORITHM);
+        }
+        let options = map(p.get(7))?;
+        let rk = boolean(options.and_then(|o| o.get("rk")))?.unwrap_or(false);
+        if boolean(options.and_then(|o| o.get("up")))? == Some(false) {
+            return Err(S::INVALID_OPTION);
+        }
+        if boolean(options.and_then(|o| o.get("uv")))? == Some(true) {
+            return Err(S::INVALID_OPTION); // no built-in UV on a YubiKey 5
+        }
+        let ext = map(p.get(6))?;
+        let cred_protect = match uint(ext.and_then(|e| e.get("credProtect")))? {
+            None => 1,
+            Some(n @ 1..=3) => n as u8,
+            Some(_) => return Err(S::INVALID_OPTION),
+        };
+        let has_ext = |n: &str| self.cfg.profile.extensions.iter().any(|e| e == n);
+        let hmac_secret = has_ext("hmac-secret")
+            && boolean(ext.and_then(|e| e.get("hmac-secret")))? == Some(true);
+        let min_pin_ext = has_ext("minPinLength")
+            && boolean(ext.and_then(|e| e.get("minPinLength")))? == Some(true);
+        let cred_protect_out = has_ext("credProtect") && cred_protect > 1;
+        let ep = match uint(p.get(0x0a))? {
+            None => false,
+            Some(1 | 2) if self.ep_enabled => true,
+            Some(1 | 2) => return Err(S::INVALID_PARAMETER),
+            Some(_) => return Err(S::INVALID_OPTION),
+        };
+        // User verification via the token (§6.1.2 steps 5–11).
+        let param = bytes(p.get(8))?;
+        let mut uv = false;
+        match param {
+            Some([]) => {
+                if !touched {
+                    return Ok(Outcome::NeedsTouch);
+                }
+                return Err(if self.pin.is_some() {
+                    S::PIN_INVALID
+                } else {
+                    S::PIN_NOT_SET
+                });
+            }
+            Some(param) => {
+                let protocol = self.protocol(p.get(9))?;
+                if self.pin.is_none() {
+                    return Err(S::PIN_NOT_SET);
+                }
+                self.check_token(protocol, &cdh, param, perm::MC, Some(&rp_id))?;
+                uv = true;
+            }
+            None if self.pin.is_some() || self.always_uv => return Err(S::PUAT_REQUIRED),
+            None => {}
+        }
+        let rp_id_hash: [u8; 32] = Sha256::digest(rp_id.as_bytes()).into();
+        if let Some(list) = array(p.get(5))? {
+            for d in list {
+                map(Some(d))?;
+                let id = bytes(d.get("id"))?.ok_or(S::MISSING_PARAMETER)?;
+                if let Some(c) = self.unwrap_id(id, &rp_id_hash) {
+                    if c.cred_protect < 3 || uv {
+                        if !touched {
+                            return Ok(Outcome::NeedsTouch);
+                        }
+                        return Err(S::CREDENTIAL_EXCLUDED);
+                    }
+                }
+            }
+        }
+        if rk && (self.faults.store_full || self.store.would_overflow(&rp_id, &user_id)) {
+            return Err(S::KEY_STORE_FULL);
+        }
+        if !touched {
+            return Ok(Outcome::NeedsTouch);
+        }
+        if self.faults.flash_write_failure {
+            return Err(S::OTHER);
+        }
+        // Create the credential.
+        let secret = p256::SecretKey::random(&mut self.rng);
+        let public = secret.public_key();
+        let mut scalar = [0u8; 32];
+        scalar.copy_from_slice(&secret.to_bytes());
+        let scalar = Secret::new(scalar);
+        let id = self.wrap(&scalar, cred_protect, &rp_id_hash);
+        if rk {
+            let stored = StoredCredential {
+                id: id.clone(),
+                rp_id: rp_id.clone(),
+                rp_name,
+                user_id,
+                user_name,
+                user_display_name: user_display,
+                cred_protect,
+                hmac_secret,
+                created: 0,
+                private_key: Secret::new(*scalar.expose()),
+            };
+            self.store
+                .insert(stored)
+                .map_err(|StoreError::Full| S::KEY_STORE_FULL)?;
+        }
+        // After a UP-bearing makeCredential the token keeps only lbw (§6.1.2 step 14).
+        if let Some(t) = self.token.as_mut() {
+            t.permissions &= perm::LBW;
+        }
+        self.sign_count = self.sign_count.wrapping_add(1);
+        let mut ext_out: Vec<(Value, Value)> = Vec::new();
+        if cred_protect_out {
+            ext_out.push((Value::from("credProtect"), Value::from(cred_protect)));
+        }
+        if hmac_secret {
+            ext_out.push((Value::from("hmac-secret"), Value::from(true)));
+        }
+        if min_pin_ext && self.min_pin_rp_ids.contains(&rp_id) {
+            ext_out.push((
+                Value::from("minPinLength"),
+                Value::from(self.min_pin_length),
+            ));
+        }
+        let mut flags = 0x01 | 0x40;
+        if uv {
+            flags |= 0x04;
+        }
+        if !ext_out.is_empty() {
+            flags |= 0x80;
+        }
+        let mut auth_data = rp_id_hash.to_vec();
+        auth_data.push(flags);
+        auth_data.extend(self.sign_count.to_be_bytes());
+        auth_data.extend(self.cfg.aaguid);
+        auth_data.extend((id.len() as u16).to_be_bytes());
+        auth_data.extend(&id);
+        cbor::encode_into(&cose_es256(&public), &mut auth_data);
+        if !ext_out.is_empty() {
+            cbor::encode_into(&Value::Map(ext_out), &mut auth_data);
+        }
+        let sig = self
+            .attestation
+            .sign(&[auth_data.as_slice(), &cdh].concat());
+        let att_stmt = Value::map([
+            (Value::from("alg"), Value::from(-7)),
+            (Value::from("sig"), Value::from(sig)),
+            (
+                Value::from("x5c"),
+                Value::Array(vec![Value::from(self.attestation.cert_der.clone())]),
+            ),
+        ]);
+        let mut out = vec![
+            (Value::from(1), Value::from("packed")),
+            (Value::from(2), Value::from(auth_data)),
+            (Value::from(3), att_stmt),
+        ];
+        if ep {
+            out.push((Value::from(4), Value::from(true)));
+        }
+        ok(Value::Map(out))
+    }
+
+    /// credential id = nonce(12) ‖ AES-256-GCM(wrap key, scalar ‖ credProtect; aad rpIdHash).
+    fn wrap(
+        &mut self,
+        scalar: &Secret<[u8; 32]>,
+        cred_protect: u8,
+        rp_id_hash: &[u8; 32],
+    ) -> Vec<u8> {
+        let mut nonce = [0u8; 12];
+        self.rng.fill_bytes(&mut nonce);
+        let mut pt = zeroize::Zeroizing::new([0u8; 33]);
+        pt[..32].copy_from_slice(scalar.expose());
+        pt[32] = cred_protect;
+        let cipher = Aes256Gcm::new(self.wrap_key.expose().into());
+        let ct = cipher
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: pt.as_slice(),
+                    aad: rp_id_hash,
+                },
+            )
+            .unwrap_or_default();
+        [nonce.as_slice(), &ct].concat()
+    }
+
+    fn unwrap_id(&self, id: &[u8], rp_id_hash: &[u8; 32]) -> Option<Unwrapped> {
+        if id.len() != 12 + 33 + 16 {
+            return None;
+        }
+        let cipher = Aes256Gcm::new(self.wrap_key.expose().into());
+        let pt = zeroize::Zeroizing::new(
+            cipher
+                .decrypt(
+                    Nonce::from_slice(&id[..12]),
+                    Payload {
+                        msg: &id[12..],
+                        aad: rp_id_hash,
+                    },
+                )
+                .ok()?,
+        );
+        let mut key = [0u8; 32];
+        key.copy_from_slice(&pt[..32]);
+        Some(Unwrapped {
+            key: Secret::new(key),
+            cred_protect: pt[32],
+        })
+    }
+
+    // ---- getAssertion (CTAP 2.1 §6.2.2) ----
+
+    fn get_assertion(&mut self, p: &Value, touched: bool) -> R<Outcome> {
+        let rp_id = text(p.get(1))?.ok_or(S::MISSING_PARAMETER)?.to_string();
+        let cdh = bytes(p.get(2))?.ok_or(S::MISSING_PARAMETER)?.to_vec();
+        if cdh.len() != 32 {
+            return Err(S::INVALID_PARAMETER);
+        }
+        let options = map(p.get(5))?;
+        let up = boolean(options.and_then(|o| o.get("up")))?.unwrap_or(true);
+        if boolean(options.and_then(|o| o.get("uv")))? == Some(true) {
+            return Err(S::INVALID_OPTION);
+        }
+        if boolean(options.and_then(|o| o.get("rk")))?.is_some() {
+            return Err(S::INVALID_OPTION);
+        }
+        let mut uv = false;
+        match bytes(p.get(6))? {
+            Some([]) => {
+                if !touched {
+                    return Ok(Outcome::NeedsTouch);
+                }
+                return Err(if self.pin.is_some() {
+                    S::PIN_INVALID
+                } else {
+                    S::PIN_NOT_SET
+                });
+            }
+            Some(param) => {
+                let protocol = self.protocol(p.get(7))?;
+                if self.pin.is_none() {
+                    return Err(S::PIN_NOT_SET);
+                }
+                self.check_token(protocol, &cdh, param, perm::GA, Some(&rp_id))?;
+                uv = true;
+            }
+            None if self.always_uv => return Err(S::PUAT_REQUIRED),
+            None => {}
+        }
+        let rp_id_hash: [u8; 32] = Sha256::digest(rp_id.as_bytes()).into();
+        // Applicable credentials with credProtect enforced (CTAP 2.1 §12.1).
+        let mut ids: Vec<Vec<u8>> = Vec::new();
+        match array(p.get(3))? {
+            Some(list) if !list.is_empty() => {
+                for d in list {
+                    map(Some(d))?;
+                    let id = bytes(d.get("id"))?.ok_or(S::MISSING_PARAMETER)?;
+                    if let Some(c) = self.unwrap_id(id, &rp_id_hash) {
+                        if c.cred_protect < 3 || uv {
+                            ids.push(id.to_vec());
+                        }
+                    }
+                }
+            }
+            _ => {
+                for c in self.store.for_rp(&rp_id) {
+                    if c.cred_protect == 1 || uv {
+                        ids.push(c.id.clone());
+                    }
+                }
+            }
+        }
+        if ids.is_empty() {
+            return Err(S::NO_CREDENTIALS);
+        }
+        if up && !touched {
+            return Ok(Outcome::NeedsTouch);
+        }
+        let mut flags = 0u8;
+        if up {
+            flags |= 0x01;
+            if let Some(t) = self.token.as_mut() {
+                t.in_use = false;
+            }
+        }
+        if uv {
+            flags |= 0x04;
+        }
+        let total = ids.len();
+        let first = ids.remove(0);
+        let mut out = self.assertion(&first, &rp_id_hash, &cdh, flags)?;
+        if total > 1 {
+            out.push((Value::from(5), Value::from(total as u64)));
+            self.pending = Pending::Assertions {
+                rp_id_hash,
+                cdh,
+                flags,
+                ids,
+            };
+        }
+        ok(Value::Map(out))
+    }
+
+    fn assertion(
+        &mut self,
+        id: &[u8],
+        rp_id_hash: &[u8; 32],
+        cdh: &[u8],
+        flags: u8,
+    ) -> R<Vec<(Value, Value)>> {
+        let c = self
+            .unwrap_id(id, rp_id_hash)
+            .ok_or(S::INVALID_CREDENTIAL)?;
+        let secret = p256::ecdsa::SigningKey::from_slice(c.key.expose()).map_err(|_| S::OTHER)?;
+        self.sign_count = self.sign_count.wrapping_add(1);
+        let mut auth_data = rp_id_hash.to_vec();
+        auth_data.push(flags);
+        auth_data.extend(self.sign_count.to_be_bytes());
+        use p256::ecdsa::signature::Signer;
+        let sig: p256::ecdsa::DerSignature = secret.sign(&[auth_data.as_slice(), cdh].concat());
+        let mut out = vec![
+            (Value::from(1), descriptor(id)),
+            (Value::from(2), Value::from(auth_data)),
+            (Value::from(3), Value::from(sig.as_bytes().to_vec())),
+        ];
+        if let Some(stored) = self.store.find(id) {
+            let mut user = vec![(Value::from("id"), Value::from(stored.user_id.clone()))];
+            // Identifiable user fields only after UV (CTAP 2.1 §6.2.2 step 12).
+            if flags & 0x04 != 0 {
+                if let Some(n) = &stored.user_name {
+                    user.push((Value::from("name"), Value::from(n.as_str())));
+                }
+                if let Some(n) = &stored.user_display_name {
+                    user.push((Value::from("displayName"), Value::from(n.as_str())));
+                }
+            }
+            out.push((Value::from(4), Value::Map(user)));
+        }
+        Ok(out)
+    }
+
+    fn get_next_assertion(&mut self) -> R<Outcome> {
+        let Pending::Assertions {
+            rp_id_hash,
+            cdh,
+            flags,
+            mut ids,
+        } = std::mem::replace(&mut self.pending, Pending::None)
+        else {
+            return Err(S::NOT_ALLOWED);
+        };
+        if ids.is_empty() {
+            return Err(S::NOT_ALLOWED);
+        }
+        let id = ids.remove(0);
+        let out = self.assertion(&id, &rp_id_hash, &cdh, flags)?;
+        if !ids.is_empty() {
+            self.pending = Pending::Assertions {
+                rp_id_hash,
+                cdh,
+                flags,
+                ids,
+            };
+        }
+        ok(Value::Map(out))
+    }
+
+    // ---- reset (CTAP 2.1 §6.6) ----
+
+    fn reset(&mut self, now: Duration, touched: bool) -> R<Outcome> {
+        if now.saturating_sub(self.powered_at)
+            > Duration::from_millis(self.cfg.profile.reset_window_ms)
+        {
+            return Err(S::NOT_ALLOWED);
+        }
+        if !touched {
+            return Ok(Outcome::NeedsTouch);
+        }
+        if self.faults.flash_write_failure {
+            return Err(S::OTHER);
+        }
+        self.store.clear();
+        self.pin = None;
+        self.retries = PIN_RETRIES;
+        self.consecutive_failures = 0;
+        self.min_pin_length = self.cfg.profile.min_pin_length_for(self.cfg.product_id);
+        self.min_pin_rp_ids.clear();
+        self.force_pin_change = false;
+        self.always_uv = false;
+        self.ep_enabled = false;
+        self.token = None;
+        let mut wrap = [0u8; 32];
+        self.rng.fill_bytes(&mut wrap);
+        self.wrap_key = Secret::new(wrap);
+        self.key_agreement = new_key_agreement(&mut self.rng);
+        ok_empty()
+    }
+
+    // ---- authenticatorConfig (CTAP 2.1 §6.11) ----
+
+    fn config(&mut self, p: &Value, _raw: &[u8]) -> R<Outcome> {
+        let sub = uint(p.get(1))?.ok_or(S::MISSING_PARAMETER)?;
+        let sub_params = map(p.get(2))?;
+        if self.pin.is_some() || self.always_uv {
+            let param = bytes(p.get(4))?.ok_or(S::PUAT_REQUIRED)?;
+            let protocol = self.protocol(p.get(3))?;
+            // 32×0xff ‖ 0x0d ‖ subCommand ‖ subCommandParams (the strict
+            // decoder accepted only canonical bytes, so re-encoding is exact).
+            let mut msg = vec![0xff; 32];
+            msg.push(cmd::CONFIG);
+            msg.push(sub as u8);
+            if let Some(sp) = sub_params {
+                cbor::encode_into(sp, &mut msg);
+            }
+            self.check_token(protocol, &msg, param, perm::ACFG, None)?;
+        }
+        match sub {
+            0x01 if self.cfg.profile.has_option("ep") => {
+                self.ep_enabled = true;
+                ok_empty()
+            }
+            0x02 if self.cfg.profile.has_option("alwaysUv") => {
+                self.always_uv = !self.always_uv;
+                ok_empty()
+            }
+            0x03 if self.cfg.profile.has_set_min_pin_length() => {
+                let empty = Value::Map(Vec::new());
+                let sp = sub_params.unwrap_or(&empty);
+                let new_min = uint(sp.get(1))?;
+                let rp_ids = array(sp.get(2))?;
+                let force = boolean(sp.get(3))?.unwrap_or(false);
+                let new_min = match new_min {
+                    Some(n) if n > 63 => return Err(S::PIN_POLICY_VIOLATION),
+                    Some(n) if (n as u8) < self.min_pin_length => {
+                        return Err(S::PIN_POLICY_VIOLATION)
+                    }
+                    Some(n) => n as u8,
+                    None => self.min_pin_length,
+                };
+                let rp_ids = match rp_ids {
+                    Some(list) => {
+                        if list.len() as u64
+                            > self.cfg.profile.max_rpids_for_set_min_pin_length as u64
+                        {
+                            return Err(S::PIN_POLICY_VIOLATION);
+                        }
+                        let mut v = Vec::new();
+                        for r in list {
+                            v.push(text(Some(r))?.ok_or(S::CBOR_UNEXPECTED_TYPE)?.to_string());
+                        }
+                        Some(v)
+                    }
+                    None => None,
+                };
+                if force && self.pin.is_none() {
+                    return Err(S::PIN_NOT_SET);
+                }
+                if self.faults.flash_write_failure {
+                    return Err(S::OTHER);
+                }
+                self.min_pin_length = new_min;
+                if let Some(v) = rp_ids {
+                    self.min_pin_rp_ids = v;
+                }
+                let too_short = self
+                    .pin
+                    .as_ref()
+                    .is_some_and(|pin| pin.code_points < new_min as usize);
+                if force || too_short {
+                    self.force_pin_change = true;
+                    self.token = None;
+                }
+                ok_empty()
+            }
+            _ => Err(S::INVALID_SUBCOMMAND),
+        }
+    }
+
+    // ---- credential management (CTAP 2.1 §6.8; preview 0x41) ----
+
+    fn cred_mgmt(&mut self, p: &Value, command: u8) -> R<Outcome> {
+        let sub = uint(p.get(1))?.ok_or(S::MISSING_PARAMETER)?;
+        let sub_params = map(p.get(2))?;
+        let needs_auth = matches!(sub, 1 | 2 | 4 | 6 | 7);
+        if sub == 7 && command == cmd::CRED_MGMT_PREVIEW {
+            return Err(S::INVALID_SUBCOMMAND);
+        }
+        if !(1..=7).contains(&sub) {
+            return Err(S::INVALID_SUBCOMMAND);
+        }
+        if needs_auth {
+            let param = bytes(p.get(4))?.ok_or(S::PUAT_REQUIRED)?;
+            let protocol = self.protocol(p.get(3))?;
+            if self.pin.is_none() {
+                return Err(S::PIN_NOT_SET);
+            }
+            let mut msg = vec![sub as u8];
+            if let Some(sp) = sub_params {
+                cbor::encode_into(sp, &mut msg);
+            }
+            self.check_token(protocol, &msg, param, perm::CM, None)?;
+            // Metadata and RP enumeration need a token without an RP ID.
+            if matches!(sub, 1 | 2) && self.token.as_ref().is_some_and(|t| t.rp_id.is_some()) {
+                return Err(S::PIN_AUTH_INVALID);
+            }
+        }
+        let empty = Value::Map(Vec::new());
+        let sp = sub_params.unwrap_or(&empty);
+        match sub {
+            1 => ok(Value::map([
+                (Value::from(1), Value::from(self.store.len() as u64)),
+                (Value::from(2), Value::from(self.remaining() as u64)),
+            ])),
+            2 => {
+                let mut rps = self.store.rp_ids();
+                if rps.is_empty() {
+                    return Err(S::NO_CREDENTIALS);
+                }
+                let total = rps.len();
+                let first = rps.remove(0);
+                self.pending = Pending::Rps(rps);
+                let mut out = rp_entry(&first);
+                out.push((Value::from(5), Value::from(total as u64)));
+                ok(Value::Map(out))
+            }
+            3 => match std::mem::replace(&mut self.pending, Pending::None) {
+                Pending::Rps(mut rps) if !rps.is_empty() => {
+                    let next = rps.remove(0);
+                    self.pending = Pending::Rps(rps);
+                    ok(Value::Map(rp_entry(&next)))
+                }
+                _ => Err(S::NOT_ALLOWED),
+            },
+            4 => {
+                let hash = bytes(sp.get(1))?.ok_or(S::MISSING_PARAMETER)?;
+                let rp = self
+                    .store
+                    .rp_ids()
+                    .into_iter()
+                    .find(|(id, _)| Sha256::digest(id.as_bytes()).as_slice() == hash);
+                let Some((rp_id, _)) = rp else {
+                    return Err(S::NO_CREDENTIALS);
+                };
+                let mut ids: Vec<Vec<u8>> = self
+                    .store
+                    .for_rp(&rp_id)
+                    .iter()
+                    .map(|c| c.id.clone())
+                    .collect();
+                let total = ids.len();
+                let first = ids.remove(0);
+                self.pending = Pending::Creds(ids);
+                let mut out = self.cred_entry(&first)?;
+                out.push((Value::from(9), Value::from(total as u64)));
+                ok(Value::Map(out))
+            }
+            5 => match std::mem::replace(&mut self.pending, Pending::None) {
+                Pending::Creds(mut ids) if !ids.is_empty() => {
+                    let next = ids.remove(0);
+                    self.pending = Pending::Creds(ids);
+                    ok(Value::Map(self.cred_entry(&next)?))
+                }
+                _ => Err(S::NOT_ALLOWED),
+            },
+            6 => {
+                let d = map(sp.get(2))?.ok_or(S::MISSING_PARAMETER)?;
+                let id = bytes(d.get("id"))?.ok_or(S::MISSING_PARAMETER)?;
+                if self.faults.flash_write_failure {
+                    return Err(S::OTHER);
+                }
+                if self.store.delete(id) {
+                    ok_empty()
+                } else {
+                    Err(S::NO_CREDENTIALS)
+                }
+            }
+            _ => {
+                let d = map(sp.get(2))?.ok_or(S::MISSING_PARAMETER)?;
+                let id = bytes(d.get("id"))?.ok_or(S::MISSING_PARAMETER)?;
+                let user = map(sp.get(3))?.ok_or(S::MISSING_PARAMETER)?;
+                let uid = bytes(user.get("id"))?.ok_or(S::MISSING_PARAMETER)?.to_vec();
+                let name = text(user.get("name"))?.map(truncate64);
+                let display = text(user.get("displayName"))?.map(truncate64);
+                let Some(c) = self.store.find_mut(id) else {
+                    return Err(S::NO_CREDENTIALS);
+                };
+                if c.user_id != uid {
+                    return Err(S::INVALID_PARAMETER);
+                }
+                c.user_name = name;
+                c.user_display_name = display;
+                ok_empty()
+            }
+        }
+    }
+
+    fn cred_entry(&self, id: &[u8]) -> R<Vec<(Value, Value)>> {
+        let c = self.store.find(id).ok_or(S::NO_CREDENTIALS)?;
+        let sk = p256::SecretKey::from_slice(c.private_key.expose()).map_err(|_| S::OTHER)?;
+        let mut user = vec![(Value::from("id"), Value::from(c.user_id.clone()))];
+        if let Some(n) = &c.user_name {
+            user.push((Value::from("name"), Value::from(n.as_str())));
+        }
+        if let Some(n) = &c.user_display_name {
+            user.push((Value::from("displayName"), Value::from(n.as_str())));
+        }
+        Ok(vec![
+            (Value::from(6), Value::Map(user)),
+            (Value::from(7), descriptor(&c.id)),
+            (Value::from(8), cose_es256(&sk.public_key())),
+            (Value::from(0x0a), Value::from(c.cred_protect)),
+        ])
+    }
+}
+
+fn rp_entry((id, name): &(String, Option<String>)) -> Vec<(Value, Value)> {
+    let mut rp = vec![(Value::from("id"), Value::from(id.as_str()))];
+    if let Some(n) = name {
+        rp.push((Value::from("name"), Value::from(n.as_str())));
+    }
+    vec![
+        (Value::from(3), Value::Map(rp)),
+        (
+            Value::from(4),
+            Value::from(Sha256::digest(id.as_bytes()).to_vec()),
+        ),
+    ]
+}
+
+fn truncate64(s: &str) -> String {
+    let mut end = s.len().min(64);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}
+
+fn constant_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn new_key_agreement(rng: &mut StdRng) -> KeyAgreement {
+    loop {
+        let mut s = SecretBytes::new(vec![0u8; 32]);
+        rng.fill_bytes(s.expose_mut());
+        if let Ok(k) = KeyAgreement::from_scalar(s.expose()) {
+            return k;
+        }
+    }
+}
