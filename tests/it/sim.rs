@@ -378,3 +378,126 @@ fn read_config_reports_serial_and_form_factor() {
     assert_eq!(info.firmware.unwrap().to_string(), "5.7.1");
     assert_eq!(chan.info().device_version, (5, 7, 1));
 }
+
+/// Packet and device faults reach the host as typed errors, never a hang or a panic.
+#[test]
+fn faults_give_typed_host_errors() {
+    use prereg_station::ctap2::CtapError;
+    use prereg_station::ctaphid::{HidError, TimeoutKind};
+    let clock = Arc::new(ManualClock::default());
+    // A lost continuation packet of the getInfo reply (INIT reply = packet 0).
+    let (mut c, control) = key("yubikey-5.7", clock.clone(), TouchMode::Auto);
+    control.set_faults(FaultPlan {
+        drop_packets: vec![2],
+        ..FaultPlan::default()
+    });
+    assert!(matches!(c.get_info().unwrap_err(), CtapError::Hid(_)));
+    // The reply on a wrong channel: the host hears nothing on its own.
+    let (mut c, control) = key("yubikey-5.7", clock.clone(), TouchMode::Auto);
+    control.set_faults(FaultPlan {
+        wrong_channel_at_command: Some(1),
+        ..FaultPlan::default()
+    });
+    assert!(matches!(
+        c.get_info().unwrap_err(),
+        CtapError::Hid(HidError::Timeout {
+            kind: TimeoutKind::Silent,
+            ..
+        })
+    ));
+    control.set_faults(FaultPlan::default());
+    c.get_info().unwrap();
+    // Flash write failure: setPIN answers CTAP2_ERR_OTHER and the PIN stays unset.
+    let (mut c, control) = key("yubikey-5.7", clock.clone(), TouchMode::Auto);
+    control.set_faults(FaultPlan {
+        flash_write_failure: true,
+        ..FaultPlan::default()
+    });
+    let e = c.set_pin(PinProtocol::Two, &pin("482913")).unwrap_err();
+    assert_eq!(status(e), StatusCode::OTHER);
+    assert!(!control.pin_status().pin_set);
+    // Touch refused in rig mode: the key times out waiting for user presence.
+    let (mut c, control) = key("yubikey-5.7", clock.clone(), TouchMode::Rig);
+    control.set_faults(FaultPlan {
+        refuse_touch: true,
+        ..FaultPlan::default()
+    });
+    let (ctl, clk) = (control.clone(), clock.clone());
+    let e = c
+        .make_credential(&request("example.com", 1, [2; 32]), None, &mut |_| {
+            ctl.touch();
+            clk.advance(Duration::from_secs(31));
+        })
+        .unwrap_err();
+    assert_eq!(status(e), StatusCode::USER_ACTION_TIMEOUT);
+    // Endless keepalives (wall clock): the host's transaction deadline ends it.
+    let cfg = SimConfig::builtin("yubikey-5.7", 1).unwrap();
+    let key = SimKey::new(cfg).unwrap();
+    key.control().set_faults(FaultPlan {
+        endless_keepalive: true,
+        ..FaultPlan::default()
+    });
+    let mut c = Client::new(HidChannel::open(key, Timeouts::short()).unwrap());
+    assert!(matches!(
+        c.get_info().unwrap_err(),
+        CtapError::Hid(HidError::Timeout {
+            kind: TimeoutKind::Deadline,
+            ..
+        })
+    ));
+}
+
+/// A slot's key sequence: every key is new and blank, with the next serial.
+#[test]
+fn key_sequence_gives_fresh_blank_keys() {
+    use prereg_station::sim::KeySequence;
+    let clock = Arc::new(ManualClock::default());
+    let base = SimConfig::builtin("yubikey-5.7", 1)
+        .unwrap()
+        .serial(20_000_000)
+        .seed(3);
+    let mut seq = KeySequence::with_clock(base, clock);
+    let first = seq.next_key().unwrap();
+    let ctl1 = first.control();
+    let mut c = Client::new(HidChannel::open(first, Timeouts::short()).unwrap());
+    c.set_pin(PinProtocol::Two, &pin("482913")).unwrap();
+    let second = seq.next_key().unwrap();
+    let ctl2 = second.control();
+    assert_eq!((ctl1.serial(), ctl2.serial()), (20_000_000, 20_000_001));
+    assert!(ctl1.pin_status().pin_set);
+    assert!(!ctl2.pin_status().pin_set);
+    let mut c = Client::new(HidChannel::open(second, Timeouts::short()).unwrap());
+    assert_eq!(c.get_info().unwrap().option("clientPin"), Some(false));
+    let info = prereg_station::yubikey::read_device_info(c.device_mut()).unwrap();
+    assert_eq!(info.serial, Some(20_000_001));
+    assert_eq!(seq.made(), 2);
+}
+
+/// The PC/SC virtual card's backend: CTAP without CTAPHID, touch from the rig.
+#[test]
+fn card_backend_answers_ctap_and_waits_for_touch() {
+    use prereg_station::pcsc::vcard::CardBackend;
+    let clock = Arc::new(ManualClock::default());
+    let (_c, control) = key("yubikey-5.7", clock, TouchMode::Rig);
+    let mut card = control.card_backend();
+    assert_eq!(card.management_version().as_deref(), Some("5.7.1"));
+    let page = card.read_config(0).unwrap();
+    let info = prereg_station::yubikey::DeviceInfo::parse_pages(&[&page]).unwrap();
+    assert_eq!(info.serial, Some(12345678));
+    let reply = card.ctap(&[0x04], &mut |_| {});
+    assert_eq!(reply[0], 0);
+    prereg_station::cbor::decode(&reply[1..]).unwrap();
+    // Reset needs a touch: the rig touches once the key asks.
+    let ctl = control.clone();
+    let toucher = std::thread::spawn(move || {
+        while !ctl.waiting_for_touch() {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        ctl.touch();
+    });
+    let mut keepalives = 0;
+    let reply = card.ctap(&[0x07], &mut |_| keepalives += 1);
+    toucher.join().unwrap();
+    assert_eq!(reply, vec![0]);
+    assert!(keepalives >= 1);
+}
