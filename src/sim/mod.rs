@@ -277,6 +277,14 @@ impl SimKey {
         })
     }
 
+    /// A blank key of a built-in profile with its first product, serial
+    /// 10000001, seed 0, auto touch, wall clock (`devices info --device sim:PROFILE`).
+    pub fn builtin(profile_name: &str) -> Result<Self, SimError> {
+        let prof = profile::builtin_profile(profile_name)?;
+        let product = SimConfig::default_product(&prof);
+        Self::new(SimConfig::new(prof, product)?)
+    }
+
     /// The control handle of this key.
     pub fn control(&self) -> SimControl {
         SimControl {
