@@ -151,9 +151,8 @@ impl AttestationIdentity {
     pub fn new(seed: u64, aaguid: &[u8; 16]) -> Result<Self, CaError> {
         let root = root_key(seed);
         let key = leaf_key(seed, aaguid);
-        // CN at most 64 characters (X.520 ub-common-name; python-fido2 warns beyond).
         let subject = Name::from_str(&format!(
-            "CN=SIMULATOR Attestation {},OU=Authenticator Attestation,O=prereg-station SIMULATOR,C=SE",
+            "CN=prereg-station SIM Attestation {},OU=Authenticator Attestation,O=prereg-station SIMULATOR,C=SE",
             hex::encode(aaguid)
         ))
         .map_err(err)?;

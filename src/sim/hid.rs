@@ -49,8 +49,6 @@ pub struct HidDevice {
     pub(crate) touch_pressed: bool,
     pub(crate) present: bool,
     pub(crate) winks: u64,
-    /// A request through [`HidDevice::ctap_direct`] (the PC/SC card path) waits for a touch.
-    pub(crate) direct_waiting: bool,
 }
 
 impl std::fmt::Debug for HidDevice {
@@ -89,28 +87,12 @@ impl HidDevice {
             touch_pressed: false,
             present: true,
             winks: 0,
-            direct_waiting: false,
         }
     }
 
     /// Whether a command is waiting for the user's touch.
     pub fn waiting_for_touch(&self) -> bool {
-        self.busy.as_ref().is_some_and(|b| !b.endless) || self.direct_waiting
-    }
-
-    /// One CTAP message without CTAPHID framing (the NFC/CCID path of
-    /// [`crate::pcsc::vcard`]): faults of the authenticator apply, packet faults do not.
-    /// `touched` says whether user presence is already there.
-    pub(crate) fn ctap_direct(&mut self, request: &[u8], now: Duration, touched: bool) -> Outcome {
-        self.sync_auth_faults();
-        self.auth.process(request, now, touched)
-    }
-
-    /// Whether a touch is there now for a direct request (and consumes it).
-    pub(crate) fn take_touch(&mut self) -> bool {
-        std::mem::take(&mut self.touch_pressed)
-            && self.touch_mode != TouchMode::Never
-            && !self.faults.refuse_touch
+        self.busy.as_ref().is_some_and(|b| !b.endless)
     }
 
     /// Power lost and restored: channels, half messages and volatile state go.

@@ -277,14 +277,6 @@ impl SimKey {
         })
     }
 
-    /// A blank key of a built-in profile with its first product, serial
-    /// 10000001, seed 0, auto touch, wall clock (`devices info --device sim:PROFILE`).
-    pub fn builtin(profile_name: &str) -> Result<Self, SimError> {
-        let prof = profile::builtin_profile(profile_name)?;
-        let product = SimConfig::default_product(&prof);
-        Self::new(SimConfig::new(prof, product)?)
-    }
-
     /// The control handle of this key.
     pub fn control(&self) -> SimControl {
         SimControl {
@@ -428,141 +420,67 @@ pub fn ca_root_pem(ca_seed: u64) -> Result<String, SimError> {
     attestation::root_pem(ca_seed).map_err(|e| SimError::Attestation(e.to_string()))
 }
 
-impl SimControl {
-    /// This key as the backend of a [`crate::pcsc::vcard`] virtual card
-    /// (CTAP over NFC/CCID, the management application's version and READ CONFIG).
-    pub fn card_backend(&self) -> SimCard {
-        SimCard {
-            inner: self.inner.clone(),
-        }
-    }
-}
-
-/// The simulated key behind a PC/SC virtual card: CTAP messages without
-/// CTAPHID framing. Touch works as over HID ([`SimControl::touch`] while
-/// [`SimControl::waiting_for_touch`]), keepalives are reported to the card.
-#[derive(Debug, Clone)]
-pub struct SimCard {
-    inner: Arc<Inner>,
-}
-
-/// How often the card path looks for a touch, and reports UPNEEDED (every 10th look).
-const CARD_TOUCH_POLL: Duration = Duration::from_millis(10);
-
-impl crate::pcsc::vcard::CardBackend for SimCard {
-    fn ctap(
-        &mut self,
-        request: &[u8],
-        keepalive: &mut dyn FnMut(crate::ctaphid::KeepaliveStatus),
-    ) -> Vec<u8> {
-        use crate::ctap2::StatusCode;
-        use authenticator::Outcome;
-        let started = self.inner.clock.now();
-        let timeout = {
-            let mut dev = self.inner.lock();
-            if !dev.present {
-                return vec![StatusCode::OTHER.0];
-            }
-            dev.touch_pressed = false; // a touch before the request does not count
-            let auto = dev.touch_mode == TouchMode::Auto && !dev.faults.refuse_touch;
-            match dev.ctap_direct(request, started, auto) {
-                Outcome::Reply(r) => return r,
-                Outcome::NeedsTouch => {
-                    dev.direct_waiting = true;
-                    dev.touch_timeout
-                }
-            }
+/// Feeds arbitrary bytes to a fresh simulated key (fuzz target `sim_input`
+/// and the no-panic test): the first byte picks the path, the rest is either
+/// one CTAP2 request straight to the authenticator, or 64-byte reports over
+/// CTAPHID on a channel opened first (continuation packets and, with bit 1 of
+/// the first byte, init packets get the allocated channel id). Every reply
+/// is drained; nothing may panic or hang.
+#[doc(hidden)]
+pub fn exercise(data: &[u8]) {
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let profile = if mode & 0x10 != 0 {
+        "yubikey-5.4"
+    } else {
+        "yubikey-5.7"
+    };
+    let Ok(cfg) = SimConfig::builtin(profile, 1) else {
+        return;
+    };
+    if mode & 1 == 0 {
+        let Ok(mut auth) = Authenticator::new(
+            AuthenticatorConfig {
+                aaguid: cfg.aaguid_bytes(),
+                profile: cfg.profile,
+                product_id: cfg.product_id,
+                seed: 1,
+                ca_seed: 1,
+            },
+            Duration::ZERO,
+        ) else {
+            return;
         };
-        let timed_out = || {
-            let command = request.first().copied().unwrap_or_default();
-            vec![Authenticator::timeout_status(command).0]
-        };
-        let mut look = 0u64;
-        loop {
-            look += 1;
-            if look % 10 == 1 {
-                keepalive(crate::ctaphid::KeepaliveStatus::UPNEEDED);
-            }
-            std::thread::sleep(CARD_TOUCH_POLL);
-            let now = self.inner.clock.now();
-            let mut dev = self.inner.lock();
-            if !dev.present {
-                dev.direct_waiting = false;
-                return vec![StatusCode::OTHER.0];
-            }
-            if dev.take_touch() {
-                dev.direct_waiting = false;
-                // Re-run at the request's time, as the HID path does (reset window).
-                return match dev.ctap_direct(request, started, true) {
-                    Outcome::Reply(r) => r,
-                    Outcome::NeedsTouch => timed_out(),
-                };
-            }
-            if now.saturating_sub(started) >= timeout {
-                dev.direct_waiting = false;
-                return timed_out();
+        let _ = auth.process(rest, Duration::ZERO, mode & 2 != 0);
+        let _ = auth.process(rest, Duration::from_secs(1), true);
+        return;
+    }
+    let clock = Arc::new(ManualClock::default());
+    let Ok(mut key) = SimKey::with_clock(cfg, clock.clone()) else {
+        return;
+    };
+    let mut init = [0u8; 64];
+    init[..4].copy_from_slice(&[0xff; 4]);
+    init[4..7].copy_from_slice(&[0x86, 0, 8]);
+    let _ = key.send(&init);
+    let cid = match key.recv(Duration::ZERO) {
+        Ok(Some(r)) => [r[15], r[16], r[17], r[18]],
+        _ => return,
+    };
+    for chunk in rest.chunks(64) {
+        let mut report = [0u8; 64];
+        report[..chunk.len()].copy_from_slice(chunk);
+        if report[4] & 0x80 == 0 || mode & 2 != 0 {
+            report[..4].copy_from_slice(&cid);
+        }
+        let _ = key.send(&report);
+        clock.advance(Duration::from_millis(u64::from(report[63] & 0x7f) * 10));
+        for _ in 0..200 {
+            match key.recv(Duration::ZERO) {
+                Ok(Some(_)) => {}
+                _ => break,
             }
         }
-    }
-
-    fn management_version(&mut self) -> Option<String> {
-        let v = self.inner.lock().info.firmware?;
-        Some(format!("{}.{}.{}", v.major, v.minor, v.patch))
-    }
-
-    fn read_config(&mut self, page: u8) -> Option<Vec<u8>> {
-        Some(self.inner.lock().info.encode_page(page))
-    }
-
-    fn power_cycle(&mut self) {
-        let now = self.inner.clock.now();
-        let mut dev = self.inner.lock();
-        dev.direct_waiting = false;
-        dev.power_cycle(now);
-    }
-}
-
-/// Fresh blank keys for one slot, one after another: the `sim:PROFILE` slot
-/// replaces a programmed key by a new one. Key `i` has serial
-/// `base.serial + i` and seed `base.seed + i · 2³²` (so slots made from
-/// seeds that differ by less than 2³² never repeat a key); all share the
-/// attestation CA of `base.ca_seed` and one clock.
-#[derive(Debug)]
-pub struct KeySequence {
-    base: SimConfig,
-    clock: Arc<dyn Clock>,
-    made: u32,
-}
-
-impl KeySequence {
-    /// Keys like `base`, on the wall clock.
-    pub fn new(base: SimConfig) -> Self {
-        Self::with_clock(base, Arc::new(SystemClock::default()))
-    }
-
-    pub fn with_clock(base: SimConfig, clock: Arc<dyn Clock>) -> Self {
-        Self {
-            base,
-            clock,
-            made: 0,
-        }
-    }
-
-    /// The next blank key, powered up now.
-    pub fn next_key(&mut self) -> Result<SimKey, SimError> {
-        let i = self.made;
-        let config = self
-            .base
-            .clone()
-            .serial(self.base.serial.wrapping_add(i))
-            .seed(self.base.seed.wrapping_add(u64::from(i) << 32));
-        let key = SimKey::with_clock(config, self.clock.clone())?;
-        self.made += 1;
-        Ok(key)
-    }
-
-    /// How many keys were made.
-    pub fn made(&self) -> u32 {
-        self.made
     }
 }
