@@ -15,6 +15,7 @@
 
 pub mod attestation;
 pub mod authenticator;
+pub mod card;
 pub mod faults;
 pub mod hid;
 pub mod store;
