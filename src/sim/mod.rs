@@ -18,6 +18,8 @@ pub mod authenticator;
 pub mod card;
 pub mod faults;
 pub mod hid;
+#[cfg(test)]
+mod host_fault_tests;
 pub mod store;
 pub mod udp;
 
