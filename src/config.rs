@@ -43,6 +43,7 @@ struct RawStation {
     lease_secs: Option<u64>,
     touch_timeout_secs: Option<u64>,
     max_attempts: Option<u32>,
+    sim_seed: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -137,6 +138,8 @@ pub struct Config {
     pub touch_timeout: Duration,
     /// Attempts (keys tried) before a job is marked failed.
     pub max_attempts: u32,
+    /// Seed of `sim:` slots (serials, key material); random when unset.
+    pub sim_seed: Option<u64>,
     pub customizations: Vec<Customization>,
     pub slots: Vec<SlotConfig>,
     pub rig_port: Option<(PathBuf, u32)>,
@@ -227,6 +230,7 @@ impl Config {
             lease: Duration::from_secs(s.lease_secs.unwrap_or(600)),
             touch_timeout: Duration::from_secs(s.touch_timeout_secs.unwrap_or(30)),
             max_attempts: s.max_attempts.unwrap_or(3).max(1),
+            sim_seed: s.sim_seed,
             customizations,
             slots,
             rig_port: raw.rig.map(|r| (r.port, r.baud.unwrap_or(115_200))),

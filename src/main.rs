@@ -7,7 +7,9 @@ use tracing_subscriber::EnvFilter;
 
 fn main() {
     let cli = Cli::parse();
-    init_tracing(cli.log_format, cli.verbose);
+    // The demo prints its own summary; its per-key log lines come with -v.
+    let quiet = matches!(cli.command, cli::Command::Demo(_));
+    init_tracing(cli.log_format, cli.verbose, quiet);
     prereg_station::hardening::apply();
     if let Err(err) = cli::dispatch(cli) {
         eprintln!("prereg-station: {err}");
@@ -15,8 +17,9 @@ fn main() {
     }
 }
 
-fn init_tracing(format: LogFormat, verbose: u8) {
+fn init_tracing(format: LogFormat, verbose: u8, quiet: bool) {
     let default = match verbose {
+        0 if quiet => "warn",
         0 => "info",
         1 => "debug",
         _ => "trace",

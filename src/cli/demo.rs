@@ -1,12 +1,276 @@
-//! `prereg-station demo` (SPEC §11). Owned by the station work; not built yet.
+//! `prereg-station demo [--keys N] [--slots M] [--profile P]` (SPEC §11): the
+//! embedded default. Everything in a fresh directory: station keys, the
+//! simulator's attestation root, jobs from the reference IdP, a simulated rig,
+//! every key programmed in parallel and every result verified as the IdP would.
 
+use crate::cli::jobs::{import_file, open_store};
+use crate::config::Config;
 use crate::error::{CliError, CliResult};
-use std::path::PathBuf;
+use crate::idp::{self, EnrollOptions, Idp};
+use crate::jose::keys::StationKeys;
+use crate::station::{app, Station};
+use crate::webauthn::TrustRoots;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Keys (jobs) to program.
+    #[arg(long, default_value_t = 8)]
+    pub keys: usize,
+    /// Simulated rig slots programming in parallel.
+    #[arg(long, default_value_t = 4)]
+    pub slots: usize,
+    /// Firmware profile of the simulated keys.
+    #[arg(long, default_value = "yubikey-5.7")]
+    pub profile: String,
+    /// Credentials per key (each for its own enrollment on the demo RP).
+    #[arg(long, default_value_t = 1)]
+    pub credentials: usize,
+    /// Keep everything in this directory (default: a temporary one, removed after).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 300)]
+    pub timeout: u64,
+}
 
-pub fn run(_args: Args) -> CliResult {
-    let _ = PathBuf::new();
-    Err(CliError::failed("demo is not built yet in this version"))
+/// The simulator's attestation CA seed used by `sim:` slots and `sim ca`.
+pub const SIM_CA_SEED: u64 = crate::station::simslot::SIM_CA_SEED;
+
+pub fn run(args: Args) -> CliResult {
+    if args.keys == 0 || args.slots == 0 || args.credentials == 0 {
+        return Err(CliError::usage(
+            "--keys, --slots and --credentials must be at least 1",
+        ));
+    }
+    let profile = crate::profile::builtin_profile(&args.profile).map_err(CliError::usage)?;
+    let product = profile
+        .products
+        .first()
+        .map(|p| p.product_id)
+        .ok_or_else(|| CliError::usage(format!("profile {} lists no product", args.profile)))?;
+    let temp;
+    let dir: PathBuf = match &args.dir {
+        Some(d) => {
+            std::fs::create_dir_all(d)
+                .map_err(|e| CliError::failed(format!("{}: {e}", d.display())))?;
+            d.clone()
+        }
+        None => {
+            temp = tempdir()?;
+            temp.path().to_path_buf()
+        }
+    };
+    let t0 = Instant::now();
+    println!(
+        "prereg-station demo: {} keys over {} simulated {} slots, in {}",
+        args.keys,
+        args.slots,
+        args.profile,
+        dir.display()
+    );
+
+    // Station keys and the simulator's attestation root.
+    let keys_dir = dir.join("keys");
+    let keys = StationKeys::generate(&keys_dir).map_err(CliError::failed)?;
+    let (transport_jwks, sign_jwks) = (keys.transport_jwks(), keys.signing_jwks());
+    let ca_path = dir.join("sim-attestation-root.pem");
+    let pem = crate::sim::attestation::root_pem(SIM_CA_SEED).map_err(CliError::failed)?;
+    std::fs::write(&ca_path, pem)
+        .map_err(|e| CliError::failed(format!("{}: {e}", ca_path.display())))?;
+
+    // Station configuration, written out so `run --config` can reuse the directory.
+    let config_text = demo_config(
+        &dir,
+        &keys_dir,
+        &ca_path,
+        &args.profile,
+        product,
+        args.slots,
+        &profile.min_firmware.to_string(),
+    );
+    let config_path = dir.join("station.toml");
+    std::fs::write(&config_path, &config_text)
+        .map_err(|e| CliError::failed(format!("{}: {e}", config_path.display())))?;
+    let config = Config::parse(&config_text).map_err(CliError::failed)?;
+
+    // The IdP enrolls users and hands the fulfillment order to the station.
+    let idp = Idp::open(&dir.join("idp")).map_err(CliError::failed)?;
+    let shipments = idp
+        .enroll(
+            &transport_jwks,
+            &EnrollOptions {
+                users: args.keys,
+                product_id: product,
+                credentials_per_user: args.credentials,
+                ..EnrollOptions::default()
+            },
+        )
+        .map_err(CliError::failed)?;
+    let jobs_path = dir.join("jobs.jsonl");
+    let lines: Vec<String> = shipments
+        .iter()
+        .filter_map(|s| serde_json::to_string(s).ok())
+        .collect();
+    std::fs::write(&jobs_path, lines.join("\n") + "\n")
+        .map_err(|e| CliError::failed(format!("{}: {e}", jobs_path.display())))?;
+    let store = open_store(&config)?;
+    let counts = import_file(&store, &config, &jobs_path)?;
+    println!(
+        "  IdP enrolled {} users; station imported {} jobs",
+        shipments.len(),
+        counts.imported
+    );
+    drop(keys);
+
+    // Program everything.
+    let setup = app::setup(config.clone(), store.clone())?;
+    let station = Station::start(setup).map_err(CliError::failed)?;
+    let deadline = Instant::now() + Duration::from_secs(args.timeout);
+    while !station.drained() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let finished = station.drained();
+    let programmed = station
+        .shared()
+        .programmed
+        .lock()
+        .map(|p| p.clone())
+        .unwrap_or_default();
+    station.shutdown();
+    let took = t0.elapsed();
+    if !finished {
+        return Err(CliError::failed(format!(
+            "demo timed out after {}s; see `prereg-station jobs list --config {}`",
+            args.timeout,
+            config_path.display()
+        )));
+    }
+
+    // Verify every delivered result as the IdP's activate endpoint would.
+    let roots = TrustRoots::from_files(&[&ca_path]).map_err(CliError::failed)?;
+    let results =
+        idp::read_results(std::slice::from_ref(&config.outbox_dir)).map_err(CliError::failed)?;
+    let reports = idp.activate(&sign_jwks, &roots, &results, crate::idp::unix_now());
+    println!();
+    println!(
+        "{:<5} {:<10} {:<8} {:<5} {:<9} SHIPMENT",
+        "SLOT", "SERIAL", "FIRMWARE", "CREDS", "VERIFIED"
+    );
+    let mut ok = 0;
+    for r in &reports {
+        let slot = programmed
+            .iter()
+            .position(|p| Some(&p.serial) == r.serial_number.as_ref())
+            .map(|_| slot_of(&store, &r.shipment_id))
+            .unwrap_or_default();
+        let verified = r.verified();
+        ok += usize::from(verified);
+        println!(
+            "{:<5} {:<10} {:<8} {:<5} {:<9} {}",
+            slot,
+            r.serial_number.as_deref().unwrap_or("-"),
+            r.firmware_version.as_deref().unwrap_or("-"),
+            r.credentials.iter().filter(|c| c.verified).count(),
+            if verified { "yes" } else { "NO" },
+            r.shipment_id
+        );
+        for f in r
+            .failures
+            .iter()
+            .chain(r.credentials.iter().filter_map(|c| c.failure.as_ref()))
+        {
+            println!("      failure: {f}");
+        }
+    }
+    let quarantined = store.quarantined().map(|q| q.len()).unwrap_or(0);
+    println!();
+    println!(
+        "{ok}/{} keys programmed and verified by the reference IdP in {:.1}s ({:.0} keys/hour); {quarantined} quarantined",
+        args.keys,
+        took.as_secs_f64(),
+        ok as f64 * 3600.0 / took.as_secs_f64().max(0.001)
+    );
+    if ok == args.keys && reports.len() == args.keys {
+        Ok(())
+    } else {
+        Err(CliError::failed(format!(
+            "{} of {} keys did not verify",
+            args.keys - ok.min(args.keys),
+            args.keys
+        )))
+    }
+}
+
+fn slot_of(store: &crate::store::Store, shipment_id: &str) -> String {
+    store
+        .show(shipment_id)
+        .ok()
+        .and_then(|(_, audit)| {
+            audit
+                .into_iter()
+                .rev()
+                .find(|a| a.event == "programmed")
+                .and_then(|a| a.slot)
+        })
+        .unwrap_or_default()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn demo_config(
+    dir: &Path,
+    keys: &Path,
+    ca: &Path,
+    profile: &str,
+    product: u32,
+    slots: usize,
+    min_fw: &str,
+) -> String {
+    let q = |p: &Path| toml::Value::String(p.display().to_string()).to_string();
+    let mut text = format!(
+        "[station]\nid = \"demo\"\nstate_dir = {}\nkeys_dir = {}\noutbox_dir = {}\nattestation_roots = [{}]\n\n\
+         [[customization]]\nid = \"C19881\"\nmin_firmware = \"{min_fw}\"\nproducts = [{product}]\n",
+        q(&dir.join("state")),
+        q(keys),
+        q(&dir.join("outbox")),
+        q(ca),
+    );
+    for i in 0..slots {
+        text.push_str(&format!(
+            "\n[[slot]]\nname = \"S{}\"\ndevice = \"sim:{profile}\"\n",
+            i + 1
+        ));
+    }
+    text
+}
+
+/// A temporary directory removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn tempdir() -> Result<TempDir, CliError> {
+    use std::os::unix::fs::DirBuilderExt;
+    let base = std::env::temp_dir();
+    for _ in 0..16 {
+        let p = base.join(format!("prereg-demo-{:016x}", rand::random::<u64>()));
+        if std::fs::DirBuilder::new().mode(0o700).create(&p).is_ok() {
+            return Ok(TempDir(p));
+        }
+    }
+    Err(CliError::failed(format!(
+        "cannot create a directory in {}",
+        base.display()
+    )))
 }

@@ -30,8 +30,8 @@ mod types;
 pub use client_pin::{
     client_pin_keys, ClientPinSubCommand, Permissions, PinRetries, PinUvAuthToken,
 };
-pub use config::{ConfigSubCommand, SetMinPinLength};
-pub use cred_mgmt::{CredMgmtSubCommand, CredentialInfo, CredsMetadata, RpInfo};
+pub use config::{config_auth_message, ConfigSubCommand, SetMinPinLength};
+pub use cred_mgmt::{CredMgmtSubCommand, CredentialInfo, CredsMetadata, RpInfo, MAX_ENUMERATION};
 pub use get_assertion::{GetAssertion, GetAssertionResponse};
 pub use get_info::GetInfo;
 pub use make_credential::{

@@ -205,6 +205,22 @@ impl<T: Transport> HidChannel<T> {
         })
     }
 
+    /// INIT on our own channel (§11.2.9.1.3): the device drops any transaction
+    /// in progress and keeps the channel. Use after a timeout or garbled reply
+    /// before the next request. The reply must keep our channel id.
+    pub fn resync(&mut self) -> Result<(), HidError> {
+        let nonce: [u8; 8] = rand::random();
+        let info = init(&mut self.transport, &self.timeouts, self.info.cid, &nonce)?;
+        if info.cid != self.info.cid {
+            return Err(HidError::Malformed(format!(
+                "resync moved channel {:08x} to {:08x}",
+                self.info.cid, info.cid
+            )));
+        }
+        self.info = info;
+        Ok(())
+    }
+
     /// The INIT response: channel, versions, capabilities.
     pub fn info(&self) -> &InitInfo {
         &self.info
@@ -657,6 +673,8 @@ mod tests {
         });
         let mut ch = HidChannel::open(host, relaxed()).unwrap();
         ch.ping(b"hello").unwrap();
+        ch.resync().unwrap();
+        assert_eq!(ch.cid(), CID);
         match ch.vendor(HidCommand(0x42), &[0]) {
             Err(HidError::Device { cmd, code }) => {
                 assert_eq!((cmd, code), (HidCommand(0x42), HidErrorCode::INVALID_CMD))

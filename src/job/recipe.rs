@@ -255,6 +255,7 @@ pub fn program<D: CtapDevice>(
         .map_err(|e| Disposition::RefuseJob {
             reason: format!("{}: {e}", e.code()),
         })?;
+    refuse_overwrites(&requests).map_err(|reason| Disposition::RefuseJob { reason })?;
     check_capabilities(key, &requests).map_err(reject)?;
 
     // Steps 5–6: the PIN. Recorded as in-flight first, so a crash from here on
@@ -413,6 +414,23 @@ pub fn program<D: CtapDevice>(
         firmware: key.firmware.clone(),
         credentials: made.len(),
     })
+}
+
+/// Two requests for the same RP and user handle would leave one credential on
+/// the key (a discoverable credential replaces its twin, CTAP 2.1 §6.1.2 step 14):
+/// no key could ever pass such a job, so it is refused, not retried.
+fn refuse_overwrites(req: &DecryptedRequests) -> Result<(), String> {
+    for (i, a) in req.credentials.iter().enumerate() {
+        if let Some(j) = req.credentials[..i]
+            .iter()
+            .position(|b| b.rp_id == a.rp_id && b.user_handle == a.user_handle)
+        {
+            return Err(format!(
+                "job.credential_overwrite: credential requests {j} and {i} share rp.id and user.id; the key would keep only one"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Step 3 checks that need the decrypted PIN policy and credential requests.

@@ -27,6 +27,7 @@ pub fn setup(config: Config, store: Store) -> Result<Setup, CliError> {
             "[station] attestation_roots is empty: no key could be verified as genuine",
         ));
     }
+    let config_seed = config.sim_seed;
     let board = StatusBoard::new(config.station_id.clone(), config.slots.len());
     let rig: Option<Arc<dyn Rig>> = config.rig_port.as_ref().map(|(port, baud)| {
         Arc::new(SerialRig::open(
@@ -43,6 +44,7 @@ pub fn setup(config: Config, store: Store) -> Result<Setup, CliError> {
         policy: Box::new(ProfilePolicy::new(crate::profile::builtin())),
         board,
         rig,
-        sim_seed: rand::random(),
+        sim_seed: config_seed.unwrap_or_else(rand::random),
+        sim_hook: None,
     })
 }

@@ -95,6 +95,8 @@ pub struct Setup {
     pub rig: Option<Arc<dyn Rig>>,
     /// Seed for simulated slots (serials, keys); ignored by real devices.
     pub sim_seed: u64,
+    /// Called with every simulated key a `sim:` slot inserts (tests: faults, handles).
+    pub sim_hook: Option<simslot::SimHook>,
 }
 
 impl Station {
@@ -112,15 +114,11 @@ impl Station {
         }
         let mut sources = Vec::new();
         for (i, slot) in setup.config.slots.iter().enumerate() {
-            let source = source::open(
-                &slot.device,
-                i,
-                setup.sim_seed.wrapping_add(i as u64 * 1_000_003),
-            )
-            .map_err(|e| StationError::Slot {
-                slot: slot.name.clone(),
-                reason: e.to_string(),
-            })?;
+            let source = source::open(&slot.device, i, setup.sim_seed, setup.sim_hook.clone())
+                .map_err(|e| StationError::Slot {
+                    slot: slot.name.clone(),
+                    reason: e.to_string(),
+                })?;
             sources.push((i, slot.name.clone(), source));
         }
         let (tx, rx) = mpsc::channel();

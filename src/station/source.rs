@@ -65,6 +65,7 @@ pub fn open(
     spec: &DeviceSpec,
     slot_index: usize,
     seed: u64,
+    sim_hook: Option<super::simslot::SimHook>,
 ) -> Result<Box<dyn KeySource>, SourceError> {
     match spec {
         DeviceSpec::Hid(path) => Ok(Box::new(HidSource { path: path.clone() })),
@@ -72,7 +73,7 @@ pub fn open(
             peer: format!("{host}:{port}"),
         })),
         DeviceSpec::Sim(profile) => super::simslot::SimSource::new(profile, slot_index, seed)
-            .map(|s| Box::new(s) as Box<dyn KeySource>),
+            .map(|s| Box::new(s.with_hook(sim_hook)) as Box<dyn KeySource>),
         DeviceSpec::Pcsc(reader) => Err(SourceError(format!(
             "pcsc:{reader}: PC/SC slots are not wired into the station yet; use a hidraw path, udp: or sim:"
         ))),

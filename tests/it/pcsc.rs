@@ -3,12 +3,15 @@
 //! which starts a private pcscd and sets `PREREG_PCSC=1` and
 //! `PREREG_PCSC_DIR`. Without `PREREG_PCSC=1` each test prints why it skips.
 
+use prereg_station::cbor::{self, Value};
+use prereg_station::ctap2::Client;
 use prereg_station::ctaphid::KeepaliveStatus;
 use prereg_station::pcsc::apdu::{Command, LengthMode, Response};
 use prereg_station::pcsc::vcard::{self, CardBackend, Fault, VirtualCard, VpcdCard};
 use prereg_station::pcsc::{
     self, CardChannel, NfcCtap, NfcTiming, PcscCard, PcscError, ReaderEvent,
 };
+use prereg_station::yubikey::{DeviceInfo, FormFactor, Version};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -201,11 +204,17 @@ fn pcsc_device_info_through_the_management_application() {
         return;
     };
     let (card, _) = echo_card(&env);
+    // Two hand-written pages: paging and the raw TLVs.
+    let raw = pcsc::management::device_info(READER).unwrap();
+    assert_eq!(raw.version, "5.7.1");
+    assert_eq!(raw.tlv(0x02), Some(&12_345_678u32.to_be_bytes()[..]));
+    assert_eq!(raw.tlv(0x04), Some(&[0x03][..]));
+    assert_eq!(raw.tlv(0x05), Some(&[5, 7, 1][..]));
+    // Parsed by the yubikey module.
     let info = pcsc::device_info(READER).unwrap();
-    assert_eq!(info.version, "5.7.1");
-    assert_eq!(info.tlv(0x02), Some(&12_345_678u32.to_be_bytes()[..]));
-    assert_eq!(info.tlv(0x04), Some(&[0x03][..]));
-    assert_eq!(info.tlv(0x05), Some(&[5, 7, 1][..]));
+    assert_eq!(info.serial, Some(12_345_678));
+    assert_eq!(info.form_factor, FormFactor(3));
+    assert_eq!(info.firmware, Some(Version::new(5, 7, 1)));
     card.stop();
 }
 
@@ -371,5 +380,57 @@ fn pcsc_python_fido2_talks_to_the_virtual_card() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    card.stop();
+}
+
+/// A YubiKey 5C NFC on firmware 5.7.1 as its management application describes it.
+fn yubikey_5c_nfc() -> DeviceInfo {
+    DeviceInfo {
+        serial: Some(31_337_001),
+        form_factor: FormFactor(3),
+        firmware: Some(Version::new(5, 7, 1)),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn pcsc_ctap2_client_and_device_info_over_a_simulated_key() {
+    let Some(env) = env("pcsc_ctap2_client_and_device_info_over_a_simulated_key") else {
+        return;
+    };
+    // A getInfo-only core: enough to show the unchanged CTAP 2.1 client
+    // parsing a reply that crossed pcscd (the full flow needs the simulator).
+    let get_info = cbor::encode(&Value::map([
+        (
+            1,
+            Value::Array(vec![
+                Value::Text("FIDO_2_0".into()),
+                Value::Text("FIDO_2_1".into()),
+            ]),
+        ),
+        (3, Value::Bytes(vec![0xA2; 16])),
+        (5, Value::Integer(1200)),
+    ]));
+    let core = move |req: &[u8], _: &mut dyn FnMut(KeepaliveStatus)| match req.first() {
+        Some(0x04) => [&[0u8][..], &get_info].concat(),
+        _ => vec![0x01], // CTAP1_ERR_INVALID_COMMAND
+    };
+    let key = vcard::SimulatedKey::new(core, yubikey_5c_nfc());
+    pcsc::wait_for_removal(READER, Duration::from_secs(5)).unwrap();
+    let card = vcard::serve(env.vpcd, VirtualCard::new(key));
+    assert!(card.wait_connected(Duration::from_secs(5)));
+    pcsc::wait_for_card(READER, Duration::from_secs(5)).unwrap();
+
+    let mut client = Client::new(NfcCtap::open(READER, LengthMode::Short).unwrap());
+    let info = client.get_info().unwrap();
+    assert_eq!(info.versions, vec!["FIDO_2_0", "FIDO_2_1"]);
+    assert_eq!(info.aaguid, [0xA2; 16]);
+    assert_eq!(info.max_msg_size, Some(1200));
+    let err = client.reset(&mut |_| {}).unwrap_err();
+    assert_eq!(err.status().map(|s| s.0), Some(0x01), "{err:?}");
+    drop(client);
+
+    let dev = pcsc::device_info(READER).unwrap();
+    assert_eq!(dev, yubikey_5c_nfc());
     card.stop();
 }
