@@ -15,8 +15,11 @@
 
 pub mod attestation;
 pub mod authenticator;
+pub mod card;
 pub mod faults;
 pub mod hid;
+#[cfg(test)]
+mod host_fault_tests;
 pub mod store;
 pub mod udp;
 

@@ -48,6 +48,8 @@ struct LineSpec<'a> {
     /// Faults (or other changes) for the n-th key made on the line (slot, index in slot).
     on_key: Option<OnKey>,
     max_attempts: u32,
+    /// Stop early when this holds (jobs that are meant to wait).
+    until: Option<fn(&Store) -> bool>,
 }
 
 impl Default for LineSpec<'_> {
@@ -60,6 +62,7 @@ impl Default for LineSpec<'_> {
             enroll: EnrollOptions::default(),
             on_key: None,
             max_attempts: 3,
+            until: None,
         }
     }
 }
@@ -115,7 +118,8 @@ impl Line {
             shipments,
         };
         line.import(&line.shipments);
-        line.run_with(spec.on_key);
+        let until = spec.until.unwrap_or(|_| false);
+        line.run_until(spec.on_key, until);
         line
     }
 
@@ -134,6 +138,11 @@ impl Line {
 
     /// Runs the station until every job is finished (or 60 s pass).
     fn run_with(&self, on_key: Option<OnKey>) {
+        self.run_until(on_key, |_| false)
+    }
+
+    /// Runs the station until every job is finished, `done` says so, or 60 s pass.
+    fn run_until(&self, on_key: Option<OnKey>, done: impl Fn(&Store) -> bool) {
         let mut setup = app::setup(self.config.clone(), self.store.clone()).unwrap();
         let keys = self.keys.clone();
         let counts: Arc<Mutex<Vec<usize>>> = Arc::new(Mutex::new(vec![0; self.config.slots.len()]));
@@ -150,7 +159,7 @@ impl Line {
         }));
         let station = Station::start(setup).unwrap();
         let deadline = Instant::now() + Duration::from_secs(60);
-        while !station.drained() && Instant::now() < deadline {
+        while !station.drained() && !done(&self.store) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
         }
         station.shutdown();
@@ -330,6 +339,15 @@ fn bad_jobs_are_refused_with_a_reason_and_touch_no_key() {
     assert!(line.untouched_keys());
 }
 
+/// Runs until the first job carries a reason (a key was turned away).
+fn until_reason(store: &Store) -> bool {
+    store
+        .list(1)
+        .unwrap()
+        .first()
+        .is_some_and(|r| r.reason.is_some())
+}
+
 #[test]
 fn keys_that_do_not_fit_are_rejected_untouched_and_the_job_waits() {
     // Firmware below the customization's minimum.
@@ -337,6 +355,7 @@ fn keys_that_do_not_fit_are_rejected_untouched_and_the_job_waits() {
         slots: 1,
         jobs: 1,
         min_firmware: "5.8.0",
+        until: Some(until_reason),
         ..LineSpec::default()
     });
     let (state, reason) = line.job_state(&line.shipments[0].shipment_id);
@@ -352,6 +371,7 @@ fn keys_that_do_not_fit_are_rejected_untouched_and_the_job_waits() {
         slots: 1,
         jobs: 1,
         min_firmware: "5.2.0",
+        until: Some(until_reason),
         ..LineSpec::default()
     });
     let (state, reason) = line.job_state(&line.shipments[0].shipment_id);
@@ -392,6 +412,9 @@ fn a_key_that_is_not_blank_is_refused_and_the_next_key_programmed() {
 fn fault_matrix_unplug_at_every_step() {
     for profile in ["yubikey-5.7", "security-key-5.7"] {
         for at in 0..20u64 {
+            if std::env::var("FAULT_AT").is_ok_and(|v| v != at.to_string()) {
+                continue;
+            }
             let line = Line::new(LineSpec {
                 profile,
                 slots: 1,
@@ -409,7 +432,19 @@ fn fault_matrix_unplug_at_every_step() {
             });
             let ctx = format!("{profile}, unplug at message {at}");
             let reports = line.activate();
-            assert_eq!(reports.len(), 1, "{ctx}: delivered exactly once");
+            assert_eq!(
+                reports.len(),
+                1,
+                "{ctx}: delivered exactly once; job: {:?}",
+                line.store
+                    .show(&line.shipments[0].shipment_id)
+                    .map(|(r, a)| (
+                        r,
+                        a.into_iter()
+                            .map(|a| format!("{} {:?} {:?}", a.event, a.serial, a.detail))
+                            .collect::<Vec<_>>()
+                    ))
+            );
             assert!(reports[0].verified(), "{ctx}: {:?}", reports[0].failures);
             let files = std::fs::read_dir(line.outbox()).unwrap().count();
             assert_eq!(files, 1, "{ctx}: one result file");
@@ -553,4 +588,135 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Runs `prereg-station` with `args`, panicking with its stderr on failure.
+fn station(args: &[&std::ffi::OsStr]) -> std::process::Output {
+    let out = std::process::Command::new(crate::util::station_bin())
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// The daemon killed with SIGKILL at random moments, restarted each time:
+/// afterwards every job is delivered exactly once and verifies at the IdP,
+/// and no key that was mid-programming at a kill was shipped.
+#[test]
+fn sigkill_at_random_points_loses_nothing_and_ships_no_half_programmed_key() {
+    use rand::Rng;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let os = |s: &str| std::ffi::OsString::from(s);
+    let p = |sub: &str| d.join(sub).into_os_string();
+    station(&[&os("keys"), &os("generate"), &os("--dir"), &p("keys")]);
+    station(&[
+        &os("keys"),
+        &os("export-jwks"),
+        &os("--dir"),
+        &p("keys"),
+        &os("--out"),
+        &p("pub"),
+    ]);
+    station(&[&os("sim"), &os("ca"), &os("--out"), &p("ca.pem")]);
+    let jobs = 8;
+    station(&[
+        &os("idp"),
+        &os("enroll"),
+        &os("--state"),
+        &p("idp"),
+        &os("--station-jwks"),
+        &p("pub/transport-keys.jwks"),
+        &os("--users"),
+        &os(&jobs.to_string()),
+        &os("--out"),
+        &p("jobs.jsonl"),
+    ]);
+    let config = d.join("station.toml");
+    let write_config = |seed: u64| {
+        let text = format!(
+            "[station]\nid = \"crash\"\nstate_dir = {:?}\nkeys_dir = {:?}\noutbox_dir = {:?}\nattestation_roots = [{:?}]\nsim_seed = {seed}\nmax_attempts = 20\n\n[[customization]]\nid = \"C19881\"\nmin_firmware = \"5.7.0\"\nproducts = [1]\n\n[[slot]]\ndevice = \"sim:yubikey-5.7\"\n\n[[slot]]\ndevice = \"sim:yubikey-5.7\"\n",
+            d.join("state"), d.join("keys"), d.join("outbox"), d.join("ca.pem")
+        );
+        std::fs::write(&config, text).unwrap();
+    };
+    write_config(1);
+    let cfg = config.clone().into_os_string();
+    station(&[
+        &os("jobs"),
+        &os("import"),
+        &p("jobs.jsonl"),
+        &os("--config"),
+        &cfg,
+    ]);
+
+    let mut rng = rand::thread_rng();
+    for round in 0..5u64 {
+        // A new seed per start: a fresh process is a fresh batch of blank keys.
+        write_config(100 + round);
+        let mut child = std::process::Command::new(crate::util::station_bin())
+            .args([os("run"), os("--config"), cfg.clone()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(rng.gen_range(200..1500)));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+    }
+    write_config(999);
+    let out = station(&[&os("run"), &os("--once"), &os("--config"), &cfg]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("purged"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    // Exactly one result per job, each verified as the IdP would.
+    let files: Vec<_> = std::fs::read_dir(d.join("outbox"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert_eq!(files.len(), jobs, "one result file per shipment");
+    let out = station(&[
+        &os("idp"),
+        &os("activate"),
+        &os("--json"),
+        &os("--state"),
+        &p("idp"),
+        &os("--sign-jwks"),
+        &p("pub/sign.jwks"),
+        &os("--roots"),
+        &p("ca.pem"),
+        &p("outbox"),
+    ]);
+    // One JSON object per report.
+    let reports: Vec<serde_json::Value> = serde_json::Deserializer::from_slice(&out.stdout)
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(reports.len(), jobs);
+    assert!(reports.iter().all(|r| r["verified"] == true), "{reports:?}");
+
+    // No delivered key is a quarantined one.
+    let q = station(&[
+        &os("jobs"),
+        &os("quarantine"),
+        &os("--json"),
+        &os("--config"),
+        &cfg,
+    ]);
+    let quarantined: Vec<serde_json::Value> = serde_json::from_slice(&q.stdout).unwrap();
+    for r in &reports {
+        let serial = r["serial_number"].as_str().unwrap();
+        assert!(
+            !quarantined.iter().any(|x| x["serial"] == serial),
+            "delivered key {serial} is quarantined"
+        );
+    }
 }
