@@ -4,7 +4,7 @@
 use crate::error::{CliError, CliResult};
 use crate::profile;
 use crate::sim::udp::UdpServer;
-use crate::sim::{self, SimConfig, SimKey, TouchMode};
+use crate::sim::{self, SimConfig, SimControl, SimKey, TouchMode};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -29,7 +29,7 @@ pub struct ServeArgs {
     /// Number of keys.
     #[arg(long, default_value_t = 1)]
     pub count: u16,
-    /// Who touches the keys: auto (always present), rig (never, over UDP), never.
+    /// Who touches the keys: auto (always present), rig (`touch I` lines on stdin), never.
     #[arg(long, value_enum, default_value_t = TouchMode::Auto)]
     pub touch: TouchMode,
     /// Seed: the same seed gives the same keys, serials and attestation CA.
@@ -91,6 +91,7 @@ fn serve(args: ServeArgs) -> CliResult {
     }
     let serial0 = args.serial.unwrap_or_else(|| default_serial(args.seed));
     let mut servers = Vec::new();
+    let mut controls = Vec::new();
     for i in 0..args.count {
         let port = args
             .udp
@@ -110,6 +111,7 @@ fn serve(args: ServeArgs) -> CliResult {
             .touch_timeout(Duration::from_millis(args.touch_timeout_ms));
         let serial = config.serial;
         let key = SimKey::new(config).map_err(|e| CliError::failed(e.to_string()))?;
+        let control = key.control();
         let server = UdpServer::spawn(addr, key)
             .map_err(|e| CliError::failed(format!("{e}; is another simulator using the port?")))?;
         println!(
@@ -117,12 +119,70 @@ fn serve(args: ServeArgs) -> CliResult {
             prof.name,
             server.local_addr()
         );
+        controls.push(control);
         servers.push(server);
     }
     let _ = std::io::stdout().flush();
-    // Serve until the process is stopped (SIGINT/SIGTERM end it; nothing to save).
+    // stdin is the bench's hand on the keys (touch, port power); serve until
+    // the process is stopped (SIGINT/SIGTERM end it; nothing to save).
+    let mut line = String::new();
+    let stdin = std::io::stdin();
+    while stdin.read_line(&mut line).is_ok_and(|n| n > 0) {
+        println!("{}", control_line(&controls, line.trim()));
+        let _ = std::io::stdout().flush();
+        line.clear();
+    }
     loop {
         std::thread::park();
+    }
+}
+
+/// One stdin control line: `touch I`, `power-cycle I`, `unplug I`, `plug I`,
+/// `status I` (I = key index). Answers `ok …` or `err …`.
+pub fn control_line(controls: &[SimControl], line: &str) -> String {
+    let mut words = line.split_whitespace();
+    let (Some(verb), Some(index), None) = (words.next(), words.next(), words.next()) else {
+        return "err usage: touch|power-cycle|unplug|plug|status <key index>".into();
+    };
+    let Some(c) = index.parse::<usize>().ok().and_then(|i| controls.get(i)) else {
+        return format!("err no key {index}");
+    };
+    match verb {
+        "touch" => {
+            let waiting = c.waiting_for_touch();
+            c.touch();
+            if waiting {
+                "ok touched".into()
+            } else {
+                "ok nothing was waiting for a touch".into()
+            }
+        }
+        "power-cycle" => {
+            c.power_cycle();
+            "ok".into()
+        }
+        "unplug" => {
+            c.unplug();
+            "ok".into()
+        }
+        "plug" => {
+            c.plug();
+            "ok".into()
+        }
+        "status" => {
+            let p = c.pin_status();
+            format!(
+                "ok serial {} present {} pin_set {} retries {} force_pin_change {} credentials {} waiting_for_touch {}",
+                c.serial(),
+                c.is_present(),
+                p.pin_set,
+                p.retries,
+                p.force_pin_change,
+                c.credentials().len(),
+                c.waiting_for_touch()
+            )
+        }
+        _ => format!("err unknown command {verb:?}"),
     }
 }
 
@@ -135,4 +195,30 @@ fn ca(args: CaArgs) -> CliResult {
     std::fs::write(&args.out, pem)
         .map_err(|e| CliError::failed(format!("cannot write {}: {e}", args.out.display())))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_lines() {
+        let key = SimKey::new(SimConfig::builtin("yubikey-5.7", 1).unwrap()).unwrap();
+        let c = vec![key.control()];
+        assert!(control_line(&c, "touch 0").starts_with("ok nothing"));
+        assert_eq!(control_line(&c, "unplug 0"), "ok");
+        assert!(!c[0].is_present());
+        assert_eq!(control_line(&c, "plug 0"), "ok");
+        assert!(control_line(&c, "status 0").contains("present true"));
+        assert!(control_line(&c, "touch 1").starts_with("err"));
+        assert!(control_line(&c, "dance 0").starts_with("err"));
+        assert!(control_line(&c, "touch").starts_with("err usage"));
+    }
+
+    #[test]
+    fn default_serials_are_eight_digits() {
+        for seed in [0, 1, 7_999, u64::MAX] {
+            assert_eq!(default_serial(seed).to_string().len(), 8);
+        }
+    }
 }

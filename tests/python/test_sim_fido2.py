@@ -68,13 +68,19 @@ class Server:
         self.proc = subprocess.Popen(
             [str(BIN), "sim", "serve", "--profile", profile, "--udp", f"127.0.0.1:{self.port}",
              "--seed", str(SEED), *extra],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         line = self.proc.stdout.readline()
         if "serial" not in line:
             self.stop()
             pytest.fail(f"sim serve did not start: {line!r} {self.proc.stderr.read()}")
         self.serial = int(line.split("serial ")[1].split()[0])
+
+    def control(self, line):
+        """A stdin control line (`touch 0`, `power-cycle 0`, …); returns the answer."""
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+        return self.proc.stdout.readline().strip()
 
     def device(self):
         desc = HidDescriptor("udp", 0x1050, 0x0407, 64, 64, "simulated YubiKey", None)
@@ -250,3 +256,32 @@ def test_fido_2_1_pre_refusals(serve, profile, protocol):
     with pytest.raises(CtapError) as e:
         ctap.client_pin(protocol, ClientPin.CMD.GET_TOKEN_USING_PIN, permissions=1)
     assert e.value.code == CtapError.ERR.INVALID_SUBCOMMAND
+
+
+def test_rig_touch_over_stdin_and_power_cycle(serve):
+    server = serve("yubikey-5.7", "--touch", "rig")
+    ctap = Ctap2(server.device())
+    seen = []
+
+    def on_keepalive(status):
+        seen.append(status)
+        if len(seen) == 1:
+            assert server.control("touch 0") == "ok touched"
+
+    ctap.selection(on_keepalive=on_keepalive)
+    assert seen and seen[0] == 2  # KEEPALIVE UPNEEDED
+    # Reset after a power cycle, touched by the rig.
+    cp = ClientPin(ctap)
+    cp.set_pin(PIN)
+    assert server.control("power-cycle 0") == "ok"
+    ctap = Ctap2(server.device())
+    touched = []
+
+    def touch_once(status):
+        if not touched:
+            touched.append(server.control("touch 0"))
+
+    ctap.reset(on_keepalive=touch_once)
+    assert touched == ["ok touched"]
+    assert ctap.get_info().options["clientPin"] is False
+    assert "pin_set false" in server.control("status 0")
