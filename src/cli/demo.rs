@@ -30,6 +30,9 @@ pub struct Args {
     /// Keep everything in this directory (default: a temporary one, removed after).
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// Serve the operator status page here while the demo runs (e.g. 127.0.0.1:8080).
+    #[arg(long, value_name = "ADDR")]
+    pub web: Option<std::net::SocketAddr>,
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 300)]
     pub timeout: u64,
@@ -126,6 +129,15 @@ pub fn run(args: Args) -> CliResult {
 
     // Program everything.
     let setup = app::setup(config.clone(), store.clone())?;
+    let web = match args.web {
+        Some(addr) => {
+            let cfg = crate::web::WebConfig::new(addr, None).map_err(CliError::usage)?;
+            let handle = crate::web::spawn(cfg, setup.board.clone()).map_err(CliError::failed)?;
+            println!("  status page: http://{}/", handle.local_addr());
+            Some(handle)
+        }
+        None => None,
+    };
     let station = Station::start(setup).map_err(CliError::failed)?;
     let deadline = Instant::now() + Duration::from_secs(args.timeout);
     while !station.drained() && Instant::now() < deadline {
@@ -139,6 +151,9 @@ pub fn run(args: Args) -> CliResult {
         .map(|p| p.clone())
         .unwrap_or_default();
     station.shutdown();
+    if let Some(w) = web {
+        let _ = w.shutdown();
+    }
     let took = t0.elapsed();
     if !finished {
         return Err(CliError::failed(format!(

@@ -78,8 +78,18 @@ struct Report {
 fn info(dev: &str, as_json: bool) -> CliResult {
     let spec: DeviceSpec = dev.parse().map_err(CliError::usage)?;
     let report = match &spec {
-        DeviceSpec::Hid(_) | DeviceSpec::Udp { .. } => {
-            let transport = spec.open_transport().map_err(|e| open_failed(&spec, e))?;
+        DeviceSpec::Hid(_) | DeviceSpec::Udp { .. } | DeviceSpec::Sim(_) => {
+            let transport: Box<dyn crate::transport::Transport> = match &spec {
+                // A fresh blank simulated key of that profile, in-process.
+                DeviceSpec::Sim(name) => {
+                    let prof = crate::profile::builtin_profile(name).map_err(CliError::usage)?;
+                    let product = crate::sim::SimConfig::default_product(&prof);
+                    let config =
+                        crate::sim::SimConfig::new(prof, product).map_err(CliError::failed)?;
+                    Box::new(crate::sim::SimKey::new(config).map_err(CliError::failed)?)
+                }
+                _ => spec.open_transport().map_err(|e| open_failed(&spec, e))?,
+            };
             let mut channel = HidChannel::open(transport, Timeouts::default()).map_err(|e| {
                 CliError::failed(format!(
                     "{spec}: CTAPHID INIT failed: {e}; is this a FIDO device (and is the bridge running)?"
@@ -98,11 +108,6 @@ fn info(dev: &str, as_json: bool) -> CliResult {
             }
         }
         DeviceSpec::Pcsc(reader) => pcsc_report(&spec, reader)?,
-        DeviceSpec::Sim(_) => {
-            return Err(CliError::failed(format!(
-                "{spec}: simulated devices are not supported by this build yet; serve one over UDP and use udp:HOST:PORT"
-            )))
-        }
     };
     if as_json {
         let out = serde_json::to_string_pretty(&to_json(&report))

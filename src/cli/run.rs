@@ -54,6 +54,11 @@ pub fn run(config_path: &Option<PathBuf>, args: Args) -> CliResult {
         if args.once && station.drained() {
             break;
         }
+        // Drain (status page): no new jobs are leased; stop once none is in a slot.
+        if board.controls().draining() && store.count("leased").is_ok_and(|n| n == 0) {
+            tracing::info!("drained: stopping");
+            break;
+        }
     }
     notify::notify("STOPPING=1");
     let programmed = station

@@ -302,7 +302,12 @@ impl StationKeys {
                 dir: dir.to_path_buf(),
             });
         }
-        let manifest_path = dir.join(MANIFEST);
+        // systemd's `LoadCredential=keys:/etc/prereg-station/keys` hands a
+        // directory over as `keys_<file>`: accept the manifest under that name too.
+        let manifest_path = [dir.join(MANIFEST), dir.join(format!("keys_{MANIFEST}"))]
+            .into_iter()
+            .find(|p| p.exists())
+            .unwrap_or_else(|| dir.join(MANIFEST));
         let active_signing = match fs::read(&manifest_path) {
             Ok(bytes) => {
                 let m: Manifest =
@@ -453,6 +458,36 @@ pub(crate) fn write_atomic(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn loads_a_directory_handed_over_by_systemd_load_credential() {
+        // LoadCredential=keys:DIR names each file keys_<file> in $CREDENTIALS_DIRECTORY.
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("keys");
+        let made = StationKeys::generate(&src).unwrap();
+        // A second signing key makes the manifest necessary.
+        let extra = NamedKey::generate("sign");
+        fs::write(
+            src.join(format!("{}.jwk", extra.kid)),
+            &*extra.private_jwk_json(KeyUse::Sig),
+        )
+        .unwrap();
+        fs::set_permissions(
+            src.join(format!("{}.jwk", extra.kid)),
+            fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
+        let creds = dir.path().join("creds");
+        fs::create_dir(&creds).unwrap();
+        for e in fs::read_dir(&src).unwrap() {
+            let p = e.unwrap().path();
+            let to = creds.join(format!("keys_{}", p.file_name().unwrap().to_str().unwrap()));
+            fs::copy(&p, &to).unwrap();
+            fs::set_permissions(&to, fs::Permissions::from_mode(0o400)).unwrap();
+        }
+        let loaded = StationKeys::load_dir(&creds).unwrap();
+        assert_eq!(loaded.active_signing().kid, made.active_signing().kid);
+    }
 
     #[test]
     fn generate_load_rotate_and_refuse_loose_modes() {

@@ -8,6 +8,7 @@
 use super::apdu::{self, Command, StatusWord};
 use super::transport::{ApduSession, CardChannel, PcscCard};
 use super::{LengthMode, PcscError};
+use crate::yubikey::DeviceInfo;
 
 /// TLV tag "more data": further pages follow.
 pub const TAG_MORE_DATA: u8 = 0x10;
@@ -25,6 +26,11 @@ pub struct ManagementInfo {
 }
 
 impl ManagementInfo {
+    /// The TLVs as a [`DeviceInfo`] (serial, form factor, firmware, ...).
+    pub fn parse(&self) -> Result<DeviceInfo, PcscError> {
+        DeviceInfo::parse_tlv_bytes(&self.tlvs).map_err(|e| PcscError::DeviceInfo(e.to_string()))
+    }
+
     /// The first value with `tag` (1-byte tags and lengths).
     pub fn tlv(&self, tag: u8) -> Option<&[u8]> {
         tlvs(&self.tlvs)
@@ -101,7 +107,7 @@ pub fn read<C: CardChannel>(session: &mut ApduSession<C>) -> Result<ManagementIn
     )))
 }
 
-/// Device info of the key in `reader` (`devices info --device pcsc:"READER"`).
+/// What the management application of the key in `reader` answers.
 pub fn device_info(reader: &str) -> Result<ManagementInfo, PcscError> {
     let mut session = ApduSession::new(PcscCard::connect(reader)?, LengthMode::Short);
     read(&mut session)

@@ -13,11 +13,12 @@
 
 pub mod apdu;
 pub mod management;
+pub mod simcard;
 pub mod transport;
 pub mod vcard;
 
 pub use apdu::{LengthMode, StatusWord};
-pub use management::{device_info, ManagementInfo};
+pub use management::ManagementInfo;
 pub use transport::{ApduSession, CardChannel, NfcCtap, NfcTiming, PcscCard};
 
 use std::ffi::CString;
@@ -92,6 +93,12 @@ impl PcscError {
             },
         }
     }
+}
+
+/// Device info (serial, form factor, firmware) of the key in `reader`, read
+/// through the management application (`devices info --device pcsc:READER`).
+pub fn device_info(reader: &str) -> Result<crate::yubikey::DeviceInfo, PcscError> {
+    management::device_info(reader)?.parse()
 }
 
 /// A user-scope context to pcscd.

@@ -10,7 +10,9 @@ use super::apdu::{self, Command, LengthMode, Response, StatusWord, SHORT_MAX_LC,
 use super::PcscError;
 // SW 9100 carries the same status byte as a CTAPHID KEEPALIVE (CTAP 2.1
 // §11.3.9.2 refers to §11.2.9.1.5), so one open type serves both transports.
+use crate::ctap2::{CtapDevice, CtapError};
 use crate::ctaphid::KeepaliveStatus;
+use crate::transport::TransportError;
 use std::ffi::{CStr, CString};
 use std::time::{Duration, Instant};
 
@@ -361,6 +363,35 @@ impl<C: CardChannel> NfcCtap<C> {
                     })
                 }
             }
+        }
+    }
+}
+
+/// The CTAP 2.1 client runs over PC/SC unchanged: `Client::new(NfcCtap::open(..)?)`.
+impl<C: CardChannel> CtapDevice for NfcCtap<C> {
+    fn cbor(
+        &mut self,
+        request: &[u8],
+        keepalive: &mut dyn FnMut(KeepaliveStatus),
+    ) -> Result<Vec<u8>, CtapError> {
+        NfcCtap::cbor(self, request, keepalive).map_err(|e| CtapError::Transport(e.into()))
+    }
+}
+
+impl From<PcscError> for TransportError {
+    /// Folds into the link-neutral error the CTAP client carries: a key that
+    /// left the reader is `Disconnected` like an unplugged HID key.
+    fn from(e: PcscError) -> Self {
+        match e {
+            PcscError::CardRemoved(_) | PcscError::ReaderGone(_) => TransportError::Disconnected,
+            PcscError::NoService(_)
+            | PcscError::ReaderNotFound(_)
+            | PcscError::NoCard(_)
+            | PcscError::AppNotFound(_) => TransportError::Open {
+                device: "pcsc".into(),
+                reason: e.to_string(),
+            },
+            other => TransportError::Io(other.to_string()),
         }
     }
 }

@@ -17,6 +17,7 @@
 
 use super::apdu::{self, ChainAssembler, Chained, Command, Response, ResponseQueue, StatusWord};
 use crate::ctaphid::KeepaliveStatus;
+use crate::yubikey::DeviceInfo;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
@@ -79,6 +80,53 @@ impl<B: CardBackend + ?Sized> CardBackend for Box<B> {
     }
     fn power_cycle(&mut self) {
         (**self).power_cycle()
+    }
+}
+
+/// A simulated key as a card: any CTAP2 core (request → status ‖ CBOR) plus
+/// the device info its management application reports. The simulator plugs
+/// in here: `SimulatedKey::new(move |req, ka| core.process(req, ka), info)`.
+pub struct SimulatedKey<F> {
+    ctap: F,
+    info: DeviceInfo,
+}
+
+impl<F> SimulatedKey<F>
+where
+    F: FnMut(&[u8], &mut dyn FnMut(KeepaliveStatus)) -> Vec<u8> + Send + 'static,
+{
+    pub fn new(ctap: F, info: DeviceInfo) -> Self {
+        Self { ctap, info }
+    }
+}
+
+impl<F> std::fmt::Debug for SimulatedKey<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimulatedKey")
+            .field("serial", &self.info.serial)
+            .finish()
+    }
+}
+
+impl<F> CardBackend for SimulatedKey<F>
+where
+    F: FnMut(&[u8], &mut dyn FnMut(KeepaliveStatus)) -> Vec<u8> + Send + 'static,
+{
+    fn ctap(&mut self, request: &[u8], keepalive: &mut dyn FnMut(KeepaliveStatus)) -> Vec<u8> {
+        (self.ctap)(request, keepalive)
+    }
+    fn management_version(&mut self) -> Option<String> {
+        // yubikit: the SELECT answer is the firmware version as text.
+        Some(
+            self.info
+                .effective_firmware()
+                .map(|v| v.to_string())
+                .unwrap_or_else(|| "0.0.0".into()),
+        )
+    }
+    fn read_config(&mut self, page: u8) -> Option<Vec<u8>> {
+        let pages = self.info.encode_pages(255);
+        pages.into_iter().nth(usize::from(page))
     }
 }
 

@@ -11,6 +11,8 @@
 //! closes the pty and removes the link, [`SimRig::reappear`] opens a new pty
 //! and points the link at it, so reconnecting is exercised for real.
 //!
+//! [`SimKeySlots`] is that implementation, ready-made.
+//!
 //! Fault modes ([`SimRigFault`]): answer garbage, answer over-long lines,
 //! answer late, stop answering.
 
@@ -22,6 +24,8 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use serialport::TTYPort;
+
+use crate::sim::SimControl;
 
 use super::codec::{Frame, LineSplitter, Reply, Request, MAX_LINE};
 use super::{Capabilities, CodecError, ErrCode, Lamp, Rig, RigError, RigHealth, RigInfo, SlotMask};
@@ -37,6 +41,81 @@ pub trait SimRigSlots: Send + Sync {
     fn present(&self, slot: u8) -> bool;
     /// The lamp changed (optional; the rig remembers lamps itself).
     fn led(&self, _slot: u8, _lamp: Lamp) {}
+}
+
+/// The rig's slots backed by simulated keys (`sim::SimControl` handles):
+/// `TOUCH` presses the key's sensor, `POWER OFF` unplugs it, `POWER ON`
+/// powers it up again (volatile state lost, reset window restarts), and
+/// `PRESENT?` reports keys that are in and powered. The station inserts and
+/// removes keys as its simulated operator swaps them. Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct SimKeySlots {
+    keys: Arc<Mutex<Vec<Option<SimControl>>>>,
+}
+
+impl SimKeySlots {
+    /// `n` empty slots.
+    pub fn new(n: usize) -> Self {
+        SimKeySlots {
+            keys: Arc::new(Mutex::new(vec![None; n])),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Option<SimControl>>> {
+        self.keys.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Puts a key in `slot` (ignored if there is no such slot).
+    pub fn insert(&self, slot: usize, key: SimControl) {
+        if let Some(s) = self.lock().get_mut(slot) {
+            *s = Some(key);
+        }
+    }
+
+    /// Takes the key out of `slot`.
+    pub fn remove(&self, slot: usize) -> Option<SimControl> {
+        self.lock().get_mut(slot).and_then(Option::take)
+    }
+
+    fn key(&self, slot: u8) -> Option<SimControl> {
+        self.lock().get(usize::from(slot)).cloned().flatten()
+    }
+}
+
+impl SimRigSlots for SimKeySlots {
+    /// Holds the press for `press`: a key that starts waiting for user
+    /// presence during the press sees it, as with a solenoid.
+    fn touch(&self, slot: u8, press: Duration) -> Result<(), String> {
+        let key = self
+            .key(slot)
+            .ok_or_else(|| format!("no key in slot {slot}"))?;
+        let until = Instant::now() + press;
+        loop {
+            if key.waiting_for_touch() {
+                key.touch();
+                return Ok(());
+            }
+            if Instant::now() >= until {
+                return Ok(()); // pressed with nothing waiting: lost, as on a real key
+            }
+            thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    fn power(&self, slot: u8, on: bool) -> Result<(), String> {
+        if let Some(key) = self.key(slot) {
+            if on {
+                key.plug();
+            } else {
+                key.unplug();
+            }
+        }
+        Ok(())
+    }
+
+    fn present(&self, slot: u8) -> bool {
+        self.key(slot).is_some_and(|k| k.is_present())
+    }
 }
 
 /// How the simulated rig misbehaves.
@@ -183,10 +262,12 @@ impl SimRigEngine {
             Request::Led { .. } if !self.opts.caps.led => err(ErrCode::NOT_SUPPORTED, "no lamps"),
             Request::Touch { slot, ms } => {
                 let press = Duration::from_millis(u64::from(ms));
+                let start = Instant::now();
                 match self.slots.touch(slot, press) {
                     Ok(()) => {
                         if self.opts.hold_touch {
-                            thread::sleep(press);
+                            // The slots may have held part of the press.
+                            thread::sleep(press.saturating_sub(start.elapsed()));
                         }
                         Reply::Ok
                     }

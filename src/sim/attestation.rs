@@ -152,7 +152,7 @@ impl AttestationIdentity {
         let root = root_key(seed);
         let key = leaf_key(seed, aaguid);
         let subject = Name::from_str(&format!(
-            "CN=prereg-station SIMULATOR Attestation {},OU=Authenticator Attestation,O=prereg-station SIMULATOR,C=SE",
+            "CN=prereg-station SIM Attestation {},OU=Authenticator Attestation,O=prereg-station SIMULATOR,C=SE",
             hex::encode(aaguid)
         ))
         .map_err(err)?;

@@ -1246,7 +1246,6 @@ impl Authenticator {
                     .is_some_and(|pin| pin.code_points < new_min as usize);
                 if force || too_short {
                     self.force_pin_change = true;
-                    self.token = None;
                 }
                 ok_empty()
             }

@@ -49,6 +49,8 @@ pub struct HidDevice {
     pub(crate) touch_pressed: bool,
     pub(crate) present: bool,
     pub(crate) winks: u64,
+    /// A request on the card path ([`super::card`]) waits for a touch.
+    pub(crate) direct_waiting: bool,
 }
 
 impl std::fmt::Debug for HidDevice {
@@ -87,12 +89,13 @@ impl HidDevice {
             touch_pressed: false,
             present: true,
             winks: 0,
+            direct_waiting: false,
         }
     }
 
     /// Whether a command is waiting for the user's touch.
     pub fn waiting_for_touch(&self) -> bool {
-        self.busy.as_ref().is_some_and(|b| !b.endless)
+        self.busy.as_ref().is_some_and(|b| !b.endless) || self.direct_waiting
     }
 
     /// Power lost and restored: channels, half messages and volatile state go.

@@ -15,8 +15,11 @@
 
 pub mod attestation;
 pub mod authenticator;
+pub mod card;
 pub mod faults;
 pub mod hid;
+#[cfg(test)]
+mod host_fault_tests;
 pub mod store;
 pub mod udp;
 
@@ -418,4 +421,69 @@ impl SimControl {
 /// The attestation root (PEM) that keys made with `ca_seed` chain to.
 pub fn ca_root_pem(ca_seed: u64) -> Result<String, SimError> {
     attestation::root_pem(ca_seed).map_err(|e| SimError::Attestation(e.to_string()))
+}
+
+/// Feeds arbitrary bytes to a fresh simulated key (fuzz target `sim_input`
+/// and the no-panic test): the first byte picks the path, the rest is either
+/// one CTAP2 request straight to the authenticator, or 64-byte reports over
+/// CTAPHID on a channel opened first (continuation packets and, with bit 1 of
+/// the first byte, init packets get the allocated channel id). Every reply
+/// is drained; nothing may panic or hang.
+#[doc(hidden)]
+pub fn exercise(data: &[u8]) {
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let profile = if mode & 0x10 != 0 {
+        "yubikey-5.4"
+    } else {
+        "yubikey-5.7"
+    };
+    let Ok(cfg) = SimConfig::builtin(profile, 1) else {
+        return;
+    };
+    if mode & 1 == 0 {
+        let Ok(mut auth) = Authenticator::new(
+            AuthenticatorConfig {
+                aaguid: cfg.aaguid_bytes(),
+                profile: cfg.profile,
+                product_id: cfg.product_id,
+                seed: 1,
+                ca_seed: 1,
+            },
+            Duration::ZERO,
+        ) else {
+            return;
+        };
+        let _ = auth.process(rest, Duration::ZERO, mode & 2 != 0);
+        let _ = auth.process(rest, Duration::from_secs(1), true);
+        return;
+    }
+    let clock = Arc::new(ManualClock::default());
+    let Ok(mut key) = SimKey::with_clock(cfg, clock.clone()) else {
+        return;
+    };
+    let mut init = [0u8; 64];
+    init[..4].copy_from_slice(&[0xff; 4]);
+    init[4..7].copy_from_slice(&[0x86, 0, 8]);
+    let _ = key.send(&init);
+    let cid = match key.recv(Duration::ZERO) {
+        Ok(Some(r)) => [r[15], r[16], r[17], r[18]],
+        _ => return,
+    };
+    for chunk in rest.chunks(64) {
+        let mut report = [0u8; 64];
+        report[..chunk.len()].copy_from_slice(chunk);
+        if report[4] & 0x80 == 0 || mode & 2 != 0 {
+            report[..4].copy_from_slice(&cid);
+        }
+        let _ = key.send(&report);
+        clock.advance(Duration::from_millis(u64::from(report[63] & 0x7f) * 10));
+        for _ in 0..200 {
+            match key.recv(Duration::ZERO) {
+                Ok(Some(_)) => {}
+                _ => break,
+            }
+        }
+    }
 }

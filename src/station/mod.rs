@@ -167,12 +167,7 @@ impl Station {
 
     /// Whether every job is finished and delivered (nothing queued, leased or awaiting the sink).
     pub fn drained(&self) -> bool {
-        let s = &self.shared.store;
-        let open = ["queued", "leased", "programmed"]
-            .iter()
-            .map(|st| s.count(st).unwrap_or(1))
-            .sum::<u64>();
-        open == 0
+        self.shared.store.unfinished().is_ok_and(|n| n == 0)
     }
 
     /// Asks every worker to stop after its current key, waits for them, and

@@ -32,6 +32,7 @@ pub(super) fn run(index: usize, name: String, mut source: Box<dyn KeySource>, sh
         name,
         shared,
         finished_serial: None,
+        lamp: Cell::new(None),
     };
     while !worker.shared.stop.load(Ordering::SeqCst) {
         if worker.shared.board.controls().paused() {
@@ -51,10 +52,20 @@ struct Worker {
     shared: Arc<Shared>,
     /// The key this slot last finished with: ignored until it is taken out.
     finished_serial: Option<String>,
+    /// The lamp last sent to the rig.
+    lamp: Cell<Option<crate::rig::Lamp>>,
 }
 
 impl Worker {
+    /// Shows the slot on the status page and on its rig lamp (SPEC §9 `LED`,
+    /// slots numbered from 0); the lamp is only sent when it changes.
     fn view(&self, view: SlotView) {
+        let lamp = view.state.lamp();
+        if self.lamp.replace(Some(lamp)) != Some(lamp) {
+            if let Err(e) = self.shared.rig.led(self.index as u8, lamp) {
+                tracing::trace!(slot = %self.name, "lamp not set: {e}");
+            }
+        }
         self.shared.board.slot_update(self.index, view);
     }
 
@@ -80,12 +91,13 @@ impl Worker {
             w.finished_serial = Some(key.serial.clone());
             source.key_done();
         };
-        if self
-            .shared
-            .store
-            .is_quarantined(&key.serial)
-            .unwrap_or(false)
-        {
+        let quarantined = key.serial != "unknown"
+            && self
+                .shared
+                .store
+                .is_quarantined(&key.serial)
+                .unwrap_or(false);
+        if quarantined {
             self.finish(
                 serial_num,
                 None,
@@ -213,9 +225,16 @@ impl Worker {
                 }
                 Err(Disposition::Quarantine { step, reason }) => {
                     tracing::error!(slot = %self.name, serial = %key.serial, job = %id, %step, "quarantined: {reason}");
+                    // A key without a serial is recorded under the slot and job; the
+                    // operator bins it by its QUARANTINE lamp.
+                    let record = if key.serial == "unknown" {
+                        format!("unknown@{}/{}", self.name, id)
+                    } else {
+                        key.serial.clone()
+                    };
                     let _ = store.quarantine(
                         &self.name,
-                        &key.serial,
+                        &record,
                         Some(&id),
                         &step.to_string(),
                         &reason,
@@ -359,7 +378,7 @@ impl SlotEvents for Events<'_> {
             return;
         }
         let rig = &self.worker.shared.rig;
-        let slot = self.worker.index as u8 + 1;
+        let slot = self.worker.index as u8;
         if rig.health().is_up() && rig.touch(slot, Duration::from_millis(300)).is_ok() {
             return;
         }

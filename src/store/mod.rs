@@ -631,6 +631,19 @@ impl Store {
         })
     }
 
+    /// Jobs not finished yet (queued, leased, or programmed and awaiting the
+    /// sink), counted in one query so a job moving between those states is
+    /// never missed.
+    pub fn unfinished(&self) -> Result<u64, StoreError> {
+        self.call(|conn| {
+            Ok(conn.query_row(
+                "SELECT COUNT(*) FROM jobs WHERE state IN ('queued', 'leased', 'programmed')",
+                [],
+                |r| r.get::<_, i64>(0),
+            )? as u64)
+        })
+    }
+
     /// Jobs, newest first.
     pub fn list(&self, limit: usize) -> Result<Vec<JobRow>, StoreError> {
         self.call(move |conn| {

@@ -438,6 +438,13 @@ impl StatusBoard {
         self.changed();
     }
 
+    /// A hook for `SerialRigOptions::on_health` that keeps the board's rig
+    /// health current: `on_health: Some(board.rig_health_hook())`.
+    pub fn rig_health_hook(&self) -> crate::rig::serial::HealthHook {
+        let board = self.clone();
+        Arc::new(move |h: &RigHealth| board.set_rig_health(h.clone()))
+    }
+
     pub fn rig_health(&self) -> RigHealth {
         self.lock().rig.clone()
     }

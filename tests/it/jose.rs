@@ -1082,3 +1082,69 @@ fn random_mutations_are_errors_not_panics() {
         let _ = webauthn::AuthenticatorData::parse(&ad);
     }
 }
+
+/// The simulator's attestation CA (src/sim/attestation.rs) meets the packed
+/// checks: leaf profile, AAGUID extension, P-384 root signing with SHA-384.
+#[test]
+fn simulator_attestation_verifies_against_its_root() {
+    use prereg_station::cbor::Value as C;
+    use prereg_station::sim::attestation::{root_pem, AttestationIdentity};
+    let aaguid = AAGUID;
+    let identity = AttestationIdentity::new(7, &aaguid).unwrap();
+    let cdh = webauthn::client_data_hash(&webauthn::client_data_json(
+        &[1; 32],
+        "https://myorg.okta.com",
+    ));
+    // authData as the simulated key builds it: rpIdHash, UP|UV|AT, counter,
+    // attested credential data with an ES256 COSE key.
+    let (reference, _) = SoftCa::new(aaguid).attest("myorg.okta.com", &cdh, None);
+    let mut signed = reference.auth_data.clone();
+    signed.extend_from_slice(&cdh);
+    let obj = webauthn::AttestationObject {
+        fmt: "packed".into(),
+        att_stmt: C::map([
+            (C::from("alg"), C::from(-7)),
+            (C::from("sig"), C::Bytes(identity.sign(&signed))),
+            (
+                C::from("x5c"),
+                C::Array(vec![C::Bytes(identity.cert_der.clone())]),
+            ),
+        ]),
+        auth_data: reference.auth_data.clone(),
+    };
+    let expected = Expected {
+        rp_id: "myorg.okta.com",
+        client_data_hash: &cdh,
+        require_uv: true,
+        cred_protect: None,
+        allow_none: false,
+        now: NOW,
+    };
+    let roots = TrustRoots::from_pem(root_pem(7).unwrap().as_bytes()).unwrap();
+    let v = webauthn::verify_attestation(&obj.encode(), &expected, &roots).unwrap();
+    assert_eq!(v.aaguid, aaguid);
+    let other = TrustRoots::from_pem(root_pem(8).unwrap().as_bytes()).unwrap();
+    assert_eq!(
+        webauthn::verify_attestation(&obj.encode(), &expected, &other)
+            .unwrap_err()
+            .code(),
+        "attestation.untrusted_root"
+    );
+    // The simulator's leaf for another AAGUID does not vouch for this one.
+    let stranger = AttestationIdentity::new(7, &[1; 16]).unwrap();
+    let mut wrong = obj.clone();
+    wrong.att_stmt = C::map([
+        (C::from("alg"), C::from(-7)),
+        (C::from("sig"), C::Bytes(stranger.sign(&signed))),
+        (
+            C::from("x5c"),
+            C::Array(vec![C::Bytes(stranger.cert_der.clone())]),
+        ),
+    ]);
+    assert_eq!(
+        webauthn::verify_attestation(&wrong.encode(), &expected, &roots)
+            .unwrap_err()
+            .code(),
+        "attestation.aaguid_mismatch"
+    );
+}

@@ -9,3 +9,4 @@ mod pcsc;
 mod rig;
 mod sim;
 mod station;
+mod trussed;

@@ -3,12 +3,21 @@
 //! which starts a private pcscd and sets `PREREG_PCSC=1` and
 //! `PREREG_PCSC_DIR`. Without `PREREG_PCSC=1` each test prints why it skips.
 
+use prereg_station::cbor::{self, Value};
+use prereg_station::ctap2::{
+    Client, MakeCredential, Permissions, PubKeyCredParam, RpEntity, SetMinPinLength, StatusCode,
+    UserEntity,
+};
 use prereg_station::ctaphid::KeepaliveStatus;
 use prereg_station::pcsc::apdu::{Command, LengthMode, Response};
+use prereg_station::pcsc::simcard::SimCard;
 use prereg_station::pcsc::vcard::{self, CardBackend, Fault, VirtualCard, VpcdCard};
 use prereg_station::pcsc::{
     self, CardChannel, NfcCtap, NfcTiming, PcscCard, PcscError, ReaderEvent,
 };
+use prereg_station::secret::SecretString;
+use prereg_station::sim::{SimConfig, SimKey, TouchMode};
+use prereg_station::yubikey::{DeviceInfo, FormFactor, Version};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -201,11 +210,17 @@ fn pcsc_device_info_through_the_management_application() {
         return;
     };
     let (card, _) = echo_card(&env);
+    // Two hand-written pages: paging and the raw TLVs.
+    let raw = pcsc::management::device_info(READER).unwrap();
+    assert_eq!(raw.version, "5.7.1");
+    assert_eq!(raw.tlv(0x02), Some(&12_345_678u32.to_be_bytes()[..]));
+    assert_eq!(raw.tlv(0x04), Some(&[0x03][..]));
+    assert_eq!(raw.tlv(0x05), Some(&[5, 7, 1][..]));
+    // Parsed by the yubikey module.
     let info = pcsc::device_info(READER).unwrap();
-    assert_eq!(info.version, "5.7.1");
-    assert_eq!(info.tlv(0x02), Some(&12_345_678u32.to_be_bytes()[..]));
-    assert_eq!(info.tlv(0x04), Some(&[0x03][..]));
-    assert_eq!(info.tlv(0x05), Some(&[5, 7, 1][..]));
+    assert_eq!(info.serial, Some(12_345_678));
+    assert_eq!(info.form_factor, FormFactor(3));
+    assert_eq!(info.firmware, Some(Version::new(5, 7, 1)));
     card.stop();
 }
 
@@ -371,5 +386,196 @@ fn pcsc_python_fido2_talks_to_the_virtual_card() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    card.stop();
+}
+
+/// A YubiKey 5C NFC on firmware 5.7.1 as its management application describes it.
+fn yubikey_5c_nfc() -> DeviceInfo {
+    DeviceInfo {
+        serial: Some(31_337_001),
+        form_factor: FormFactor(3),
+        firmware: Some(Version::new(5, 7, 1)),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn pcsc_ctap2_client_and_device_info_over_a_simulated_key() {
+    let Some(env) = env("pcsc_ctap2_client_and_device_info_over_a_simulated_key") else {
+        return;
+    };
+    // A getInfo-only core: enough to show the unchanged CTAP 2.1 client
+    // parsing a reply that crossed pcscd (the full flow needs the simulator).
+    let get_info = cbor::encode(&Value::map([
+        (
+            1,
+            Value::Array(vec![
+                Value::Text("FIDO_2_0".into()),
+                Value::Text("FIDO_2_1".into()),
+            ]),
+        ),
+        (3, Value::Bytes(vec![0xA2; 16])),
+        (5, Value::Integer(1200)),
+    ]));
+    let core = move |req: &[u8], _: &mut dyn FnMut(KeepaliveStatus)| match req.first() {
+        Some(0x04) => [&[0u8][..], &get_info].concat(),
+        _ => vec![0x01], // CTAP1_ERR_INVALID_COMMAND
+    };
+    let key = vcard::SimulatedKey::new(core, yubikey_5c_nfc());
+    pcsc::wait_for_removal(READER, Duration::from_secs(5)).unwrap();
+    let card = vcard::serve(env.vpcd, VirtualCard::new(key));
+    assert!(card.wait_connected(Duration::from_secs(5)));
+    pcsc::wait_for_card(READER, Duration::from_secs(5)).unwrap();
+
+    let mut client = Client::new(NfcCtap::open(READER, LengthMode::Short).unwrap());
+    let info = client.get_info().unwrap();
+    assert_eq!(info.versions, vec!["FIDO_2_0", "FIDO_2_1"]);
+    assert_eq!(info.aaguid, [0xA2; 16]);
+    assert_eq!(info.max_msg_size, Some(1200));
+    let err = client.reset(&mut |_| {}).unwrap_err();
+    assert_eq!(err.status().map(|s| s.0), Some(0x01), "{err:?}");
+    drop(client);
+
+    let dev = pcsc::device_info(READER).unwrap();
+    assert_eq!(dev, yubikey_5c_nfc());
+    card.stop();
+}
+
+fn make_credential(rp: &str, user: u8) -> MakeCredential {
+    MakeCredential {
+        client_data_hash: [user; 32],
+        rp: RpEntity {
+            id: rp.into(),
+            name: Some(rp.into()),
+        },
+        user: UserEntity {
+            id: vec![user; 16],
+            name: Some(format!("user{user}")),
+            display_name: None,
+        },
+        pub_key_cred_params: vec![PubKeyCredParam::es256()],
+        exclude_list: vec![],
+        extensions: Default::default(),
+        rk: true,
+        enterprise_attestation: None,
+    }
+}
+
+#[test]
+fn pcsc_programming_flow_on_a_simulated_5_7_key_through_pcscd() {
+    let Some(env) = env("pcsc_programming_flow_on_a_simulated_5_7_key_through_pcscd") else {
+        return;
+    };
+    // YubiKey 5C NFC (product 29) on firmware 5.7; the rig touches it.
+    let cfg = SimConfig::builtin("yubikey-5.7", 29)
+        .unwrap()
+        .serial(27_182_818)
+        .touch(TouchMode::Rig);
+    let expected_info = cfg.device_info();
+    let sim = SimCard::new(SimKey::new(cfg).unwrap()).unwrap();
+    let control = sim.control();
+    pcsc::wait_for_removal(READER, Duration::from_secs(5)).unwrap();
+    let card = vcard::serve(env.vpcd, VirtualCard::new(sim));
+    assert!(card.wait_connected(Duration::from_secs(5)));
+    pcsc::wait_for_card(READER, Duration::from_secs(5)).unwrap();
+
+    // Device info through the management application.
+    let info = pcsc::device_info(READER).unwrap();
+    assert_eq!(info, expected_info);
+    assert_eq!(info.serial, Some(27_182_818));
+    assert_eq!(
+        info.firmware,
+        Some(Version::new(5, 7, info.firmware.unwrap().patch))
+    );
+    assert!(info.has_nfc());
+
+    let mut client = Client::new(NfcCtap::open(READER, LengthMode::Short).unwrap());
+    let gi = client.get_info().unwrap();
+    assert!(
+        gi.versions.iter().any(|v| v == "FIDO_2_1"),
+        "{:?}",
+        gi.versions
+    );
+    assert_eq!(gi.pin_set(), Some(false));
+    let protocol = gi.preferred_pin_protocol().unwrap();
+    let pin = SecretString::new("572913".into());
+    client.set_pin(protocol, &pin).unwrap();
+
+    // makeCredential rk: UPNEEDED arrives as SW 9100 polls; the rig touches.
+    let mut upneeded = 0;
+    for (rp, user) in [("a.example", 1u8), ("b.example", 2)] {
+        let token = client
+            .get_pin_uv_auth_token_using_pin_with_permissions(
+                protocol,
+                &pin,
+                Permissions::MC,
+                Some(rp),
+            )
+            .unwrap();
+        let resp = client
+            .make_credential(&make_credential(rp, user), Some(&token), &mut |s| {
+                if s == KeepaliveStatus::UPNEEDED {
+                    upneeded += 1;
+                    control.touch();
+                }
+            })
+            .unwrap();
+        let ad = resp.authenticator_data().unwrap();
+        assert_eq!(ad.attested.unwrap().aaguid, control.aaguid());
+    }
+    assert!(upneeded >= 2, "UPNEEDED seen {upneeded} times");
+    assert_eq!(control.credentials().len(), 2);
+
+    // Credential management: both resident credentials are listed.
+    let cm = gi
+        .credential_management_command()
+        .expect("5.7 supports credential management");
+    let token = client
+        .get_pin_uv_auth_token_using_pin_with_permissions(protocol, &pin, Permissions::CM, None)
+        .unwrap();
+    let meta = client.get_creds_metadata(cm, &token).unwrap();
+    assert_eq!(meta.existing_resident_credentials_count, 2);
+    let mut rps: Vec<String> = client
+        .enumerate_rps(cm, &token)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.rp.id)
+        .collect();
+    rps.sort();
+    assert_eq!(rps, vec!["a.example", "b.example"]);
+
+    // setMinPINLength with forceChangePin, last (SPEC §7).
+    let token = client
+        .get_pin_uv_auth_token_using_pin_with_permissions(protocol, &pin, Permissions::ACFG, None)
+        .unwrap();
+    let params = SetMinPinLength {
+        new_min_pin_length: Some(6),
+        min_pin_length_rpids: None,
+        force_change_pin: true,
+    };
+    client.set_min_pin_length(&params, Some(&token)).unwrap();
+    let after = client.get_info().unwrap();
+    assert!(after.force_pin_change);
+    assert_eq!(after.min_pin_length, 6);
+    assert!(control.pin_status().force_pin_change);
+    // With forcePINChange set, the PIN no longer yields tokens.
+    let err = client
+        .get_pin_uv_auth_token_using_pin_with_permissions(
+            protocol,
+            &pin,
+            Permissions::MC,
+            Some("a.example"),
+        )
+        .unwrap_err();
+    // Research notes §2.3 say PIN_INVALID; the simulator answers
+    // PIN_POLICY_VIOLATION (as OpenSK does). Either way: no token.
+    assert!(
+        matches!(
+            err.status(),
+            Some(StatusCode::PIN_INVALID | StatusCode::PIN_POLICY_VIOLATION)
+        ),
+        "{err:?}"
+    );
+    drop(client);
     card.stop();
 }

@@ -119,6 +119,41 @@ fn serial_driver_round_trips_over_a_pty() {
 }
 
 #[test]
+fn concurrent_slot_workers_share_one_rig_without_crosstalk() {
+    let dir = tempfile::tempdir().unwrap();
+    let (keys, sim) = sim_rig(&dir, 4);
+    let rig: Arc<dyn Rig> = Arc::new(SerialRig::open(sim.path(), DEFAULT_BAUD, fast_opts()));
+    let workers: Vec<_> = (0..4u8)
+        .map(|slot| {
+            let rig = rig.clone();
+            std::thread::spawn(move || {
+                for i in 0..25 {
+                    let lamp = [Lamp::Busy, Lamp::Attn, Lamp::Pass][i % 3];
+                    rig.led(slot, lamp).unwrap();
+                    rig.touch(slot, Duration::from_millis(1)).unwrap();
+                    rig.present().unwrap();
+                }
+                rig.led(slot, Lamp::Pass).unwrap();
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    for slot in 0..4 {
+        assert_eq!(sim.lamp(slot), Lamp::Pass);
+        let touches = keys
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| **l == format!("touch {slot} 1ms"))
+            .count();
+        assert_eq!(touches, 25, "slot {slot}");
+    }
+}
+
+#[test]
 fn rig_err_reply_is_a_typed_refusal_and_capabilities_are_honoured() {
     let dir = tempfile::tempdir().unwrap();
     let keys = Arc::new(Keys::default());
@@ -273,6 +308,28 @@ fn vanished_rig_is_down_fast_and_reconnects_when_back() {
         RigHealth::Down { reason } => assert!(reason.contains("disappeared"), "{reason}"),
         h => panic!("{h:?}"),
     }
+}
+
+#[test]
+fn board_follows_rig_health_through_the_hook() {
+    use prereg_station::web::StatusBoard;
+    let dir = tempfile::tempdir().unwrap();
+    let (_keys, sim) = sim_rig(&dir, 2);
+    let board = StatusBoard::new("s", 2);
+    let mut opts = fast_opts();
+    opts.on_health = Some(board.rig_health_hook());
+    let rig = SerialRig::open(sim.path(), DEFAULT_BAUD, opts);
+    assert!(board.rig_health().is_up());
+    sim.disappear();
+    wait_for("board shows rig down", Duration::from_secs(3), || {
+        !board.rig_health().is_up()
+    });
+    assert_eq!(board.snapshot().rig.state, "down");
+    sim.reappear();
+    wait_for("board shows rig up", Duration::from_secs(5), || {
+        board.rig_health().is_up()
+    });
+    drop(rig);
 }
 
 #[test]
@@ -1221,5 +1278,77 @@ mod browser {
             "token dropped from the URL"
         );
         h2.shutdown().unwrap();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// End to end: a simulated key that waits for a touch (KEEPALIVE UPNEEDED)
+// gets it from the rig: CTAP client → keepalive callback → SerialRig TOUCH
+// over a pty → simulated rig → SimKeySlots → SimControl::touch.
+
+mod sim_keys {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use prereg_station::ctap2::Client;
+    use prereg_station::ctaphid::{HidChannel, KeepaliveStatus, Timeouts};
+    use prereg_station::rig::serial::{SerialRig, DEFAULT_BAUD};
+    use prereg_station::rig::sim::{SimKeySlots, SimRig, SimRigOptions};
+    use prereg_station::rig::{Rig, SlotMask};
+    use prereg_station::sim::{SimConfig, SimKey, TouchMode};
+
+    fn key(serial: u32) -> SimKey {
+        let profile = prereg_station::profile::builtin_profile("yubikey-5.7").unwrap();
+        let pid = SimConfig::default_product(&profile);
+        let cfg = SimConfig::new(profile, pid)
+            .unwrap()
+            .serial(serial)
+            .touch(TouchMode::Rig)
+            .touch_timeout(Duration::from_secs(10));
+        SimKey::new(cfg).unwrap()
+    }
+
+    #[test]
+    fn rig_touch_reaches_a_waiting_simulated_key_and_power_unplugs_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let slots = SimKeySlots::new(2);
+        let k = key(5550001);
+        let ctl = k.control();
+        slots.insert(1, k.control());
+        let sim = SimRig::spawn(
+            dir.path().join("rig"),
+            Arc::new(slots.clone()),
+            SimRigOptions::new(2),
+        )
+        .unwrap();
+        let rig = SerialRig::open(sim.path(), DEFAULT_BAUD, Default::default());
+        assert_eq!(rig.present().unwrap(), SlotMask(0b10));
+
+        // authenticatorSelection waits for a touch; only the rig gives it.
+        let mut client = Client::new(HidChannel::open(k, Timeouts::default()).unwrap());
+        let mut asked = 0;
+        client
+            .selection(&mut |status| {
+                if status == KeepaliveStatus::UPNEEDED && asked == 0 {
+                    asked += 1;
+                    rig.touch(1, Duration::from_millis(150)).unwrap();
+                }
+            })
+            .unwrap();
+        assert_eq!(asked, 1, "the key asked for a touch and the rig gave it");
+
+        // POWER OFF pulls the key: PRESENT? drops it; ON brings it back.
+        rig.power(1, false).unwrap();
+        assert!(!ctl.is_present());
+        assert_eq!(rig.present().unwrap(), SlotMask(0));
+        rig.power(1, true).unwrap();
+        assert!(ctl.is_present());
+        assert_eq!(rig.present().unwrap(), SlotMask(0b10));
+        // A touch on an empty slot is the rig's ERR, typed.
+        assert!(slots.remove(1).is_some());
+        assert!(matches!(
+            rig.touch(1, Duration::from_millis(10)),
+            Err(prereg_station::rig::RigError::Refused { .. })
+        ));
     }
 }

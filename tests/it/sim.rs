@@ -378,3 +378,177 @@ fn read_config_reports_serial_and_form_factor() {
     assert_eq!(info.firmware.unwrap().to_string(), "5.7.1");
     assert_eq!(chan.info().device_version, (5, 7, 1));
 }
+
+// ---- raw CTAPHID (CTAP 2.1 §11.2) against the device side ----
+
+fn report(cid: u32, first: u8, rest: &[u8]) -> [u8; 64] {
+    let mut r = [0u8; 64];
+    r[..4].copy_from_slice(&cid.to_be_bytes());
+    r[4] = first;
+    r[5..5 + rest.len()].copy_from_slice(rest);
+    r
+}
+
+fn init_packet(cid: u32, cmd: u8, payload: &[u8]) -> [u8; 64] {
+    let mut body = (payload.len() as u16).to_be_bytes().to_vec();
+    body.extend(payload);
+    report(cid, 0x80 | cmd, &body)
+}
+
+fn raw_key(clock: Arc<ManualClock>, touch: TouchMode) -> (SimKey, SimControl, u32) {
+    let cfg = SimConfig::builtin("yubikey-5.7", 1).unwrap().touch(touch);
+    let mut key = SimKey::with_clock(cfg, clock).unwrap();
+    let control = key.control();
+    key.send(&init_packet(0xffff_ffff, 0x06, &[1, 2, 3, 4, 5, 6, 7, 8]))
+        .unwrap();
+    let r = key.recv(Duration::ZERO).unwrap().unwrap();
+    assert_eq!(&r[..7], &[0xff, 0xff, 0xff, 0xff, 0x86, 0, 17]);
+    assert_eq!(&r[7..15], &[1, 2, 3, 4, 5, 6, 7, 8]);
+    assert_eq!(&r[19..24], &[2, 5, 7, 1, 0x05]);
+    let cid = u32::from_be_bytes([r[15], r[16], r[17], r[18]]);
+    (key, control, cid)
+}
+
+fn next(key: &mut SimKey) -> [u8; 64] {
+    key.recv(Duration::ZERO).unwrap().expect("a report")
+}
+
+fn hid_error(r: &[u8; 64]) -> u8 {
+    assert_eq!(&r[4..7], &[0xbf, 0, 1], "an ERROR frame: {r:02x?}");
+    r[7]
+}
+
+#[test]
+fn ctaphid_errors() {
+    let clock = Arc::new(ManualClock::default());
+    let (mut key, _c, cid) = raw_key(clock.clone(), TouchMode::Auto);
+    // Unallocated channel, reserved channel, non-INIT on broadcast.
+    key.send(&init_packet(0x1234_5678, 0x10, &[4])).unwrap();
+    assert_eq!(hid_error(&next(&mut key)), 0x0b);
+    key.send(&init_packet(0, 0x10, &[4])).unwrap();
+    assert_eq!(hid_error(&next(&mut key)), 0x0b);
+    key.send(&init_packet(0xffff_ffff, 0x10, &[4])).unwrap();
+    assert_eq!(hid_error(&next(&mut key)), 0x0b);
+    // INIT with a 7-byte nonce.
+    key.send(&init_packet(0xffff_ffff, 0x06, &[0; 7])).unwrap();
+    assert_eq!(hid_error(&next(&mut key)), 0x03);
+    // Unknown command; vendor command other than READ_CONFIG.
+    key.send(&init_packet(cid, 0x7e, &[])).unwrap();
+    assert_eq!(hid_error(&next(&mut key)), 0x01);
+    // A continuation without a message, then a wrong sequence number.
+    key.send(&report(cid, 0, &[])).unwrap();
+    assert_eq!(hid_error(&next(&mut key)), 0x04);
+    let mut long = 100u16.to_be_bytes().to_vec();
+    long.extend([0x81; 57]);
+    key.send(&report(cid, 0x81, &long)).unwrap();
+    key.send(&report(cid, 1, &[0; 59])).unwrap();
+    assert_eq!(hid_error(&next(&mut key)), 0x04);
+    // A half message times out after 500 ms of the key's clock.
+    key.send(&report(cid, 0x81, &long)).unwrap();
+    assert!(key.recv(Duration::ZERO).unwrap().is_none());
+    clock.advance(Duration::from_millis(600));
+    assert_eq!(hid_error(&next(&mut key)), 0x05);
+    // PING echoes; WINK counts; MSG U2F_VERSION.
+    key.send(&init_packet(cid, 0x01, b"hello")).unwrap();
+    assert_eq!(
+        &next(&mut key)[4..12],
+        &[0x81, 0, 5, b'h', b'e', b'l', b'l', b'o']
+    );
+    key.send(&init_packet(cid, 0x08, &[])).unwrap();
+    assert_eq!(&next(&mut key)[4..7], &[0x88, 0, 0]);
+    key.send(&init_packet(cid, 0x03, &[0, 3, 0, 0, 0])).unwrap();
+    assert_eq!(&next(&mut key)[4..15], b"\x83\x00\x08U2F_V2\x90\x00");
+    // Garbage CBOR: a CTAP status, not a crash.
+    key.send(&init_packet(cid, 0x10, &[0x04, 0xff])).unwrap();
+    assert_eq!(&next(&mut key)[4..8], &[0x90, 0, 1, 0x12]);
+    key.send(&init_packet(cid, 0x10, &[0x01, 0xa0])).unwrap();
+    assert_eq!(&next(&mut key)[4..8], &[0x90, 0, 1, 0x14]);
+}
+
+#[test]
+fn busy_cancel_and_resync() {
+    let clock = Arc::new(ManualClock::default());
+    let (mut key, control, cid) = raw_key(clock.clone(), TouchMode::Never);
+    // selection waits for a touch that never comes: UPNEEDED keepalives.
+    key.send(&init_packet(cid, 0x10, &[0x0b])).unwrap();
+    assert_eq!(&next(&mut key)[4..8], &[0xbb, 0, 1, 2]);
+    assert!(control.waiting_for_touch());
+    clock.advance(Duration::from_millis(150));
+    assert_eq!(&next(&mut key)[4..8], &[0xbb, 0, 1, 2]);
+    // Another channel is told the key is busy.
+    key.send(&init_packet(0xffff_ffff, 0x06, &[9; 8])).unwrap();
+    let other = next(&mut key);
+    let cid2 = u32::from_be_bytes([other[15], other[16], other[17], other[18]]);
+    key.send(&init_packet(cid2, 0x01, b"x")).unwrap();
+    assert_eq!(hid_error(&next(&mut key)), 0x06);
+    // CANCEL ends the request with KEEPALIVE_CANCEL.
+    key.send(&init_packet(cid, 0x11, &[])).unwrap();
+    assert_eq!(&next(&mut key)[4..8], &[0x90, 0, 1, 0x2d]);
+    assert!(!control.waiting_for_touch());
+    // Touch timeout.
+    key.send(&init_packet(cid, 0x10, &[0x0b])).unwrap();
+    next(&mut key);
+    clock.advance(Duration::from_secs(31));
+    let mut last = next(&mut key);
+    while last[4] == 0xbb {
+        last = next(&mut key);
+    }
+    assert_eq!(&last[4..8], &[0x90, 0, 1, 0x2f]);
+}
+
+#[test]
+fn packet_faults() {
+    let clock = Arc::new(ManualClock::default());
+    let (mut key, control, cid) = raw_key(clock.clone(), TouchMode::Auto);
+    // Reply on a wrong channel (INIT was message 0, this PING is message 1).
+    control.set_faults(FaultPlan {
+        wrong_channel_at_command: Some(1),
+        ..FaultPlan::default()
+    });
+    key.send(&init_packet(cid, 0x01, b"a")).unwrap();
+    let r = next(&mut key);
+    assert_ne!(u32::from_be_bytes([r[0], r[1], r[2], r[3]]), cid);
+    // Outgoing report 2 (the INIT reply was 0, the PING reply 1) is dropped, 3 duplicated.
+    control.set_faults(FaultPlan {
+        drop_packets: vec![2],
+        duplicate_packets: vec![3],
+        ..FaultPlan::default()
+    });
+    key.send(&init_packet(cid, 0x01, b"b")).unwrap();
+    assert!(key.recv(Duration::ZERO).unwrap().is_none());
+    key.send(&init_packet(cid, 0x01, b"c")).unwrap();
+    assert_eq!(next(&mut key)[7], b'c');
+    assert_eq!(next(&mut key)[7], b'c');
+    // Endless keepalive.
+    control.set_faults(FaultPlan {
+        endless_keepalive: true,
+        ..FaultPlan::default()
+    });
+    key.send(&init_packet(cid, 0x10, &[0x04])).unwrap();
+    for _ in 0..5 {
+        assert_eq!(&next(&mut key)[4..8], &[0xbb, 0, 1, 1]);
+        clock.advance(Duration::from_secs(60));
+    }
+}
+
+#[test]
+fn arbitrary_input_never_panics() {
+    use rand::{Rng, RngCore, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed);
+    for _ in 0..120 {
+        let len = rng.gen_range(1..400);
+        let mut data = vec![0u8; len];
+        rng.fill_bytes(&mut data);
+        prereg_station::sim::exercise(&data);
+    }
+    // Structured starts: every CTAP command byte with random CBOR-ish bodies.
+    for cmd in [1u8, 2, 4, 6, 7, 8, 0x0a, 0x0b, 0x0d, 0x41] {
+        for _ in 0..6 {
+            let mut data = vec![0u8, cmd, 0xa0 | rng.gen_range(0..8u8)];
+            let mut tail = vec![0u8; rng.gen_range(0..64)];
+            rng.fill_bytes(&mut tail);
+            data.extend(tail);
+            prereg_station::sim::exercise(&data);
+        }
+    }
+}
