@@ -8,6 +8,7 @@
 
 pub mod app;
 pub mod deliver;
+pub mod latency;
 pub mod notify;
 pub mod policy;
 pub mod simslot;

@@ -1,0 +1,467 @@
+//! Station benchmark (prints figures; never a timed test). See docs/benchmarks.md.
+//!
+//! 1. Keys per hour with 1, 8 and 32 simulated slots under the assumed YubiKey
+//!    latency model of `station::latency`.
+//! 2. The station's own CPU per key (process CPU minus the simulator's, which is
+//!    metered inside the latency wrapper) as a share of the key's modelled time,
+//!    and 32-slot scaling against 32 × the one-slot rate.
+//! 3. Store import and lease+release cost per job with 1,000 vs 100,000 queued.
+//!
+//! `PREREG_BENCH_ROUNDS` (keys per slot, default 4; the one-slot run does twice as many) and `PREREG_BENCH_BIG=1`
+//! (also 1,000,000 queued jobs) make it run longer.
+
+use prereg_station::cli::jobs::{import_file, open_store};
+use prereg_station::config::Config;
+use prereg_station::idp::{EnrollOptions, Idp};
+use prereg_station::jose::keys::StationKeys;
+use prereg_station::shipment::Job;
+use prereg_station::station::latency::{self, LatencyModel};
+use prereg_station::station::simslot::{SimSource, SIM_CA_SEED};
+use prereg_station::station::source::KeySource;
+use prereg_station::station::{app, Station};
+use prereg_station::store::Store;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const PROFILE: &str = "yubikey-5.7";
+
+fn main() {
+    let rounds: usize = env_num("PREREG_BENCH_ROUNDS", 4).max(1);
+    let big = std::env::var("PREREG_BENCH_BIG").is_ok_and(|v| v == "1");
+    println!("prereg-station station benchmark");
+    println!(
+        "machine: {} CPU(s) ({}), profile {PROFILE}, {rounds} key(s) per slot per run",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        cpu_model()
+    );
+    let t0 = Instant::now();
+
+    // --- 1 + 2: throughput and CPU with the latency model -----------------------
+    let model = LatencyModel::yubikey();
+    latency::set_model(Some(model));
+    latency::set_metering(true);
+    let read_cost = schedstat_read_cost();
+    let insert_cost = sim_key_insert_cost();
+    println!(
+        "calibration: one schedstat read {:.1} µs; inserting a blank simulated key {:.2} ms CPU",
+        micros(read_cost),
+        millis(insert_cost)
+    );
+    println!();
+    println!("keys/h: steady state (keys after the first round / their time); per key: model =");
+    println!("modelled device time (jittered), wall = slot time per key,");
+    println!("sim/station/meter = CPU of simulator / station / CPU meter");
+    println!(
+        "{:>5} {:>5} {:>5} {:>7} {:>8} {:>9} {:>6} {:>9} {:>7} {:>8} {:>6} {:>8}",
+        "slots",
+        "state",
+        "keys",
+        "wall s",
+        "keys/h",
+        "model ms",
+        "wall",
+        "sim ms",
+        "station",
+        "meter ms",
+        "%key",
+        "cpu busy"
+    );
+    let mut rates = Vec::new();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let mut hook_missing = false;
+    let shm = Path::new("/dev/shm");
+    let mut runs = vec![(1usize, false), (8, false), (32, false)];
+    if shm.is_dir() {
+        // The same with the SQLite state on tmpfs: fsync costs nothing there,
+        // which shows how much of the 32-slot figure the store's fsyncs cost.
+        runs.push((32, true));
+    }
+    for (slots, on_shm) in runs {
+        let keys = if slots == 1 {
+            2 * rounds
+        } else {
+            slots * rounds
+        };
+        match run_station(slots, keys, on_shm.then_some(shm)) {
+            Ok(r) => {
+                hook_missing |= r.wrapped == 0;
+                // Metering reads: ~1 read inside each bracket (charged to the
+                // simulator), ~1 outside (charged to the process).
+                let meter = read_cost * r.metered_calls as u32;
+                let sim = r.sim_cpu.saturating_sub(meter) + insert_cost * keys as u32;
+                let station = r.process_cpu.saturating_sub(sim + meter * 2);
+                let per_key = |d: Duration| millis(d) / keys as f64;
+                let model_per_key = per_key(r.modelled);
+                let rate = r
+                    .steady
+                    .unwrap_or(keys as f64 * 3600.0 / r.wall.as_secs_f64());
+                if !on_shm {
+                    rates.push((slots, rate));
+                }
+                println!(
+                    "{:>5} {:>5} {:>5} {:>7.1} {:>8.0} {:>9.0} {:>6.0} {:>9.1} {:>7.1} {:>8.1} {:>5.2}% {:>7.0}%",
+                    slots,
+                    if on_shm { "tmpfs" } else { "disk" },
+                    keys,
+                    r.wall.as_secs_f64(),
+                    rate,
+                    model_per_key,
+                    millis(r.wall) * slots as f64 / keys as f64,
+                    per_key(sim),
+                    per_key(station),
+                    per_key(meter * 2),
+                    100.0 * per_key(station) / model_per_key.max(f64::MIN_POSITIVE),
+                    100.0 * r.process_cpu.as_secs_f64() / (r.cpu_wall.as_secs_f64() * cores)
+                );
+                if slots == 1 {
+                    let mix: Vec<String> = r
+                        .messages
+                        .iter()
+                        .map(|(c, n)| format!("{} {:.1}", c.name(), *n as f64 / keys as f64))
+                        .collect();
+                    println!("      messages per key: {}", mix.join(", "));
+                }
+            }
+            Err(e) => println!("{slots:>5} {keys:>5}  FAILED: {e}"),
+        }
+    }
+    if hook_missing {
+        println!(
+            "WARNING: no transport was wrapped: the latency hook is not in simslot.rs \
+             connect(); figures above are WITHOUT the latency model"
+        );
+    }
+    if let (Some((_, one)), Some((_, many))) = (
+        rates.iter().find(|(s, _)| *s == 1),
+        rates.iter().find(|(s, _)| *s == 32),
+    ) {
+        println!(
+            "scaling: 32 slots = {:.0} keys/h vs 32 × 1 slot = {:.0} keys/h: {:.1}% of linear",
+            many,
+            32.0 * one,
+            100.0 * many / (32.0 * one)
+        );
+    }
+    latency::set_metering(false);
+    latency::set_model(None);
+
+    // --- 3: store import and lease cost vs queue depth ---------------------------
+    println!();
+    println!(
+        "{:>6} {:>9} {:>6} {:>12} {:>12} {:>12}",
+        "state", "queued", "ops", "import µs", "lease µs", "release µs"
+    );
+    let mut depths = vec![1_000usize, 100_000];
+    if big {
+        depths.push(1_000_000);
+    }
+    let mut places = vec![None];
+    if shm.is_dir() {
+        places.push(Some(shm));
+    }
+    for place in places {
+        for &depth in &depths {
+            let name = if place.is_some() { "tmpfs" } else { "disk" };
+            match store_costs(depth, 500, place) {
+                Ok((k, import, lease, release)) => println!(
+                    "{:>6} {:>9} {:>6} {:>12.1} {:>12.1} {:>12.1}",
+                    name,
+                    depth,
+                    k,
+                    micros(import),
+                    micros(lease),
+                    micros(release)
+                ),
+                Err(e) => println!("{name:>6} {depth:>9}  FAILED: {e}"),
+            }
+        }
+    }
+    println!();
+    println!("total bench time {:.0} s", t0.elapsed().as_secs_f64());
+}
+
+struct RunResult {
+    /// Start to the last key programmed.
+    wall: Duration,
+    /// Keys per hour after the first round.
+    steady: Option<f64>,
+    /// Start to everything delivered (the span `process_cpu` covers).
+    cpu_wall: Duration,
+    process_cpu: Duration,
+    sim_cpu: Duration,
+    metered_calls: u64,
+    modelled: Duration,
+    wrapped: u64,
+    messages: Vec<(latency::CommandClass, u64)>,
+}
+
+/// One station with `slots` simulated slots programming `keys` jobs.
+fn run_station(slots: usize, keys: usize, base: Option<&Path>) -> Result<RunResult, String> {
+    let dir = TempDir::new(base)?;
+    let d = dir.0.as_path();
+    let keys_dir = d.join("keys");
+    let station_keys = StationKeys::generate(&keys_dir).map_err(|e| e.to_string())?;
+    let ca = d.join("ca.pem");
+    let pem = prereg_station::sim::attestation::root_pem(SIM_CA_SEED).map_err(|e| e.to_string())?;
+    std::fs::write(&ca, pem).map_err(|e| e.to_string())?;
+    let profile = prereg_station::profile::builtin_profile(PROFILE).map_err(|e| e.to_string())?;
+    let product = profile.products.first().ok_or("no product")?.product_id;
+    let q = |p: &Path| toml::Value::String(p.display().to_string()).to_string();
+    let mut text = format!(
+        "[station]\nid = \"bench\"\nstate_dir = {}\nkeys_dir = {}\noutbox_dir = {}\n\
+         attestation_roots = [{}]\nsim_seed = 7\n\n[[customization]]\nid = \"C19881\"\n\
+         min_firmware = \"{}\"\nproducts = [{product}]\n",
+        q(&d.join("state")),
+        q(&keys_dir),
+        q(&d.join("outbox")),
+        q(&ca),
+        profile.min_firmware
+    );
+    for i in 0..slots {
+        text.push_str(&format!(
+            "\n[[slot]]\nname = \"S{}\"\ndevice = \"sim:{PROFILE}\"\n",
+            i + 1
+        ));
+    }
+    let config = Config::parse(&text).map_err(|e| e.to_string())?;
+    let idp = Idp::open(&d.join("idp")).map_err(|e| e.to_string())?;
+    let shipments = idp
+        .enroll(
+            &station_keys.transport_jwks(),
+            &EnrollOptions {
+                users: keys,
+                product_id: product,
+                credentials_per_user: 1,
+                ..EnrollOptions::default()
+            },
+        )
+        .map_err(|e| e.to_string())?;
+    let lines: Vec<String> = shipments
+        .iter()
+        .filter_map(|s| serde_json::to_string(s).ok())
+        .collect();
+    let jobs = d.join("jobs.jsonl");
+    std::fs::write(&jobs, lines.join("\n") + "\n").map_err(|e| e.to_string())?;
+    let store = open_store(&config).map_err(|e| e.to_string())?;
+    let imported = import_file(&store, &config, &jobs).map_err(|e| e.to_string())?;
+    if imported.imported != keys {
+        return Err(format!("imported {} of {keys} jobs", imported.imported));
+    }
+    drop(station_keys);
+    let setup = app::setup(config, store).map_err(|e| e.to_string())?;
+
+    latency::reset_stats();
+    let cpu0 = process_cpu()?;
+    let t0 = Instant::now();
+    let station = Station::start(setup).map_err(|e| e.to_string())?;
+    let deadline = t0 + Duration::from_secs(120 + keys as u64 * 10);
+    // The programmed list is a cheap mutex; drained() is three store queries,
+    // so it is polled only once every key is programmed.
+    let programmed_now = || station.shared().programmed.lock().map_or(0, |p| p.len());
+    let mut first_round = None;
+    loop {
+        let n = programmed_now();
+        if n >= slots && first_round.is_none() {
+            first_round = Some((n, t0.elapsed()));
+        }
+        if n >= keys || Instant::now() >= deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let wall = t0.elapsed();
+    // Steady state: keys finished after the first round over the time they took
+    // (start-up and the first identify are not in it).
+    let steady = first_round
+        .filter(|(n, _)| *n < keys)
+        .map(|(n, t)| (keys - n) as f64 * 3600.0 / (wall - t).as_secs_f64());
+    while !station.drained() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let cpu_wall = t0.elapsed();
+    let cpu = process_cpu()?.saturating_sub(cpu0);
+    let stats = latency::stats();
+    let drained = station.drained();
+    let programmed = station.shared().programmed.lock().map_or(0, |p| p.len());
+    station.shutdown();
+    if !drained || programmed != keys {
+        return Err(format!(
+            "programmed {programmed} of {keys} keys (drained: {drained})"
+        ));
+    }
+    Ok(RunResult {
+        wall,
+        steady,
+        cpu_wall,
+        process_cpu: cpu,
+        sim_cpu: stats.sim_cpu,
+        metered_calls: stats.metered_calls,
+        modelled: stats.modelled,
+        wrapped: stats.wrapped,
+        messages: stats.messages,
+    })
+}
+
+/// Import `depth` jobs, then time `k` more imports, `k` leases and `k` releases.
+fn store_costs(
+    depth: usize,
+    k: usize,
+    base: Option<&Path>,
+) -> Result<(usize, Duration, Duration, Duration), String> {
+    let dir = TempDir::new(base)?;
+    let store = Store::open(&dir.0.join("bench.db")).map_err(|e| e.to_string())?;
+    let job = |i: usize| Job {
+        shipment_id: format!("ship-{i:08}"),
+        product_id: 0x0402,
+        inventory_product_id: 1,
+        customization_id: "C19881".into(),
+        // The size of a real P-384 ECDH-ES JWE of a PIN request.
+        pin_request: "e".repeat(600),
+        credential_requests: vec!["c".repeat(1500)],
+    };
+    // Bulk fill in one transaction (the same rows `import` writes, audit included).
+    let filler: Vec<Job> = (0..depth - k.min(depth)).map(job).collect();
+    store
+        .call(move |conn| {
+            let tx = conn.transaction()?;
+            {
+                let mut ins = tx.prepare(
+                    "INSERT INTO jobs (shipment_id, product_id, inventory_product_id,
+                       customization_id, pin_request, cred_requests, request_digests, state,
+                       imported_at, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, '[]', 'queued', ?7, ?7)",
+                )?;
+                let mut aud = tx.prepare(
+                    "INSERT INTO audit (at, shipment_id, event) VALUES (?1, ?2, 'imported')",
+                )?;
+                let now = prereg_station::store::now_secs();
+                for j in &filler {
+                    ins.execute(rusqlite::params![
+                        j.shipment_id,
+                        j.product_id,
+                        j.inventory_product_id,
+                        j.customization_id,
+                        j.pin_request,
+                        serde_json::to_string(&j.credential_requests).unwrap_or_default(),
+                        now
+                    ])?;
+                    aud.execute(rusqlite::params![now, j.shipment_id])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .map_err(|e| e.to_string())?;
+    let base = depth - k.min(depth);
+    let t = Instant::now();
+    for i in base..depth {
+        store
+            .import(&job(i), vec!["d".repeat(43), "d".repeat(43)])
+            .map_err(|e| e.to_string())?;
+    }
+    let import = t.elapsed() / k as u32;
+    let mut leased = Vec::with_capacity(k);
+    let t = Instant::now();
+    for i in 0..k {
+        let l = store
+            .lease(&format!("S{}", i % 32), &[0x0402], Duration::from_secs(600))
+            .map_err(|e| e.to_string())?
+            .ok_or("queue empty")?;
+        leased.push(l.job.shipment_id);
+    }
+    let lease = t.elapsed() / k as u32;
+    let t = Instant::now();
+    for id in &leased {
+        store
+            .release(id, "bench: key removed", false, 3)
+            .map_err(|e| e.to_string())?;
+    }
+    let release = t.elapsed() / k as u32;
+    Ok((k, import, lease, release))
+}
+
+/// Process CPU (user + system, all threads, exited ones included) from /proc/self/stat.
+fn process_cpu() -> Result<Duration, String> {
+    let stat = std::fs::read_to_string("/proc/self/stat").map_err(|e| e.to_string())?;
+    // Fields after the parenthesised command name; utime and stime are 14 and 15.
+    let rest = stat.rsplit_once(')').ok_or("bad /proc/self/stat")?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    // utime is field 14 overall = index 11 after ")" (state is field 3).
+    let total = ticks(11) + ticks(12);
+    // USER_HZ is 100 on Linux (sysconf(_SC_CLK_TCK)) on every architecture we run on.
+    Ok(Duration::from_millis(total * 10))
+}
+
+/// Cost of one `/proc/thread-self/schedstat` read (the meter's unit).
+fn schedstat_read_cost() -> Duration {
+    let n = 2_000;
+    let t = Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(latency::thread_cpu_time());
+    }
+    t.elapsed() / n
+}
+
+/// Thread CPU to put a new blank simulated key in a slot (outside the wrapper,
+/// so charged to the process, but the simulator's work).
+fn sim_key_insert_cost() -> Duration {
+    let Ok(mut source) = SimSource::new(PROFILE, 40, 99) else {
+        return Duration::ZERO;
+    };
+    let n = 20u32;
+    let before = latency::thread_cpu_time().unwrap_or_default();
+    for _ in 0..n {
+        std::hint::black_box(source.connect());
+        source.key_done();
+    }
+    latency::thread_cpu_time()
+        .unwrap_or_default()
+        .saturating_sub(before)
+        / n
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
+}
+
+fn env_num(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn millis(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn micros(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    /// A fresh directory under `base` (default: the system temporary directory).
+    fn new(base: Option<&Path>) -> Result<Self, String> {
+        let base = base.map_or_else(std::env::temp_dir, Path::to_path_buf);
+        let p = base.join(format!("prereg-bench-{:016x}", rand::random::<u64>()));
+        std::fs::create_dir_all(&p).map_err(|e| e.to_string())?;
+        Ok(Self(p))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
