@@ -352,18 +352,8 @@ pub fn parse_uuid(s: &str) -> Option<[u8; 16]> {
     bytes.try_into().ok()
 }
 
-/// Formats 16 bytes as a UUID.
-pub fn format_uuid(b: &[u8; 16]) -> String {
-    let h = hex::encode(b);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
-}
+/// Formats 16 bytes as a UUID (one implementation, in the CTAP types).
+pub use crate::ctap2::format_uuid;
 
 /// The profiles shipped in `firmware-profiles/`, embedded at build time.
 pub const BUILTIN_SOURCES: &[(&str, &str)] = &[

@@ -194,15 +194,7 @@ pub fn check_client_data(
 
 /// AAGUID as a lowercase hyphenated UUID (`a25342c0-3cdc-4414-8e46-f4807fca511c`).
 pub fn format_aaguid(aaguid: &[u8; 16]) -> String {
-    let h = hex::encode(aaguid);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
+    crate::ctap2::format_uuid(aaguid)
 }
 
 // ---- authenticator data (WebAuthn §6.1) -------------------------------------
