@@ -42,6 +42,11 @@ pub fn run(config_path: &Option<PathBuf>, args: Args) -> CliResult {
     tracing::info!(slots = config.slots.len(), "station running");
     let watchdog = notify::watchdog_interval().map(|d| d / 2);
     let mut last_ping = Instant::now();
+    // `--once` gives up when jobs stay queued with nothing in progress for this
+    // long: no key in any slot fits them (wrong product, firmware, capability).
+    let stuck_after = Duration::from_secs(60);
+    let mut last_change = (Instant::now(), store.counts().unwrap_or_default());
+    let mut stuck = false;
     while !stop.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(200));
         if let Some(dir) = &spool {
@@ -53,6 +58,18 @@ pub fn run(config_path: &Option<PathBuf>, args: Args) -> CliResult {
         }
         if args.once && station.drained() {
             break;
+        }
+        if args.once {
+            let counts = store.counts().unwrap_or_default();
+            if counts != last_change.1 {
+                last_change = (Instant::now(), counts);
+            } else if last_change.0.elapsed() >= stuck_after
+                && store.count("leased").is_ok_and(|n| n == 0)
+                && store.count("programmed").is_ok_and(|n| n == 0)
+            {
+                stuck = true;
+                break;
+            }
         }
         // Drain (status page): no new jobs are leased; stop once none is in a slot.
         if board.controls().draining() && store.count("leased").is_ok_and(|n| n == 0) {
@@ -77,6 +94,14 @@ pub fn run(config_path: &Option<PathBuf>, args: Args) -> CliResult {
         "programmed {programmed} key(s) this run; jobs: {}",
         summary.join(", ")
     );
+    if stuck {
+        return Err(CliError::failed(format!(
+            "--once: {} job(s) still queued and no key in any slot has taken one for {}s; \
+             see `jobs list` for why keys were turned away",
+            store.count("queued").unwrap_or(0),
+            stuck_after.as_secs()
+        )));
+    }
     Ok(())
 }
 

@@ -21,6 +21,8 @@ pub enum DeliveryError {
     },
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Http(#[from] super::http_sink::HttpSinkError),
 }
 
 /// Path of a shipment's result file (ids are validated to a safe alphabet).
@@ -61,18 +63,33 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), std::io::Error> {
     File::open(dir)?.sync_all()
 }
 
-/// Delivers every pending result to `outbox`; returns how many were delivered.
-pub fn deliver_pending(store: &Store, outbox: &Path) -> Result<usize, DeliveryError> {
+/// Delivers every pending result — to the HTTP sink when one is configured,
+/// else to `outbox` — and purges each once acknowledged; returns how many.
+pub fn deliver_pending(
+    store: &Store,
+    outbox: &Path,
+    http: Option<&super::http_sink::HttpSink>,
+) -> Result<usize, DeliveryError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| DeliveryError::Io { path, source }
     };
-    fs::create_dir_all(outbox).map_err(io(outbox))?;
+    if http.is_none() {
+        fs::create_dir_all(outbox).map_err(io(outbox))?;
+    }
     let mut n = 0;
     for (id, json) in store.pending_deliveries()? {
-        let path = result_path(outbox, &id);
-        write_atomic(&path, json.as_bytes()).map_err(io(&path))?;
-        store.delivered(&id, "outbox")?;
+        match http {
+            Some(sink) => {
+                sink.post(&id, &json)?;
+                store.delivered(&id, sink.url())?;
+            }
+            None => {
+                let path = result_path(outbox, &id);
+                write_atomic(&path, json.as_bytes()).map_err(io(&path))?;
+                store.delivered(&id, "outbox")?;
+            }
+        }
         n += 1;
     }
     Ok(n)

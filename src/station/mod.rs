@@ -8,6 +8,7 @@
 
 pub mod app;
 pub mod deliver;
+pub mod http_sink;
 pub mod latency;
 pub mod notify;
 pub mod policy;
@@ -47,6 +48,8 @@ pub struct Shared {
     pub policy: Box<dyn KeyPolicy>,
     pub board: StatusBoard,
     pub rig: Arc<dyn Rig>,
+    /// `[sink] http_url`, when results go to an HTTP receiver instead of the outbox.
+    pub http_sink: Option<http_sink::HttpSink>,
     pub stop: AtomicBool,
     /// Keys programmed in this run (for `demo` and `run --once` summaries).
     pub programmed: Mutex<Vec<Programmed>>,
@@ -122,8 +125,18 @@ impl Station {
                 })?;
             sources.push((i, slot.name.clone(), source));
         }
+        let http_sink = match &setup.config.http_sink {
+            Some(url) => Some(
+                http_sink::HttpSink::parse(url).map_err(|e| StationError::Slot {
+                    slot: "[sink]".into(),
+                    reason: e.to_string(),
+                })?,
+            ),
+            None => None,
+        };
         let (tx, rx) = mpsc::channel();
         let shared = Arc::new(Shared {
+            http_sink,
             config: setup.config,
             store: setup.store,
             keys: setup.keys,
@@ -197,7 +210,11 @@ fn delivery_loop(shared: &Shared, rx: mpsc::Receiver<()>) {
             Err(mpsc::RecvTimeoutError::Timeout) => false,
             Err(mpsc::RecvTimeoutError::Disconnected) => true,
         };
-        match deliver::deliver_pending(&shared.store, &shared.config.outbox_dir) {
+        match deliver::deliver_pending(
+            &shared.store,
+            &shared.config.outbox_dir,
+            shared.http_sink.as_ref(),
+        ) {
             Ok(0) => {}
             Ok(n) => tracing::info!(results = n, "delivered to the outbox"),
             Err(e) => tracing::error!("delivery failed (will retry): {e}"),
