@@ -102,8 +102,9 @@ impl KeySource for SimSource {
             self.current = self.insert_blank_key();
         }
         let key = self.current.as_ref()?;
+        // The latency model (benches, `PREREG_SIM_LATENCY`) is off unless asked for.
         key.is_present()
-            .then(|| Box::new(key.transport()) as Box<dyn Transport>)
+            .then(|| super::latency::wrap(Box::new(key.transport())))
     }
 
     fn key_done(&mut self) {

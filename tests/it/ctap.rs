@@ -712,7 +712,7 @@ fn devices_info_reads_a_key_behind_the_udp_bridge() {
 
 #[test]
 fn devices_info_usage_errors() {
-    for (dev, code) in [("udp:nohostport", 2), ("sim:yubikey-5.7", 1)] {
+    for (dev, code) in [("udp:nohostport", 2), ("sim:no-such-profile", 2)] {
         let out = std::process::Command::new(crate::util::station_bin())
             .args(["devices", "info", "--device", dev])
             .output()
