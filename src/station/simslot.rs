@@ -4,10 +4,9 @@
 //! slot's simulated actuator when the key asks (KEEPALIVE UPNEEDED), so the
 //! station's touch path runs for real.
 
-use super::source::{KeySource, SourceError};
+use super::source::{KeyLink, KeySource, SourceError};
 use crate::profile::{self, FirmwareProfile};
 use crate::sim::{SimConfig, SimControl, SimKey, TouchMode};
-use crate::transport::Transport;
 use std::sync::{Arc, Mutex};
 
 /// The attestation CA seed of in-process simulated keys: the `sim ca` default,
@@ -92,7 +91,7 @@ impl SimSource {
 }
 
 impl KeySource for SimSource {
-    fn connect(&mut self) -> Option<Box<dyn Transport>> {
+    fn connect(&mut self) -> Option<KeyLink> {
         if self.current.as_ref().is_some_and(|k| !k.is_present()) {
             // An unplugged key is taken out; the next look finds a new blank one.
             self.current = None;
@@ -104,7 +103,7 @@ impl KeySource for SimSource {
         let key = self.current.as_ref()?;
         // The latency model (benches, `PREREG_SIM_LATENCY`) is off unless asked for.
         key.is_present()
-            .then(|| super::latency::wrap(Box::new(key.transport())))
+            .then(|| KeyLink::Hid(super::latency::wrap(Box::new(key.transport()))))
     }
 
     fn key_done(&mut self) {

@@ -1,14 +1,37 @@
 //! Where a slot's keys come from: one trait over hidraw paths, UDP bridges and
 //! in-process simulated keys, so the slot worker is written once.
 
+use crate::ctap2::CtapDevice;
 use crate::transport::{hid::HidTransport, udp::UdpTransport, DeviceSpec, Transport};
+use crate::yubikey::DeviceInfo;
 use std::fmt;
 use std::path::Path;
+
+/// How the worker reaches the key in a slot.
+pub enum KeyLink {
+    /// 64-byte CTAPHID reports (USB HID, UDP bridge, in-process simulator).
+    Hid(Box<dyn Transport>),
+    /// A link that already carries CTAP2 messages (PC/SC: NFCCTAP over APDUs),
+    /// with the device info read through the management application.
+    Ctap {
+        device: Box<dyn CtapDevice>,
+        device_info: Option<DeviceInfo>,
+    },
+}
+
+impl fmt::Debug for KeyLink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeyLink::Hid(t) => write!(f, "KeyLink::Hid({})", t.describe()),
+            KeyLink::Ctap { .. } => f.write_str("KeyLink::Ctap"),
+        }
+    }
+}
 
 /// A slot's supply of keys.
 pub trait KeySource: Send + fmt::Debug {
     /// A connection to the key in the slot now, if any.
-    fn connect(&mut self) -> Option<Box<dyn Transport>>;
+    fn connect(&mut self) -> Option<KeyLink>;
     /// The worker finished with the current key (PASS, FAIL or quarantine) and
     /// the operator takes it out. A simulated slot gets a fresh blank key.
     fn key_done(&mut self) {}
@@ -26,13 +49,13 @@ pub struct HidSource {
 }
 
 impl KeySource for HidSource {
-    fn connect(&mut self) -> Option<Box<dyn Transport>> {
+    fn connect(&mut self) -> Option<KeyLink> {
         if !Path::new(&self.path).exists() {
             return None;
         }
         HidTransport::open(&self.path)
             .ok()
-            .map(|t| Box::new(t) as Box<dyn Transport>)
+            .map(|t| KeyLink::Hid(Box::new(t)))
     }
 }
 
@@ -43,10 +66,10 @@ pub struct UdpSource {
 }
 
 impl KeySource for UdpSource {
-    fn connect(&mut self) -> Option<Box<dyn Transport>> {
+    fn connect(&mut self) -> Option<KeyLink> {
         UdpTransport::connect(&self.peer, None)
             .ok()
-            .map(|t| Box::new(t) as Box<dyn Transport>)
+            .map(|t| KeyLink::Hid(Box::new(t)))
     }
 }
 
@@ -74,8 +97,28 @@ pub fn open(
         })),
         DeviceSpec::Sim(profile) => super::simslot::SimSource::new(profile, slot_index, seed)
             .map(|s| Box::new(s.with_hook(sim_hook)) as Box<dyn KeySource>),
-        DeviceSpec::Pcsc(reader) => Err(SourceError(format!(
-            "pcsc:{reader}: PC/SC slots are not wired into the station yet; use a hidraw path, udp: or sim:"
-        ))),
+        DeviceSpec::Pcsc(reader) => Ok(Box::new(PcscSource {
+            reader: reader.clone(),
+        })),
+    }
+}
+
+/// A key in a PC/SC reader (CCID or contactless; SPEC §11 `pcsc:READER`).
+#[derive(Debug)]
+pub struct PcscSource {
+    reader: String,
+}
+
+impl KeySource for PcscSource {
+    fn connect(&mut self) -> Option<KeyLink> {
+        use crate::pcsc::{apdu::LengthMode, NfcCtap};
+        // Serial, form factor and firmware through the management application;
+        // a card without it is still usable, matched on its AAGUID alone.
+        let device_info = crate::pcsc::device_info(&self.reader).ok();
+        let device = NfcCtap::open(&self.reader, LengthMode::Short).ok()?;
+        Some(KeyLink::Ctap {
+            device: Box::new(device),
+            device_info,
+        })
     }
 }

@@ -6,12 +6,11 @@
 //! a stuck key must never stall another slot or the web server. 32 slots are 32
 //! mostly sleeping threads.
 
-use super::source::KeySource;
+use super::source::{KeyLink, KeySource};
 use super::Shared;
-use crate::ctap2::Client;
+use crate::ctap2::{Client, CtapDevice};
 use crate::ctaphid::{HidChannel, Timeouts};
 use crate::job::recipe::{self, Disposition, Identity, Programmed, SlotEvents, Step};
-use crate::transport::Transport;
 use crate::web::{Outcome, ResultRecord, SlotState, SlotView};
 use crate::yubikey;
 use std::cell::Cell;
@@ -19,8 +18,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// A CTAP client over whatever transport the slot's key is on.
-type KeyClient = Client<HidChannel<Box<dyn Transport>>>;
+/// A CTAP client over whatever link the slot's key is on.
+type KeyClient = Client<Box<dyn CtapDevice>>;
 
 /// How often an empty or waiting slot looks again.
 const POLL: Duration = Duration::from_millis(200);
@@ -71,12 +70,12 @@ impl Worker {
 
     /// Handles whatever is in the slot now; `false` when there was nothing to do.
     fn one_key(&mut self, source: &mut dyn KeySource) -> bool {
-        let Some(transport) = source.connect() else {
+        let Some(link) = source.connect() else {
             self.finished_serial = None;
             self.view(SlotView::new(SlotState::Idle));
             return false;
         };
-        let Some((mut client, key)) = self.identify(transport) else {
+        let Some((mut client, key)) = self.identify(link) else {
             self.finished_serial = None;
             self.view(SlotView::new(SlotState::Idle));
             return false;
@@ -259,15 +258,24 @@ impl Worker {
         }
     }
 
-    /// INIT, device info, getInfo; `None` when no key answers.
-    fn identify(&self, transport: Box<dyn Transport>) -> Option<(KeyClient, Identity)> {
-        let timeouts = Timeouts {
-            transaction: self.shared.config.touch_timeout + Duration::from_secs(10),
-            ..Timeouts::default()
+    /// INIT (HID links), device info, getInfo; `None` when no key answers.
+    fn identify(&self, link: KeyLink) -> Option<(KeyClient, Identity)> {
+        let (device, device_info): (Box<dyn CtapDevice>, _) = match link {
+            KeyLink::Hid(transport) => {
+                let timeouts = Timeouts {
+                    transaction: self.shared.config.touch_timeout + Duration::from_secs(10),
+                    ..Timeouts::default()
+                };
+                let mut channel = HidChannel::open(transport, timeouts).ok()?;
+                let device_info = yubikey::read_device_info(&mut channel).ok();
+                (Box::new(channel), device_info)
+            }
+            KeyLink::Ctap {
+                device,
+                device_info,
+            } => (device, device_info),
         };
-        let mut channel = HidChannel::open(transport, timeouts).ok()?;
-        let device_info = yubikey::read_device_info(&mut channel).ok();
-        let mut client = Client::new(channel);
+        let mut client = Client::new(device);
         match recipe::identify(&mut client, device_info) {
             Ok(key) => Some((client, key)),
             Err(d) => {

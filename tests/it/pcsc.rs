@@ -579,3 +579,70 @@ fn pcsc_programming_flow_on_a_simulated_5_7_key_through_pcscd() {
     drop(client);
     card.stop();
 }
+
+/// The station's whole recipe on a key behind a PC/SC reader: a slot
+/// configured as `pcsc:READER`, the simulated YubiKey as a contactless card
+/// through the real pcscd, every result verified by the reference IdP.
+#[test]
+fn station_programs_a_key_in_a_pcsc_reader() {
+    use prereg_station::cli::jobs::{import_file, open_store};
+    use prereg_station::config::Config;
+    use prereg_station::idp::{self, EnrollOptions, Idp};
+    use prereg_station::jose::keys::StationKeys;
+    use prereg_station::station::{app, Station};
+    use prereg_station::webauthn::TrustRoots;
+
+    let Some(env) = env("station_programs_a_key_in_a_pcsc_reader") else {
+        return;
+    };
+    pcsc::wait_for_removal(READER, Duration::from_secs(5)).unwrap();
+    let cfg = SimConfig::builtin("yubikey-5.7", 1)
+        .unwrap()
+        .serial(27_000_001)
+        .ca_seed(0)
+        .touch(TouchMode::Auto);
+    let sim = SimCard::new(SimKey::new(cfg).unwrap()).unwrap();
+    let control = sim.control();
+    let card = vcard::serve(env.vpcd, VirtualCard::new(sim));
+    assert!(card.wait_connected(Duration::from_secs(5)));
+    pcsc::wait_for_card(READER, Duration::from_secs(5)).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let keys = StationKeys::generate(&d.join("keys")).unwrap();
+    let ca = d.join("ca.pem");
+    std::fs::write(&ca, prereg_station::sim::attestation::root_pem(0).unwrap()).unwrap();
+    let text = format!(
+        "[station]\nid = \"nfc\"\nstate_dir = {:?}\nkeys_dir = {:?}\noutbox_dir = {:?}\nattestation_roots = [{:?}]\n\n[[customization]]\nid = \"C19881\"\nmin_firmware = \"5.7.0\"\nproducts = [1]\n\n[[slot]]\ndevice = \"pcsc:{READER}\"\n",
+        d.join("state"),
+        d.join("keys"),
+        d.join("outbox"),
+        ca
+    );
+    let config = Config::parse(&text).unwrap();
+    let idp = Idp::open(&d.join("idp")).unwrap();
+    let shipments = idp
+        .enroll(&keys.transport_jwks(), &EnrollOptions::default())
+        .unwrap();
+    let jobs = d.join("jobs.jsonl");
+    std::fs::write(&jobs, serde_json::to_string(&shipments[0]).unwrap()).unwrap();
+    let store = open_store(&config).unwrap();
+    import_file(&store, &config, &jobs).unwrap();
+
+    let station = Station::start(app::setup(config.clone(), store.clone()).unwrap()).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while !station.drained() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    station.shutdown();
+    card.stop();
+
+    let results = idp::read_results(std::slice::from_ref(&config.outbox_dir)).unwrap();
+    let roots = TrustRoots::from_files(&[&ca]).unwrap();
+    let reports = idp.activate(&keys.signing_jwks(), &roots, &results, idp::unix_now());
+    assert_eq!(reports.len(), 1, "jobs: {:?}", store.list(5));
+    assert!(reports[0].verified(), "{:?}", reports[0].failures);
+    assert_eq!(reports[0].serial_number.as_deref(), Some("27000001"));
+    let status = control.pin_status();
+    assert!(status.pin_set && status.force_pin_change);
+}
