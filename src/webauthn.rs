@@ -220,62 +220,31 @@ pub struct AuthenticatorData {
 }
 
 impl AuthenticatorData {
-    /// Parses `rpIdHash(32) flags(1) signCount(4) [attestedCredentialData] [extensions]`.
+    /// Parses `rpIdHash(32) flags(1) signCount(4) [attestedCredentialData] [extensions]`
+    /// with the CTAP layer's strict parser (one implementation of the layout),
+    /// adding WebAuthn's limit on credential id length.
     pub fn parse(bytes: &[u8]) -> Result<Self, AttestationError> {
         use AttestationError::AuthDataMalformed as M;
-        if bytes.len() < 37 {
-            return Err(M);
-        }
-        let mut rp_id_hash = [0u8; 32];
-        rp_id_hash.copy_from_slice(&bytes[..32]);
-        let flags = bytes[32];
-        let sign_count = u32::from_be_bytes([bytes[33], bytes[34], bytes[35], bytes[36]]);
-        let mut rest = &bytes[37..];
-        let attested = if flags & flags::AT != 0 {
-            if rest.len() < 18 {
-                return Err(M);
-            }
-            let mut aaguid = [0u8; 16];
-            aaguid.copy_from_slice(&rest[..16]);
-            let id_len = u16::from_be_bytes([rest[16], rest[17]]) as usize;
-            rest = &rest[18..];
+        let d = crate::ctap2::AuthenticatorData::parse(bytes).map_err(|_| M)?;
+        let attested = match d.attested {
             // WebAuthn §6.5.1: credentialIdLength ≤ 1023.
-            if id_len > 1023 || rest.len() < id_len {
-                return Err(M);
-            }
-            let credential_id = rest[..id_len].to_vec();
-            rest = &rest[id_len..];
-            let (public_key, after) = cbor::decode_prefix(rest).map_err(|_| M)?;
-            let public_key_cose = rest[..rest.len() - after.len()].to_vec();
-            rest = after;
-            Some(AttestedCredential {
-                aaguid,
-                credential_id,
-                public_key_cose,
-                public_key,
-            })
-        } else {
-            None
+            Some(a) if a.credential_id.len() > 1023 => return Err(M),
+            // The strict decoder accepted only canonical CBOR, so re-encoding
+            // gives back exactly the bytes in the authenticator data.
+            Some(a) => Some(AttestedCredential {
+                aaguid: a.aaguid,
+                credential_id: a.credential_id,
+                public_key_cose: cbor::encode(&a.public_key),
+                public_key: a.public_key,
+            }),
+            None => None,
         };
-        let extensions = if flags & flags::ED != 0 {
-            let ext = cbor::decode(rest).map_err(|_| M)?;
-            if ext.as_map().is_none() {
-                return Err(M);
-            }
-            rest = &[];
-            Some(ext)
-        } else {
-            None
-        };
-        if !rest.is_empty() {
-            return Err(M);
-        }
         Ok(AuthenticatorData {
-            rp_id_hash,
-            flags,
-            sign_count,
+            rp_id_hash: d.rp_id_hash,
+            flags: d.flags,
+            sign_count: d.sign_count,
             attested,
-            extensions,
+            extensions: d.extensions,
         })
     }
 
