@@ -107,6 +107,10 @@ pub fn run(args: Args) -> CliResult {
                 users: args.keys,
                 product_id: product,
                 credentials_per_user: args.credentials,
+                // Keys without authenticatorConfig (5.2 / 5.4) cannot enforce
+                // forceChangePin or a minimum PIN length; the IdP asks for neither.
+                force_change_pin: profile.has_set_min_pin_length(),
+                pin_min_length: profile.has_set_min_pin_length().then_some(6),
                 ..EnrollOptions::default()
             },
         )

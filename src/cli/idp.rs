@@ -51,6 +51,10 @@ pub struct EnrollArgs {
     /// Request lifetime in days (exp = iat + this).
     #[arg(long, default_value_t = 30)]
     pub lifetime_days: i64,
+    /// PIN policy without forceChangePin and minPinLength, for keys without
+    /// authenticatorConfig (YubiKey 5.2 / 5.4 firmware).
+    #[arg(long)]
+    pub no_force_change_pin: bool,
     /// Output file (JSON lines); default stdout.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
@@ -113,6 +117,8 @@ fn enroll(a: EnrollArgs) -> CliResult {
         attestation: a.attestation,
         lifetime_secs: a.lifetime_days * 24 * 3600,
         now: unix_now(),
+        force_change_pin: !a.no_force_change_pin,
+        pin_min_length: (!a.no_force_change_pin).then_some(6),
         ..EnrollOptions::default()
     };
     let idp = Idp::open(&a.state).map_err(|e| CliError::failed(format!("idp: {e}")))?;

@@ -75,6 +75,8 @@ pub struct EnrollOptions {
     /// WebAuthn credentialProtectionPolicy name, or none.
     pub cred_protect: Option<String>,
     pub pin_min_length: Option<u8>,
+    /// `pinPolicy.forceChangePin`: the user must change the PIN at first use.
+    pub force_change_pin: bool,
     pub lifetime_secs: i64,
     /// Unix seconds (`iat`).
     pub now: i64,
@@ -95,6 +97,7 @@ impl Default for EnrollOptions {
             attestation: "direct".into(),
             cred_protect: Some("userVerificationRequired".into()),
             pin_min_length: Some(6),
+            force_change_pin: true,
             lifetime_secs: 30 * 24 * 3600,
             now: unix_now(),
         }
@@ -319,7 +322,7 @@ impl Idp {
                 authenticator_enrollment_ids: enrollment_ids.clone(),
                 pin_policy: PinPolicy {
                     length: 6,
-                    force_change_pin: true,
+                    force_change_pin: opts.force_change_pin,
                     min_pin_length: opts.pin_min_length,
                 },
                 response_key: pin_key.public_jwk(KeyUse::Enc),
@@ -335,7 +338,7 @@ impl Idp {
                 user_id: user_id.clone(),
                 pin_request_digest: request_digest(&pin_jwe),
                 pin_response_kid: pin_key.kid.clone(),
-                force_change_pin: true,
+                force_change_pin: opts.force_change_pin,
                 min_pin_length: opts.pin_min_length,
                 enrollments,
             };

@@ -441,6 +441,13 @@ fn check_capabilities(key: &Identity, req: &DecryptedRequests) -> Result<(), Str
                 .into(),
         );
     }
+    if let Some(m) = req.pin.min_pin_length {
+        if u64::from(m) > key.info.min_pin_length && !key.can_force_pin_change() {
+            return Err(format!(
+                "minPinLength {m} is asked but this key has no authenticatorConfig setMinPINLength"
+            ));
+        }
+    }
     if let Some(left) = key.info.remaining_discoverable_credentials {
         if (left as usize) < req.credentials.len() {
             return Err(format!(

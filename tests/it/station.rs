@@ -410,7 +410,15 @@ fn a_key_that_is_not_blank_is_refused_and_the_next_key_programmed() {
 /// quarantined, an untouched one only when it vanished inside setPIN.
 #[test]
 fn fault_matrix_unplug_at_every_step() {
-    for profile in ["yubikey-5.7", "security-key-5.7"] {
+    // 5.2/5.4 keys have no authenticatorConfig: their jobs ask for no
+    // forceChangePin and no minimum PIN length (see the refusal test).
+    let lines = [
+        ("yubikey-5.7", "5.7.0", true),
+        ("security-key-5.7", "5.7.0", true),
+        ("yubikey-5.4", "5.4.0", false),
+        ("yubikey-5.2", "5.2.0", false),
+    ];
+    for (profile, min_firmware, force) in lines {
         for at in 0..20u64 {
             if std::env::var("FAULT_AT").is_ok_and(|v| v != at.to_string()) {
                 continue;
@@ -419,7 +427,12 @@ fn fault_matrix_unplug_at_every_step() {
                 profile,
                 slots: 1,
                 jobs: 1,
-                min_firmware: "5.7.0",
+                min_firmware,
+                enroll: EnrollOptions {
+                    force_change_pin: force,
+                    pin_min_length: force.then_some(6),
+                    ..EnrollOptions::default()
+                },
                 on_key: Some(Arc::new(move |_, n, key| {
                     if n == 0 {
                         key.set_faults(FaultPlan {
