@@ -40,15 +40,28 @@ pub fn run(_config: &Option<PathBuf>, cmd: Command) -> CliResult {
 fn list(as_json: bool) -> CliResult {
     let devices = hid::list_fido_devices()
         .map_err(|e| CliError::failed(format!("cannot enumerate HID devices: {e}")))?;
+    // PC/SC is optional on a rig: no pcscd means no readers, said once, not a failure.
+    let readers = crate::pcsc::list_readers().map_err(|e| e.to_string());
     if as_json {
-        let out = serde_json::to_string_pretty(&json!({ "hid": devices }))
+        let readers_json = match &readers {
+            Ok(r) => json!(r
+                .iter()
+                .map(|r| json!({
+                    "device": format!("pcsc:{}", r.name),
+                    "card_present": r.card_present,
+                    "exclusive": r.exclusive,
+                    "atr": r.atr.as_ref().map(hex::encode),
+                }))
+                .collect::<Vec<_>>()),
+            Err(e) => json!({ "error": e }),
+        };
+        let out = serde_json::to_string_pretty(&json!({ "hid": devices, "pcsc": readers_json }))
             .map_err(|e| CliError::failed(format!("cannot encode JSON: {e}")))?;
         println!("{out}");
         return Ok(());
     }
     if devices.is_empty() {
         println!("No FIDO HID devices found (check the udev rule or run as a user with access to /dev/hidraw*).");
-        return Ok(());
     }
     for d in devices {
         println!(
@@ -61,6 +74,19 @@ fn list(as_json: bool) -> CliResult {
                 .map(|s| format!("  usb-serial {s}"))
                 .unwrap_or_default()
         );
+    }
+    match readers {
+        Ok(readers) => {
+            for r in readers {
+                let card = match (r.card_present, &r.atr) {
+                    (true, Some(atr)) => format!("card, ATR {}", hex::encode(atr)),
+                    (true, None) => "card".to_string(),
+                    (false, _) => "no card".to_string(),
+                };
+                println!("pcsc:{}  {card}", r.name);
+            }
+        }
+        Err(e) => println!("PC/SC readers: unavailable ({e})"),
     }
     Ok(())
 }

@@ -646,3 +646,35 @@ fn station_programs_a_key_in_a_pcsc_reader() {
     let status = control.pin_status();
     assert!(status.pin_set && status.force_pin_change);
 }
+
+/// `devices list` shows PC/SC readers and whether a card is in them.
+#[test]
+fn devices_list_shows_readers_and_cards() {
+    let Some(env) = env("devices_list_shows_readers_and_cards") else {
+        return;
+    };
+    let list = || {
+        let out = std::process::Command::new(crate::util::station_bin())
+            .args(["devices", "list", "--json"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["pcsc"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["device"] == format!("pcsc:{READER}"))
+            .cloned()
+            .expect("the virtual reader is listed")
+    };
+    pcsc::wait_for_removal(READER, Duration::from_secs(5)).unwrap();
+    assert_eq!(list()["card_present"], false);
+    let (card, _) = echo_card(&env);
+    assert_eq!(list()["card_present"], true);
+    card.stop();
+}
