@@ -487,6 +487,41 @@ impl Authenticator {
         pin::verify(protocol, key, msg, param)
     }
 
+    /// makeCredential / getAssertion steps on pinUvAuthParam (CTAP 2.1 §6.1.2
+    /// steps 5–11, §6.2.2): `Some(true)` when a valid token verified the user,
+    /// `Some(false)` when no parameter was sent and none is required, `None`
+    /// when an empty parameter (the "is a PIN set?" probe) waits for a touch.
+    #[allow(clippy::too_many_arguments)]
+    fn token_uv(
+        &mut self,
+        param: Option<&Value>,
+        protocol: Option<&Value>,
+        client_data_hash: &[u8],
+        permission: u8,
+        rp_id: &str,
+        touched: bool,
+        token_required: bool,
+    ) -> Result<Option<bool>, S> {
+        match bytes(param)? {
+            Some([]) if !touched => Ok(None),
+            Some([]) => Err(if self.pin.is_some() {
+                S::PIN_INVALID
+            } else {
+                S::PIN_NOT_SET
+            }),
+            Some(param) => {
+                let protocol = self.protocol(protocol)?;
+                if self.pin.is_none() {
+                    return Err(S::PIN_NOT_SET);
+                }
+                self.check_token(protocol, client_data_hash, param, permission, Some(rp_id))?;
+                Ok(Some(true))
+            }
+            None if token_required => Err(S::PUAT_REQUIRED),
+            None => Ok(Some(false)),
+        }
+    }
+
     /// Verifies `param` over `msg` with the current token and its permission.
     fn check_token(
         &mut self,
@@ -808,30 +843,19 @@ impl Authenticator {
             Some(_) => return Err(S::INVALID_OPTION),
         };
         // User verification via the token (§6.1.2 steps 5–11).
-        let param = bytes(p.get(8))?;
-        let mut uv = false;
-        match param {
-            Some([]) => {
-                if !touched {
-                    return Ok(Outcome::NeedsTouch);
-                }
-                return Err(if self.pin.is_some() {
-                    S::PIN_INVALID
-                } else {
-                    S::PIN_NOT_SET
-                });
-            }
-            Some(param) => {
-                let protocol = self.protocol(p.get(9))?;
-                if self.pin.is_none() {
-                    return Err(S::PIN_NOT_SET);
-                }
-                self.check_token(protocol, &cdh, param, perm::MC, Some(&rp_id))?;
-                uv = true;
-            }
-            None if self.pin.is_some() || self.always_uv => return Err(S::PUAT_REQUIRED),
-            None => {}
-        }
+        let pin_required = self.pin.is_some() || self.always_uv;
+        let uv = match self.token_uv(
+            p.get(8),
+            p.get(9),
+            &cdh,
+            perm::MC,
+            &rp_id,
+            touched,
+            pin_required,
+        )? {
+            Some(uv) => uv,
+            None => return Ok(Outcome::NeedsTouch),
+        };
         let rp_id_hash: [u8; 32] = Sha256::digest(rp_id.as_bytes()).into();
         if let Some(list) = array(p.get(5))? {
             for d in list {
@@ -1002,29 +1026,18 @@ impl Authenticator {
         if boolean(options.and_then(|o| o.get("rk")))?.is_some() {
             return Err(S::INVALID_OPTION);
         }
-        let mut uv = false;
-        match bytes(p.get(6))? {
-            Some([]) => {
-                if !touched {
-                    return Ok(Outcome::NeedsTouch);
-                }
-                return Err(if self.pin.is_some() {
-                    S::PIN_INVALID
-                } else {
-                    S::PIN_NOT_SET
-                });
-            }
-            Some(param) => {
-                let protocol = self.protocol(p.get(7))?;
-                if self.pin.is_none() {
-                    return Err(S::PIN_NOT_SET);
-                }
-                self.check_token(protocol, &cdh, param, perm::GA, Some(&rp_id))?;
-                uv = true;
-            }
-            None if self.always_uv => return Err(S::PUAT_REQUIRED),
-            None => {}
-        }
+        let uv = match self.token_uv(
+            p.get(6),
+            p.get(7),
+            &cdh,
+            perm::GA,
+            &rp_id,
+            touched,
+            self.always_uv,
+        )? {
+            Some(uv) => uv,
+            None => return Ok(Outcome::NeedsTouch),
+        };
         let rp_id_hash: [u8; 32] = Sha256::digest(rp_id.as_bytes()).into();
         // Applicable credentials with credProtect enforced (CTAP 2.1 §12.1).
         let mut ids: Vec<Vec<u8>> = Vec::new();
