@@ -9,11 +9,10 @@
 //! Secrets (the PIN, PIN tokens, decrypted requests) live only inside
 //! [`program`]'s stack frame, in zeroizing types, and are dropped before it returns.
 
-use crate::cbor::Value;
 use crate::config::Customization;
 use crate::ctap2::{
-    Client, CtapCommand, CtapDevice, CtapError, GetInfo, MakeCredential, MakeCredentialExtensions,
-    Permissions, PinUvAuthToken, SetMinPinLength, StatusCode,
+    Client, CtapDevice, CtapError, GetInfo, MakeCredential, MakeCredentialExtensions, Permissions,
+    PinUvAuthToken, SetMinPinLength, StatusCode,
 };
 use crate::ctap2::{CredentialDescriptor, PubKeyCredParam, RpEntity, UserEntity};
 use crate::ctaphid::KeepaliveStatus;
@@ -652,16 +651,4 @@ fn transports(key: &Identity) -> Vec<&'static str> {
     } else {
         vec!["usb"]
     }
-}
-
-/// The COSE key of a credential from authenticator data (used by tests and the IdP).
-pub fn cose_key_of(att_obj: &[u8]) -> Option<Value> {
-    let obj = AttestationObject::parse(att_obj).ok()?;
-    let data = webauthn::AuthenticatorData::parse(&obj.auth_data).ok()?;
-    data.attested.map(|a| a.public_key)
-}
-
-/// CTAP command used for credential management on this key (for callers' logs).
-pub fn cred_mgmt_command(key: &Identity) -> Option<CtapCommand> {
-    key.info.credential_management_command()
 }

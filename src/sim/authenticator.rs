@@ -164,29 +164,21 @@ fn ok_empty() -> R<Outcome> {
     Ok(Outcome::Reply(vec![0]))
 }
 
+/// A CBOR field of the expected type, or CBOR_UNEXPECTED_TYPE; absent is `None`.
+fn typed<'a, T>(v: Option<&'a Value>, get: impl FnOnce(&'a Value) -> Option<T>) -> R<Option<T>> {
+    v.map(|v| get(v).ok_or(S::CBOR_UNEXPECTED_TYPE)).transpose()
+}
 fn bytes(v: Option<&Value>) -> R<Option<&[u8]>> {
-    match v {
-        None => Ok(None),
-        Some(v) => v.as_bytes().map(Some).ok_or(S::CBOR_UNEXPECTED_TYPE),
-    }
+    typed(v, Value::as_bytes)
 }
 fn text(v: Option<&Value>) -> R<Option<&str>> {
-    match v {
-        None => Ok(None),
-        Some(v) => v.as_text().map(Some).ok_or(S::CBOR_UNEXPECTED_TYPE),
-    }
+    typed(v, Value::as_text)
 }
 fn uint(v: Option<&Value>) -> R<Option<u64>> {
-    match v {
-        None => Ok(None),
-        Some(v) => v.as_u64().map(Some).ok_or(S::CBOR_UNEXPECTED_TYPE),
-    }
+    typed(v, Value::as_u64)
 }
 fn boolean(v: Option<&Value>) -> R<Option<bool>> {
-    match v {
-        None => Ok(None),
-        Some(v) => v.as_bool().map(Some).ok_or(S::CBOR_UNEXPECTED_TYPE),
-    }
+    typed(v, Value::as_bool)
 }
 fn map(v: Option<&Value>) -> R<Option<&Value>> {
     match v {
