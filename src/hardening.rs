@@ -1,7 +1,9 @@
 //! Process hardening applied at start: no core dumps (a dump would hold PINs and
 //! private keys), and no ptrace attach from other processes of the same user.
-//! Memory locking of individual secrets is best effort and documented in
-//! `docs/security.md`.
+//! Secret memory is locked page by page as secrets are made
+//! ([`crate::memlock`], best effort within `RLIMIT_MEMLOCK`), not here:
+//! `mlockall` would count every thread stack and allocator arena against
+//! the limit and make ordinary allocations fail once it is reached.
 
 /// Disables core dumps for this process; failures are logged, not fatal,
 /// because the systemd unit also sets `LimitCORE=0`.

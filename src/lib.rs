@@ -41,6 +41,7 @@ pub mod hardening;
 pub mod idp;
 pub mod job;
 pub mod jose;
+pub mod memlock;
 pub mod pcsc;
 pub mod pin;
 pub mod profile;

@@ -88,6 +88,12 @@ pub fn run(config_path: &Option<PathBuf>, args: Args) -> CliResult {
     if let Some(w) = web {
         let _ = w.shutdown();
     }
+    let lock = crate::memlock::stats();
+    tracing::info!(
+        peak_pages = lock.peak,
+        refused = lock.failures,
+        "secret memory locking"
+    );
     let counts = store.counts().map_err(CliError::failed)?;
     let summary: Vec<String> = counts.iter().map(|(s, n)| format!("{s} {n}")).collect();
     println!(

@@ -83,10 +83,13 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> KeyError + '_ {
     }
 }
 
-/// One private key and its `kid`. `Debug` shows the kid only.
+/// One private key and its `kid`. `Debug` shows the kid only. The scalar sits
+/// in its own locked heap allocation (`SecretKey` zeroizes itself on drop).
 pub struct NamedKey {
     pub kid: String,
-    key: SecretKey,
+    // Field order is drop order: zeroize and free the key, then unlock its page.
+    key: Box<SecretKey>,
+    _locked: crate::memlock::Locked,
 }
 
 impl fmt::Debug for NamedKey {
@@ -101,13 +104,16 @@ impl NamedKey {
         let key = SecretKey::random(&mut rand_core::OsRng);
         let jwk = EcJwk::from_public(&key.public_key(), "", KeyUse::Enc);
         let kid = format!("{prefix}-{}", &jwk.thumbprint()[..22]);
-        NamedKey { kid, key }
+        NamedKey::new(kid, key)
     }
 
     pub fn new(kid: impl Into<String>, key: SecretKey) -> Self {
+        let key = Box::new(key);
+        let _locked = crate::memlock::Locked::value::<SecretKey>(&key);
         NamedKey {
             kid: kid.into(),
             key,
+            _locked,
         }
     }
 
@@ -388,7 +394,10 @@ impl StationKeys {
 
 impl KeyResolver for StationKeys {
     fn decryption_key(&self, kid: &str) -> Option<&SecretKey> {
-        self.transport.iter().find(|k| k.kid == kid).map(|k| &k.key)
+        self.transport
+            .iter()
+            .find(|k| k.kid == kid)
+            .map(|k| k.secret())
     }
 }
 
@@ -525,5 +534,15 @@ mod tests {
         let keys = StationKeys::generate_ephemeral();
         let d = b64::encode(keys.active_signing().secret().to_bytes());
         assert!(!format!("{keys:?}").contains(&d));
+    }
+
+    #[test]
+    fn private_keys_sit_in_locked_memory() {
+        let before = crate::memlock::stats().failures;
+        let key = NamedKey::generate("t");
+        if crate::memlock::stats().failures == before {
+            let addr = &*key.key as *const SecretKey as usize;
+            assert_eq!(crate::memlock::is_locked(addr), Some(true));
+        }
     }
 }

@@ -163,6 +163,29 @@ pub fn render(board: &StatusBoard) -> String {
         "1 while the station drains.",
     );
     let _ = writeln!(out, "prereg_station_draining {}", u8::from(s.draining));
+
+    let lock = crate::memlock::stats();
+    header(
+        &mut out,
+        "prereg_secret_pages_locked",
+        "gauge",
+        "Memory pages holding secrets that are locked (mlock) now.",
+    );
+    let _ = writeln!(out, "prereg_secret_pages_locked {}", lock.pages);
+    header(
+        &mut out,
+        "prereg_secret_pages_locked_peak",
+        "gauge",
+        "Most secret pages locked at once since start (size LimitMEMLOCK from this).",
+    );
+    let _ = writeln!(out, "prereg_secret_pages_locked_peak {}", lock.peak);
+    header(
+        &mut out,
+        "prereg_secret_lock_failures_total",
+        "counter",
+        "Secret pages the OS refused to lock (RLIMIT_MEMLOCK reached or not permitted).",
+    );
+    let _ = writeln!(out, "prereg_secret_lock_failures_total {}", lock.failures);
     out
 }
 
