@@ -24,7 +24,7 @@ pub struct Args {
     /// Firmware profile of the simulated keys.
     #[arg(long, default_value = "yubikey-5.7")]
     pub profile: String,
-    /// Credentials per key (each for its own enrollment on the demo RP).
+    /// Credentials per key: the first on the demo RP, each further one on its own RP.
     #[arg(long, default_value_t = 1)]
     pub credentials: usize,
     /// Keep everything in this directory (default: a temporary one, removed after).

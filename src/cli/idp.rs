@@ -39,7 +39,7 @@ pub struct EnrollArgs {
     pub product: u32,
     #[arg(long, default_value_t = 106)]
     pub inventory_product: u32,
-    /// Credential requests (enrollments) per user.
+    /// Credential requests (enrollments) per user: the first on --rp-id, the k-th on a sibling RP (myorg-2.okta.com, …).
     #[arg(long, default_value_t = 1)]
     pub credentials: usize,
     /// JWE key management: ECDH-ES+A256KW or ECDH-ES.

@@ -67,7 +67,8 @@ pub struct EnrollOptions {
     pub customization_id: String,
     pub product_id: u32,
     pub inventory_product_id: u32,
-    /// Credential requests (enrollments) per user.
+    /// Credential requests (enrollments) per user. The first is on `rp_id`;
+    /// the k-th (k ≥ 2) on its own RP, see [`enrollment_rp_id`].
     pub credentials_per_user: usize,
     pub alg: KeyManagement,
     /// `direct`, `none` or `enterprise`.
@@ -101,6 +102,22 @@ impl Default for EnrollOptions {
             lifetime_secs: 30 * 24 * 3600,
             now: unix_now(),
         }
+    }
+}
+
+/// The RP of a user's `k`-th enrollment (from 0): `rp_id` itself, then a
+/// sibling per further enrollment (`myorg.okta.com` → `myorg-2.okta.com`),
+/// like one company's several IdP orgs. A key keeps one discoverable
+/// credential per RP and user handle (CTAP 2.1 §6.1.2), so two enrollments of
+/// one user on one RP could never both be on the key; the station refuses
+/// such jobs.
+pub fn enrollment_rp_id(rp_id: &str, k: usize) -> String {
+    if k == 0 {
+        return rp_id.to_string();
+    }
+    match rp_id.split_once('.') {
+        Some((label, rest)) => format!("{label}-{}.{rest}", k + 1),
+        None => format!("{rp_id}-{}", k + 1),
     }
 }
 
@@ -242,7 +259,13 @@ impl Idp {
             let enrollment_ids: Vec<String> = (0..opts.credentials_per_user)
                 .map(|_| random_id("fwf", ALPHANUM, 17))
                 .collect();
-            for enrollment_id in &enrollment_ids {
+            for (k, enrollment_id) in enrollment_ids.iter().enumerate() {
+                let rp_id = enrollment_rp_id(&opts.rp_id, k);
+                let origin = if k == 0 {
+                    origin.clone()
+                } else {
+                    format!("https://{rp_id}")
+                };
                 let key = NamedKey::generate("idp-resp");
                 write_private(&self.keys_dir(), &key, KeyUse::Enc)?;
                 let challenge = random_bytes(32);
@@ -251,10 +274,14 @@ impl Idp {
                     user_id: user_id.clone(),
                     authenticator_enrollment_id: enrollment_id.clone(),
                     response_key: key.public_jwk(KeyUse::Enc),
-                    origin: opts.origin.clone(),
+                    origin: if k == 0 {
+                        opts.origin.clone()
+                    } else {
+                        Some(origin.clone())
+                    },
                     public_key: CreationOptions {
                         rp: RpEntity {
-                            id: opts.rp_id.clone(),
+                            id: rp_id.clone(),
                             name: opts.rp_name.clone(),
                         },
                         user: UserEntity {
@@ -302,8 +329,8 @@ impl Idp {
                     enrollment_id: enrollment_id.clone(),
                     request_digest: request_digest(&jwe),
                     response_kid: key.kid.clone(),
-                    rp_id: opts.rp_id.clone(),
-                    origin: origin.clone(),
+                    rp_id,
+                    origin,
                     challenge: b64url_encode(&challenge),
                     user_handle: b64url_encode(&user_handle),
                     attestation: opts.attestation.clone(),
@@ -733,4 +760,17 @@ pub fn read_results(paths: &[PathBuf]) -> Result<Vec<ShipmentResult>, IdpError> 
         out.extend(items);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::enrollment_rp_id;
+
+    #[test]
+    fn later_enrollments_get_sibling_rps() {
+        assert_eq!(enrollment_rp_id("myorg.okta.com", 0), "myorg.okta.com");
+        assert_eq!(enrollment_rp_id("myorg.okta.com", 1), "myorg-2.okta.com");
+        assert_eq!(enrollment_rp_id("myorg.okta.com", 2), "myorg-3.okta.com");
+        assert_eq!(enrollment_rp_id("localhost", 1), "localhost-2");
+    }
 }

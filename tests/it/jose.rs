@@ -58,6 +58,20 @@ fn software_station(
         now,
     )
     .expect("job decrypts");
+    // A key keeps one discoverable credential per (rp.id, user handle): the
+    // IdP must never ask for two on the same pair (the station refuses that).
+    let mut slots: Vec<_> = reqs
+        .credentials
+        .iter()
+        .map(|c| (c.rp_id.clone(), c.user_handle.clone()))
+        .collect();
+    slots.sort();
+    slots.dedup();
+    assert_eq!(
+        slots.len(),
+        reqs.credentials.len(),
+        "one credential per RP and user"
+    );
     let device = DeviceIdentity {
         serial_number: serial.into(),
         firmware_version: "5.7.1".into(),
