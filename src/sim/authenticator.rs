@@ -756,8 +756,11 @@ impl Authenticator {
         }
         self.blocked()?;
         self.check_pin_hash(&shared, hash_enc)?;
+        // The PIN was right (retries reset) but must be changed first: real
+        // YubiKeys answer PIN_INVALID (CTAP 2.1 §6.5.5.7; python-fido2's
+        // device test_force_pin_change; research §2.3).
         if self.force_pin_change {
-            return Err(S::PIN_POLICY_VIOLATION);
+            return Err(S::PIN_INVALID);
         }
         // A new token invalidates the previous one (CTAP 2.1 §6.5.5.7 step 7).
         let mut key = [0u8; 32];

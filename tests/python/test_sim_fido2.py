@@ -190,7 +190,8 @@ def test_recipe_on_yubikey_5_7(serve, root_der):
     assert info.force_pin_change is True and info.min_pin_length == 6
     with pytest.raises(CtapError) as e:
         cp.get_pin_token(PIN, ClientPin.PERMISSION.MAKE_CREDENTIAL, RP["id"])
-    assert e.value.code == CtapError.ERR.PIN_POLICY_VIOLATION
+    assert e.value.code == CtapError.ERR.PIN_INVALID  # as on a real key
+    assert cp.get_pin_retries()[0] == 8  # the PIN itself was right
     with pytest.raises(CtapError) as e:
         Config(ctap, cp.protocol, token).set_min_pin_length(min_pin_length=4)
     assert e.value.code == CtapError.ERR.PIN_POLICY_VIOLATION
