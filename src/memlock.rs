@@ -7,15 +7,26 @@
 //! gone. Locking is best effort by design (an unprivileged process may lock
 //! `RLIMIT_MEMLOCK` bytes, 8 MiB by default): a failure is logged once and
 //! the secret works as before, still zeroized on drop.
+//!
+//! Locking a page splits the kernel's memory map and unlocking merges it
+//! again, tens of microseconds each, and a key's programming makes a few
+//! hundred secrets on the same few heap pages. So a page whose last secret
+//! is gone stays locked, idle, for the next one (up to [`MAX_IDLE`] pages);
+//! it holds only zeroized or ordinary bytes by then, and is locked again
+//! (cheaply) when a secret lands on it.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 
-/// Locked pages (page address → secrets on it).
+/// Pages kept locked with no secret on them, for reuse.
+pub const MAX_IDLE: usize = 256;
+
+/// Locked pages (page address → secrets on it; 0 = idle).
 static PAGES: OnceLock<Mutex<HashMap<usize, u32>>> = OnceLock::new();
 static FAILURES: AtomicU64 = AtomicU64::new(0);
 static PEAK: AtomicUsize = AtomicUsize::new(0);
+static IDLE: AtomicUsize = AtomicUsize::new(0);
 static WARNED: AtomicBool = AtomicBool::new(false);
 
 fn pages() -> std::sync::MutexGuard<'static, HashMap<usize, u32>> {
@@ -76,6 +87,17 @@ impl Locked {
         let mut map = pages();
         for page in page_range(addr, len) {
             if let Some(n) = map.get_mut(&page) {
+                if *n == 0 {
+                    // Idle: the allocator may have given the page back to the
+                    // OS meanwhile (heap trim), losing the lock. Locking an
+                    // already-locked page is cheap (no map split), so ask again.
+                    IDLE.fetch_sub(1, Ordering::Relaxed);
+                    if !syscall(page, true) {
+                        map.remove(&page);
+                        failed();
+                        continue;
+                    }
+                }
                 *n += 1;
                 held.push(page);
             } else if syscall(page, true) {
@@ -111,10 +133,14 @@ impl Drop for Locked {
             if let Some(n) = map.get_mut(&page) {
                 *n -= 1;
                 if *n == 0 {
-                    map.remove(&page);
-                    // The page may already be unmapped (a large buffer that was
-                    // freed): munlock then fails harmlessly.
-                    syscall(page, false);
+                    if IDLE.load(Ordering::Relaxed) < MAX_IDLE {
+                        IDLE.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        map.remove(&page);
+                        // The page may already be unmapped (a large freed
+                        // buffer): munlock then fails harmlessly.
+                        syscall(page, false);
+                    }
                 }
             }
         }
@@ -131,10 +157,24 @@ fn failed() {
     }
 }
 
+/// Unlocks every idle page (no secret on it).
+pub fn trim() {
+    let mut map = pages();
+    map.retain(|&page, n| {
+        if *n == 0 {
+            syscall(page, false);
+            false
+        } else {
+            true
+        }
+    });
+    IDLE.store(0, Ordering::Relaxed);
+}
+
 /// How secret memory locking is going (for `/metrics` and logs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stats {
-    /// Pages locked for secrets now.
+    /// Pages locked now (holding secrets, or idle for reuse).
     pub pages: usize,
     /// Most pages locked at once since start.
     pub peak: usize,
@@ -233,6 +273,8 @@ mod tests {
         drop(a);
         assert_eq!(is_locked(page.addr()), Some(true));
         drop(b);
+        // Idle now: kept locked for the next secret until trimmed.
+        trim();
         assert_eq!(is_locked(page.addr()), Some(false));
     }
 
@@ -246,6 +288,7 @@ mod tests {
             assert_eq!(is_locked(addr + page_size()), Some(true));
         }
         drop(guard);
+        trim();
         assert_eq!(is_locked(addr + page_size()), Some(false));
         assert_eq!(page_range(addr + page_size() - 4, 8).count(), 2);
         assert_eq!(page_range(addr, page_size()).count(), 1);

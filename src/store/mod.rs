@@ -175,10 +175,24 @@ impl Store {
         reply_rx.recv().map_err(|_| StoreError::Stopped)?
     }
 
+    /// Like [`Store::call`], as one transaction committed when `f` succeeds:
+    /// all or nothing, and one WAL sync instead of one per statement.
+    fn call_tx<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
+    ) -> Result<R, StoreError> {
+        self.call(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let r = f(&tx)?;
+            tx.commit()?;
+            Ok(r)
+        })
+    }
+
     /// Adds a job as queued; a known shipment id is left as it is.
     pub fn import(&self, job: &Job, digests: Vec<String>) -> Result<Imported, StoreError> {
         let job = job.clone();
-        self.call(move |conn| {
+        self.call_tx(move |conn| {
             let now = now_secs();
             let n = conn.execute(
                 "INSERT OR IGNORE INTO jobs (shipment_id, product_id, inventory_product_id,
@@ -226,7 +240,7 @@ impl Store {
             customization_id.to_owned(),
             reason.to_owned(),
         );
-        self.call(move |conn| {
+        self.call_tx(move |conn| {
             let now = now_secs();
             let n = conn.execute(
                 "INSERT OR IGNORE INTO jobs (shipment_id, product_id, inventory_product_id,
@@ -356,7 +370,7 @@ impl Store {
     /// Refuses a leased job for good (malformed, expired, mis-bound, …): nothing was programmed.
     pub fn refuse(&self, shipment_id: &str, reason: &str) -> Result<(), StoreError> {
         let (id, reason) = (shipment_id.to_owned(), reason.to_owned());
-        self.call(move |conn| {
+        self.call_tx(move |conn| {
             let n = conn.execute(
                 "UPDATE jobs SET state = 'refused', reason = ?2, lease_owner = NULL,
                    lease_expires = NULL, updated_at = ?3
@@ -378,7 +392,7 @@ impl Store {
         serial: &str,
     ) -> Result<(), StoreError> {
         let (slot, id, serial) = (slot.to_owned(), shipment_id.to_owned(), serial.to_owned());
-        self.call(move |conn| {
+        self.call_tx(move |conn| {
             conn.execute(
                 "INSERT OR REPLACE INTO in_flight (slot, shipment_id, serial, step, started_at)
                  VALUES (?1, ?2, ?3, 'setPIN', ?4)",
@@ -400,10 +414,16 @@ impl Store {
     pub fn step(&self, slot: &str, step: &str) -> Result<(), StoreError> {
         let (slot, step) = (slot.to_owned(), step.to_owned());
         self.call(move |conn| {
-            conn.execute(
+            // Diagnostic only (recovery quarantines an in-flight key at any
+            // step), so not worth a sync of its own: with WAL and
+            // synchronous=NORMAL the row reaches disk with the next FULL commit.
+            conn.pragma_update(None, "synchronous", "NORMAL")?;
+            let updated = conn.execute(
                 "UPDATE in_flight SET step = ?2 WHERE slot = ?1",
                 params![slot, step],
-            )?;
+            );
+            conn.pragma_update(None, "synchronous", "FULL")?;
+            updated?;
             Ok(())
         })
     }
