@@ -573,71 +573,181 @@ fn pcsc_programming_flow_on_a_simulated_5_7_key_through_pcscd() {
     card.stop();
 }
 
-/// The station's whole recipe on a key behind a PC/SC reader: a slot
-/// configured as `pcsc:READER`, the simulated YubiKey as a contactless card
-/// through the real pcscd, every result verified by the reference IdP.
-#[test]
-fn station_programs_a_key_in_a_pcsc_reader() {
-    use prereg_station::cli::jobs::{import_file, open_store};
-    use prereg_station::config::Config;
-    use prereg_station::idp::{self, EnrollOptions, Idp};
-    use prereg_station::jose::keys::StationKeys;
-    use prereg_station::station::{app, Station};
-    use prereg_station::webauthn::TrustRoots;
+/// A station with one `pcsc:READER` slot and `jobs` imported jobs.
+struct NfcLine {
+    _dir: tempfile::TempDir,
+    config: prereg_station::config::Config,
+    store: prereg_station::store::Store,
+    idp: prereg_station::idp::Idp,
+    keys: prereg_station::jose::keys::StationKeys,
+    ca: PathBuf,
+}
 
-    let Some(env) = env("station_programs_a_key_in_a_pcsc_reader") else {
-        return;
-    };
-    pcsc::wait_for_removal(READER, Duration::from_secs(5)).unwrap();
+impl NfcLine {
+    fn new(jobs: usize) -> NfcLine {
+        use prereg_station::cli::jobs::{import_file, open_store};
+        use prereg_station::idp::{EnrollOptions, Idp};
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let keys = prereg_station::jose::keys::StationKeys::generate(&d.join("keys")).unwrap();
+        let ca = d.join("ca.pem");
+        std::fs::write(&ca, prereg_station::sim::attestation::root_pem(0).unwrap()).unwrap();
+        let text = format!(
+            "[station]\nid = \"nfc\"\nstate_dir = {:?}\nkeys_dir = {:?}\noutbox_dir = {:?}\nattestation_roots = [{:?}]\ntouch_timeout_secs = 60\n\n[[customization]]\nid = \"C19881\"\nmin_firmware = \"5.7.0\"\nproducts = [1]\n\n[[slot]]\ndevice = \"pcsc:{READER}\"\n",
+            d.join("state"),
+            d.join("keys"),
+            d.join("outbox"),
+            ca
+        );
+        let config = prereg_station::config::Config::parse(&text).unwrap();
+        let idp = Idp::open(&d.join("idp")).unwrap();
+        let shipments = idp
+            .enroll(
+                &keys.transport_jwks(),
+                &EnrollOptions {
+                    users: jobs,
+                    ..EnrollOptions::default()
+                },
+            )
+            .unwrap();
+        let lines: Vec<String> = shipments
+            .iter()
+            .map(|s| serde_json::to_string(s).unwrap())
+            .collect();
+        let path = d.join("jobs.jsonl");
+        std::fs::write(&path, lines.join("\n")).unwrap();
+        let store = open_store(&config).unwrap();
+        import_file(&store, &config, &path).unwrap();
+        NfcLine {
+            _dir: dir,
+            config,
+            store,
+            idp,
+            keys,
+            ca,
+        }
+    }
+
+    fn start(&self) -> prereg_station::station::Station {
+        use prereg_station::station::{app, Station};
+        Station::start(app::setup(self.config.clone(), self.store.clone()).unwrap()).unwrap()
+    }
+
+    fn activate(&self) -> Vec<prereg_station::idp::ActivationReport> {
+        use prereg_station::idp;
+        let results = idp::read_results(std::slice::from_ref(&self.config.outbox_dir)).unwrap();
+        let roots = prereg_station::webauthn::TrustRoots::from_files(&[&self.ca]).unwrap();
+        self.idp
+            .activate(&self.keys.signing_jwks(), &roots, &results, idp::unix_now())
+    }
+}
+
+/// A simulated YubiKey 5 NFC as a contactless card in the vpcd reader.
+fn nfc_key(
+    env: &Env,
+    serial: u32,
+    touch: TouchMode,
+) -> (VpcdCard, prereg_station::sim::SimControl) {
     let cfg = SimConfig::builtin("yubikey-5.7", 1)
         .unwrap()
-        .serial(27_000_001)
+        .serial(serial)
         .ca_seed(0)
-        .touch(TouchMode::Auto);
+        .touch(touch);
     let sim = SimCard::new(SimKey::new(cfg).unwrap()).unwrap();
     let control = sim.control();
     let card = vcard::serve(env.vpcd, VirtualCard::new(sim));
     assert!(card.wait_connected(Duration::from_secs(5)));
     pcsc::wait_for_card(READER, Duration::from_secs(5)).unwrap();
+    (card, control)
+}
 
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let keys = StationKeys::generate(&d.join("keys")).unwrap();
-    let ca = d.join("ca.pem");
-    std::fs::write(&ca, prereg_station::sim::attestation::root_pem(0).unwrap()).unwrap();
-    let text = format!(
-        "[station]\nid = \"nfc\"\nstate_dir = {:?}\nkeys_dir = {:?}\noutbox_dir = {:?}\nattestation_roots = [{:?}]\n\n[[customization]]\nid = \"C19881\"\nmin_firmware = \"5.7.0\"\nproducts = [1]\n\n[[slot]]\ndevice = \"pcsc:{READER}\"\n",
-        d.join("state"),
-        d.join("keys"),
-        d.join("outbox"),
-        ca
-    );
-    let config = Config::parse(&text).unwrap();
-    let idp = Idp::open(&d.join("idp")).unwrap();
-    let shipments = idp
-        .enroll(&keys.transport_jwks(), &EnrollOptions::default())
-        .unwrap();
-    let jobs = d.join("jobs.jsonl");
-    std::fs::write(&jobs, serde_json::to_string(&shipments[0]).unwrap()).unwrap();
-    let store = open_store(&config).unwrap();
-    import_file(&store, &config, &jobs).unwrap();
-
-    let station = Station::start(app::setup(config.clone(), store.clone()).unwrap()).unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(90);
-    while !station.drained() && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
+fn wait_until(what: &str, limit: Duration, f: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + limit;
+    while !f() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// The station's whole recipe on a key behind a PC/SC reader: a slot
+/// configured as `pcsc:READER`, the simulated YubiKey as a contactless card
+/// through the real pcscd, every result verified by the reference IdP.
+#[test]
+fn station_programs_a_key_in_a_pcsc_reader() {
+    let Some(env) = env("station_programs_a_key_in_a_pcsc_reader") else {
+        return;
+    };
+    pcsc::wait_for_removal(READER, Duration::from_secs(5)).unwrap();
+    let (card, control) = nfc_key(&env, 27_000_001, TouchMode::Auto);
+    let line = NfcLine::new(1);
+    let station = line.start();
+    wait_until("the job delivered", Duration::from_secs(90), || {
+        station.drained()
+    });
     station.shutdown();
     card.stop();
 
-    let results = idp::read_results(std::slice::from_ref(&config.outbox_dir)).unwrap();
-    let roots = TrustRoots::from_files(&[&ca]).unwrap();
-    let reports = idp.activate(&keys.signing_jwks(), &roots, &results, idp::unix_now());
-    assert_eq!(reports.len(), 1, "jobs: {:?}", store.list(5));
+    let reports = line.activate();
+    assert_eq!(reports.len(), 1, "jobs: {:?}", line.store.list(5));
     assert!(reports[0].verified(), "{:?}", reports[0].failures);
     assert_eq!(reports[0].serial_number.as_deref(), Some("27000001"));
     let status = control.pin_status();
     assert!(status.pin_set && status.force_pin_change);
+}
+
+/// A card taken off the reader mid-programming (after its PIN was set, while
+/// makeCredential waits for presence) is quarantined by serial, and its job
+/// goes back to the queue and is programmed on the next card; one result.
+#[test]
+fn card_removed_mid_programming_is_quarantined_and_the_job_requeued() {
+    let Some(env) = env("card_removed_mid_programming_is_quarantined_and_the_job_requeued") else {
+        return;
+    };
+    pcsc::wait_for_removal(READER, Duration::from_secs(5)).unwrap();
+    // Touch mode `rig` and no rig: makeCredential waits for a touch that never
+    // comes, which holds the key at a known point after setPIN.
+    let (card, first) = nfc_key(&env, 27_000_002, TouchMode::Rig);
+    let line = NfcLine::new(1);
+    let station = line.start();
+    wait_until(
+        "makeCredential waiting for presence",
+        Duration::from_secs(60),
+        || first.waiting_for_touch(),
+    );
+    assert!(
+        first.pin_status().pin_set,
+        "setPIN came before makeCredential"
+    );
+    card.stop();
+    pcsc::wait_for_removal(READER, Duration::from_secs(5)).unwrap();
+    wait_until(
+        "the first card quarantined",
+        Duration::from_secs(60),
+        || line.store.is_quarantined("27000002").unwrap_or(false),
+    );
+    let (card, second) = nfc_key(&env, 27_000_003, TouchMode::Auto);
+    wait_until("the job delivered", Duration::from_secs(90), || {
+        station.drained()
+    });
+    station.shutdown();
+    card.stop();
+
+    let reports = line.activate();
+    assert_eq!(reports.len(), 1, "delivered once: {:?}", line.store.list(5));
+    assert!(reports[0].verified(), "{:?}", reports[0].failures);
+    assert_eq!(reports[0].serial_number.as_deref(), Some("27000003"));
+    let q = line.store.quarantined().unwrap();
+    assert_eq!(q.len(), 1, "{q:?}");
+    assert_eq!(q[0].serial, "27000002");
+    assert!(second.pin_status().force_pin_change);
+    assert_eq!(
+        first.credentials().len(),
+        0,
+        "the removed card got no credential"
+    );
 }
 
 /// `devices list` shows PC/SC readers and whether a card is in them.
