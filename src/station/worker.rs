@@ -11,6 +11,7 @@ use super::Shared;
 use crate::ctap2::{Client, CtapDevice};
 use crate::ctaphid::{HidChannel, Timeouts};
 use crate::job::recipe::{self, Disposition, Identity, Programmed, SlotEvents, Step};
+use crate::rig::RigHealth;
 use crate::web::{Outcome, ResultRecord, SlotState, SlotView};
 use crate::yubikey;
 use std::cell::Cell;
@@ -387,13 +388,24 @@ impl SlotEvents for Events<'_> {
         }
         let rig = &self.worker.shared.rig;
         let slot = self.worker.index as u8;
-        if rig.health().is_up() && rig.touch(slot, Duration::from_millis(300)).is_ok() {
-            return;
-        }
+        let instruction = match rig.health() {
+            RigHealth::Up(_) => match rig.touch(slot, Duration::from_millis(300)) {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!(slot = %self.worker.name, "rig did not touch the key: {e}");
+                    format!("Touch the key now: the rig could not ({e})")
+                }
+            },
+            // SPEC §9: a rig that is down leaves touch to the operator.
+            RigHealth::Down { reason } => {
+                format!("Touch the key now: the rig is down ({reason})")
+            }
+            RigHealth::Absent => "Touch the key now".into(),
+        };
         self.show(
             SlotState::Touch,
             "waiting for touch".into(),
-            Some("Touch the key now".into()),
+            Some(instruction),
         );
     }
 }
