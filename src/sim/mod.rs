@@ -355,6 +355,8 @@ impl SimControl {
         let mut dev = self.inner.lock();
         dev.present = true;
         self.inner.powered_off.store(false, Ordering::SeqCst);
+        // A hung firmware (stuck keepalive) restarts at power-up, as a real key's does.
+        dev.faults.endless_keepalive = false;
         dev.power_cycle(now);
     }
 

@@ -12,6 +12,7 @@ pub mod http_sink;
 pub mod latency;
 pub mod notify;
 pub mod policy;
+pub mod power;
 pub mod simslot;
 pub mod source;
 mod worker;

@@ -33,6 +33,7 @@ pub(super) fn run(index: usize, name: String, mut source: Box<dyn KeySource>, sh
         shared,
         finished_serial: None,
         lamp: Cell::new(None),
+        revived: false,
     };
     while !worker.shared.stop.load(Ordering::SeqCst) {
         if worker.shared.board.controls().paused() {
@@ -54,6 +55,9 @@ struct Worker {
     finished_serial: Option<String>,
     /// The lamp last sent to the rig.
     lamp: Cell<Option<crate::rig::Lamp>>,
+    /// The key in the slot did not answer and was power-cycled once; cleared
+    /// when a key answers or the slot is empty (bounds recovery to one try).
+    revived: bool,
 }
 
 impl Worker {
@@ -73,22 +77,24 @@ impl Worker {
     fn one_key(&mut self, source: &mut dyn KeySource) -> bool {
         let Some(link) = source.connect() else {
             self.finished_serial = None;
+            self.revived = false;
             self.view(SlotView::new(SlotState::Idle));
             return false;
         };
-        let Some((mut client, key)) = self.identify(link) else {
-            self.finished_serial = None;
-            self.view(SlotView::new(SlotState::Idle));
-            return false;
+        let Some((mut client, mut key)) = self.identify(link) else {
+            return self.stuck_key(source);
         };
+        self.revived = false;
         if self.finished_serial.as_deref() == Some(key.serial.as_str()) && key.serial != "unknown" {
             // Still the key we are done with: the operator has not taken it out yet.
             return false;
         }
         let started = Instant::now();
         let serial_num = key.device_info.serial;
+        // A reset keeps the serial, so this holds for the key after a reset too.
+        let key_serial = key.serial.clone();
         let done = |w: &mut Worker, source: &mut dyn KeySource| {
-            w.finished_serial = Some(key.serial.clone());
+            w.finished_serial = Some(key_serial.clone());
             source.key_done();
         };
         let quarantined = key.serial != "unknown"
@@ -109,9 +115,15 @@ impl Worker {
             return true;
         }
         if let Some(problem) = key.blank_problem() {
-            self.finish(serial_num, None, SlotState::Fail, problem, started);
-            done(self, source);
-            return true;
+            // After the quarantine check: a reset never makes a quarantined key shippable.
+            match self.reset_non_blank(source, &key, &problem) {
+                Ok(fresh) => (client, key) = fresh,
+                Err(reason) => {
+                    self.finish(serial_num, None, SlotState::Fail, reason, started);
+                    done(self, source);
+                    return true;
+                }
+            }
         }
         let products = self.shared.policy.products_for(&key);
         if products.is_empty() {
@@ -256,6 +268,177 @@ impl Worker {
                     return true;
                 }
             }
+        }
+    }
+
+    /// Whether the rig can switch this slot's power now.
+    fn can_power(&self) -> bool {
+        let rig = &self.shared.rig;
+        rig.health().is_up() && rig.capabilities().power
+    }
+
+    /// A link opened but the key did not answer INIT/getInfo (or stopped
+    /// answering and its job went back to the queue): power-cycle it once
+    /// through the rig, then let the next look identify it again. Without
+    /// rig power, or after one try, the slot asks the operator.
+    fn stuck_key(&mut self, source: &mut dyn KeySource) -> bool {
+        self.finished_serial = None;
+        if self.revived || !self.can_power() {
+            let tried = self.revived;
+            if tried {
+                tracing::warn!(slot = %self.name, "key still does not answer after a power cycle");
+                self.finish(
+                    None,
+                    None,
+                    SlotState::Fail,
+                    "key does not answer, even after a power cycle".into(),
+                    Instant::now(),
+                );
+                self.revived = false;
+                source.key_done();
+                return true;
+            }
+            self.view(SlotView::new(SlotState::Idle));
+            return false;
+        }
+        self.revived = true;
+        let slot = self.index as u8;
+        tracing::warn!(slot = %self.name, "key does not answer: power-cycling the slot");
+        self.view(SlotView {
+            step: Some("power-cycling a key that does not answer".into()),
+            instruction: Some("Wait: the rig is power-cycling this key".into()),
+            ..SlotView::new(SlotState::Programming)
+        });
+        let detail = match self
+            .shared
+            .rig
+            .power_cycle(slot, super::power::POWER_OFF_FOR)
+        {
+            Ok(()) => "key did not answer: slot power-cycled".to_string(),
+            Err(e) => {
+                tracing::warn!(slot = %self.name, "power cycle failed: {e}");
+                format!("key did not answer; power cycle failed: {e}")
+            }
+        };
+        let _ = super::power::record(
+            &self.shared.store,
+            super::power::POWER_CYCLE_EVENT,
+            &self.name,
+            None,
+            None,
+            &detail,
+        );
+        true
+    }
+
+    /// A non-blank key (SPEC §7 step 2): rejected, unless `[station]
+    /// reset_non_blank` is on and the rig can power the slot, in which case
+    /// it is power-cycled, reset within the 10-s window (touch through the
+    /// rig, or the operator), and identified again. Keys this station
+    /// programmed are never reset. `Err` is the reason shown and recorded.
+    fn reset_non_blank(
+        &mut self,
+        source: &mut dyn KeySource,
+        key: &Identity,
+        problem: &str,
+    ) -> Result<(KeyClient, Identity), String> {
+        if !self.shared.config.reset_non_blank {
+            return Err(format!(
+                "{problem}; set [station] reset_non_blank = true to reset such keys on a rig with port power"
+            ));
+        }
+        if !self.can_power() {
+            return Err(format!(
+                "{problem}; reset_non_blank is on but the rig cannot switch this slot's power now ({})",
+                self.shared.rig.health()
+            ));
+        }
+        if key.serial == "unknown" {
+            return Err(format!(
+                "{problem}; not reset: the key has no readable serial"
+            ));
+        }
+        match super::power::programmed_here(&self.shared.store, &key.serial) {
+            Ok(false) => {}
+            Ok(true) => {
+                return Err(format!(
+                    "{problem}; not reset: this station programmed key {} (remove it)",
+                    key.serial
+                ))
+            }
+            Err(e) => return Err(format!("{problem}; not reset: store error {e}")),
+        }
+        let serial = key.serial.as_str();
+        let slot = self.index as u8;
+        tracing::warn!(slot = %self.name, %serial, "{problem}: power-cycling and resetting (reset_non_blank)");
+        let view = |instruction: Option<String>| SlotView {
+            serial: key.device_info.serial,
+            firmware: Some(key.firmware.clone()),
+            step: Some("power-cycle and reset (not blank)".into()),
+            instruction,
+            ..SlotView::new(SlotState::Programming)
+        };
+        self.view(view(None));
+        self.shared
+            .rig
+            .power_cycle(slot, super::power::POWER_OFF_FOR)
+            .map_err(|e| format!("{problem}; power cycle for reset failed: {e}"))?;
+        // The reset window (10 s from power-up) is running from here.
+        let link = (0..25)
+            .find_map(|_| {
+                source.connect().or_else(|| {
+                    std::thread::sleep(POLL);
+                    None
+                })
+            })
+            .ok_or_else(|| format!("{problem}; the key did not come back after power-up"))?;
+        let (mut client, again) = self
+            .identify(link)
+            .ok_or_else(|| format!("{problem}; the key did not answer after power-up"))?;
+        if again.serial != key.serial {
+            return Err(format!(
+                "{problem}; a different key ({}) answered after power-up: not reset",
+                again.serial
+            ));
+        }
+        let rig = self.shared.rig.clone();
+        let mut asked = false;
+        let result = client.reset(&mut |status| {
+            if status == crate::ctaphid::KeepaliveStatus::UPNEEDED && !asked {
+                asked = true;
+                let touched =
+                    rig.health().is_up() && rig.touch(slot, Duration::from_millis(300)).is_ok();
+                if !touched {
+                    self.view(view(Some(
+                        "Touch the key now to reset it (the rig could not)".into(),
+                    )));
+                }
+            }
+        });
+        let outcome = match &result {
+            Ok(()) => "reset after power-up".to_string(),
+            Err(e) => format!("reset failed: {e}"),
+        };
+        let _ = super::power::record(
+            &self.shared.store,
+            super::power::RESET_EVENT,
+            &self.name,
+            Some(serial),
+            Some(&key.firmware),
+            &format!("{problem}; {outcome}"),
+        );
+        if let Err(e) = result {
+            return Err(format!(
+                "{problem}; reset within the power-up window failed: {e}"
+            ));
+        }
+        tracing::info!(slot = %self.name, %serial, "key reset (reset_non_blank)");
+        // Step 2 again: getInfo after the reset must show a blank key.
+        let fresh = recipe::identify(&mut client, Some(again.device_info.clone()))
+            .map_err(|d| format!("{problem}; the key did not answer after reset: {d}"))?;
+        match fresh.blank_problem() {
+            None => Ok((client, fresh)),
+            Some(still) => Err(format!("{problem}; still not blank after reset: {still}")),
         }
     }
 

@@ -755,6 +755,7 @@ fn sigkill_at_random_points_loses_nothing_and_ships_no_half_programmed_key() {
 use prereg_station::rig::sim::{SimRig, SimRigFault};
 use prereg_station::rig::RigHealth;
 use prereg_station::sim::TouchMode;
+use prereg_station::station::power;
 use prereg_station::web::SlotState;
 
 /// How the rig fails mid-run.
@@ -911,4 +912,146 @@ fn rig_falling_silent_mid_run_leaves_touch_to_the_operator() {
 #[test]
 fn rig_disappearing_mid_run_leaves_touch_to_the_operator() {
     rig_goes_down_mid_run(RigFailure::Disappears);
+}
+
+/// Runs `line` with the simulated rig until every job is delivered; returns
+/// the board's failure list (one line per failed or quarantined key).
+fn run_on_the_rig(line: &Line, on_key: OnKey) -> Vec<(Option<u32>, String)> {
+    let station = line.start(Some(on_key));
+    assert!(station.sim_rig().is_some());
+    wait_for("every job to be delivered", || station.drained());
+    let failures = station
+        .shared()
+        .board
+        .snapshot()
+        .failures
+        .into_iter()
+        .map(|f| (f.serial, f.error.unwrap_or_default()))
+        .collect();
+    station.shutdown();
+    failures
+}
+
+#[test]
+fn a_key_that_stops_answering_is_power_cycled_once_and_programmed() {
+    let spec = LineSpec {
+        slots: 1,
+        jobs: 1,
+        ..LineSpec::default()
+    };
+    let line = Line::prepare(&spec, "\n[rig]\nsimulated = true\n");
+    // The first key hangs (keepalives forever, never an answer) until its
+    // power is cycled.
+    let failures = run_on_the_rig(
+        &line,
+        Arc::new(|_, n, key: &SimControl| {
+            if n == 0 {
+                key.set_faults(FaultPlan {
+                    endless_keepalive: true,
+                    ..FaultPlan::default()
+                });
+            }
+        }),
+    );
+    let reports = line.activate();
+    assert_eq!(reports.len(), 1);
+    assert!(reports[0].verified(), "{:?}", reports[0].failures);
+    let first = line.keys.lock().unwrap()[0].clone();
+    assert_eq!(
+        reports[0].serial_number.as_deref(),
+        Some(first.serial().to_string().as_str()),
+        "the stuck key itself was revived and programmed, not replaced"
+    );
+    assert!(!first.credentials().is_empty());
+    let cycles = power::events(&line.store, power::POWER_CYCLE_EVENT).unwrap();
+    assert_eq!(cycles.len(), 1, "one power cycle, no loop: {cycles:?}");
+    assert!(cycles[0]
+        .detail
+        .as_deref()
+        .unwrap()
+        .contains("power-cycled"));
+    assert!(failures.is_empty(), "{failures:?}");
+    assert!(line.store.quarantined().unwrap().is_empty());
+}
+
+/// The first key of the only slot arrives with a PIN set (not blank).
+fn first_key_not_blank() -> OnKey {
+    Arc::new(|_, n, key: &SimControl| {
+        if n == 0 {
+            client(key)
+                .set_pin(PinProtocol::Two, &SecretString::new("271828".into()))
+                .unwrap();
+        }
+    })
+}
+
+#[test]
+fn reset_non_blank_off_rejects_the_key_and_names_the_option() {
+    let spec = LineSpec {
+        slots: 1,
+        jobs: 1,
+        ..LineSpec::default()
+    };
+    let line = Line::prepare(&spec, "\n[rig]\nsimulated = true\n");
+    let failures = run_on_the_rig(&line, first_key_not_blank());
+    let first = line.keys.lock().unwrap()[0].clone();
+    assert!(
+        first.pin_status().pin_set,
+        "the used key was left as it was"
+    );
+    assert!(first.credentials().is_empty());
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert_eq!(failures[0].0, Some(first.serial()));
+    assert!(
+        failures[0].1.contains("reset_non_blank"),
+        "the rejection names the option: {:?}",
+        failures[0].1
+    );
+    assert!(power::events(&line.store, power::RESET_EVENT)
+        .unwrap()
+        .is_empty());
+    let reports = line.activate();
+    assert_eq!(reports.len(), 1);
+    assert!(reports[0].verified());
+    assert_ne!(
+        reports[0].serial_number.as_deref(),
+        Some(first.serial().to_string().as_str())
+    );
+}
+
+#[test]
+fn reset_non_blank_on_resets_the_key_in_its_power_up_window_and_programs_it() {
+    let spec = LineSpec {
+        slots: 1,
+        jobs: 1,
+        ..LineSpec::default()
+    };
+    let mut line = Line::prepare(&spec, "\n[rig]\nsimulated = true\n");
+    line.config.reset_non_blank = true;
+    let failures = run_on_the_rig(&line, first_key_not_blank());
+    assert!(failures.is_empty(), "{failures:?}");
+    let first = line.keys.lock().unwrap()[0].clone();
+    let reports = line.activate();
+    assert_eq!(reports.len(), 1);
+    assert!(reports[0].verified(), "{:?}", reports[0].failures);
+    assert_eq!(
+        reports[0].serial_number.as_deref(),
+        Some(first.serial().to_string().as_str()),
+        "the reset key itself was programmed"
+    );
+    // The station's PIN replaced the old one: the delivered PIN works.
+    let status = first.pin_status();
+    assert!(status.pin_set && status.force_pin_change);
+    let resets = power::events(&line.store, power::RESET_EVENT).unwrap();
+    assert_eq!(resets.len(), 1, "{resets:?}");
+    assert_eq!(
+        resets[0].serial.as_deref(),
+        Some(first.serial().to_string().as_str())
+    );
+    assert!(resets[0]
+        .detail
+        .as_deref()
+        .unwrap()
+        .contains("reset after power-up"));
+    assert!(line.store.quarantined().unwrap().is_empty());
 }
