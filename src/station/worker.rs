@@ -15,12 +15,15 @@ use crate::rig::RigHealth;
 use crate::web::{Outcome, ResultRecord, SlotState, SlotView};
 use crate::yubikey;
 use std::cell::Cell;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A CTAP client over whatever link the slot's key is on.
 type KeyClient = Client<Box<dyn CtapDevice>>;
+
+/// How long the rig holds a key's touch sensor.
+const TOUCH_PRESS: Duration = Duration::from_millis(300);
 
 /// How often an empty or waiting slot looks again.
 const POLL: Duration = Duration::from_millis(200);
@@ -34,6 +37,7 @@ pub(super) fn run(index: usize, name: String, mut source: Box<dyn KeySource>, sh
         finished_serial: None,
         lamp: Cell::new(None),
         revived: false,
+        views: Arc::default(),
     };
     while !worker.shared.stop.load(Ordering::SeqCst) {
         if worker.shared.board.controls().paused() {
@@ -58,12 +62,15 @@ struct Worker {
     /// The key in the slot did not answer and was power-cycled once; cleared
     /// when a key answers or the slot is empty (bounds recovery to one try).
     revived: bool,
+    /// Counts board updates, so a late rig answer does not overwrite a newer view.
+    views: Arc<AtomicU64>,
 }
 
 impl Worker {
     /// Shows the slot on the status page and on its rig lamp (SPEC §9 `LED`,
     /// slots numbered from 0); the lamp is only sent when it changes.
     fn view(&self, view: SlotView) {
+        self.views.fetch_add(1, Ordering::SeqCst);
         let lamp = view.state.lamp();
         if self.lamp.replace(Some(lamp)) != Some(lamp) {
             if let Err(e) = self.shared.rig.led(self.index as u8, lamp) {
@@ -271,6 +278,70 @@ impl Worker {
         }
     }
 
+    /// Asks for a touch (KEEPALIVE UPNEEDED): through the rig when it is up,
+    /// else from the operator (SPEC §9). Called from inside the CTAPHID
+    /// receive loop, so the rig exchange runs on a short-lived thread: a slow
+    /// or silent rig must not starve the key's channel of reads (it would
+    /// time out and a key with a PIN would be quarantined). If the rig
+    /// cannot touch, the slot shows `waiting` with an instruction.
+    fn ask_for_touch(&self, waiting: SlotView) {
+        let rig = &self.shared.rig;
+        let operator = |why: String| SlotView {
+            instruction: Some(format!("Touch the key now{why}")),
+            ..waiting.clone()
+        };
+        let now = match rig.health() {
+            RigHealth::Up(_) => None,
+            // SPEC §9: a rig that is down leaves touch to the operator.
+            RigHealth::Down { reason } => Some(operator(format!(": the rig is down ({reason})"))),
+            RigHealth::Absent => Some(operator(String::new())),
+        };
+        if let Some(view) = now {
+            // Board now; the lamp from a helper thread, since even a failing
+            // rig call can wait behind other slots' exchanges.
+            self.views.fetch_add(1, Ordering::SeqCst);
+            self.lamp.set(None);
+            let lamp = view.state.lamp();
+            self.shared.board.slot_update(self.index, view);
+            let (shared, index) = (self.shared.clone(), self.index);
+            let _ = std::thread::Builder::new()
+                .name(format!("lamp-{}", self.name))
+                .spawn(move || {
+                    let _ = shared.rig.led(index as u8, lamp);
+                });
+            return;
+        }
+        let shared = self.shared.clone();
+        let views = self.views.clone();
+        let seen = views.load(Ordering::SeqCst);
+        let (index, name) = (self.index, self.name.clone());
+        let failed = waiting.clone();
+        // The helper may light the lamp itself: send the next one regardless.
+        self.lamp.set(None);
+        let spawned = std::thread::Builder::new()
+            .name(format!("touch-{name}"))
+            .spawn(move || {
+                let Err(e) = shared.rig.touch(index as u8, TOUCH_PRESS) else {
+                    return;
+                };
+                tracing::warn!(slot = %name, "rig did not touch the key: {e}");
+                if views.load(Ordering::SeqCst) != seen {
+                    return; // the slot moved on meanwhile
+                }
+                let _ = shared.rig.led(index as u8, failed.state.lamp());
+                shared.board.slot_update(
+                    index,
+                    SlotView {
+                        instruction: Some(format!("Touch the key now: the rig could not ({e})")),
+                        ..failed
+                    },
+                );
+            });
+        if let Err(e) = spawned {
+            self.view(operator(format!(": cannot start the rig's touch ({e})")));
+        }
+    }
+
     /// Whether the rig can switch this slot's power now.
     fn can_power(&self) -> bool {
         let rig = &self.shared.rig;
@@ -401,18 +472,15 @@ impl Worker {
                 again.serial
             ));
         }
-        let rig = self.shared.rig.clone();
         let mut asked = false;
         let result = client.reset(&mut |status| {
             if status == crate::ctaphid::KeepaliveStatus::UPNEEDED && !asked {
                 asked = true;
-                let touched =
-                    rig.health().is_up() && rig.touch(slot, Duration::from_millis(300)).is_ok();
-                if !touched {
-                    self.view(view(Some(
-                        "Touch the key now to reset it (the rig could not)".into(),
-                    )));
-                }
+                self.ask_for_touch(SlotView {
+                    state: SlotState::Touch,
+                    step: Some("reset: waiting for touch".into()),
+                    ..view(None)
+                });
             }
         });
         let outcome = match &result {
@@ -569,26 +637,13 @@ impl SlotEvents for Events<'_> {
         if touched {
             return;
         }
-        let rig = &self.worker.shared.rig;
-        let slot = self.worker.index as u8;
-        let instruction = match rig.health() {
-            RigHealth::Up(_) => match rig.touch(slot, Duration::from_millis(300)) {
-                Ok(()) => return,
-                Err(e) => {
-                    tracing::warn!(slot = %self.worker.name, "rig did not touch the key: {e}");
-                    format!("Touch the key now: the rig could not ({e})")
-                }
-            },
-            // SPEC §9: a rig that is down leaves touch to the operator.
-            RigHealth::Down { reason } => {
-                format!("Touch the key now: the rig is down ({reason})")
-            }
-            RigHealth::Absent => "Touch the key now".into(),
-        };
-        self.show(
-            SlotState::Touch,
-            "waiting for touch".into(),
-            Some(instruction),
-        );
+        self.worker.ask_for_touch(SlotView {
+            serial: self.serial,
+            firmware: Some(self.firmware.clone()),
+            job: Some(self.job.clone()),
+            step: Some("waiting for touch".into()),
+            started: Some(self.started),
+            ..SlotView::new(SlotState::Touch)
+        });
     }
 }

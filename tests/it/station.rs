@@ -892,7 +892,8 @@ fn rig_goes_down_mid_run(failure: RigFailure) {
     }
     assert_eq!(line.store.count("leased").unwrap(), 0);
     assert_eq!(line.store.unfinished().unwrap(), 0);
-    assert!(line.store.quarantined().unwrap().is_empty());
+    let quarantined = line.store.quarantined().unwrap();
+    assert!(quarantined.is_empty(), "{quarantined:?}");
     assert!(
         programmed_in(&by_slot, &TOUCH) > 1,
         "touch-needing slots kept programming through the operator"
