@@ -372,8 +372,15 @@ impl Worker {
             self.view(SlotView::new(SlotState::Idle));
             return false;
         }
-        self.revived = true;
         let slot = self.index as u8;
+        // SPEC §9 `PRESENT?`: only a key the rig senses is worth a power cycle.
+        if let Ok(mask) = self.shared.rig.present() {
+            if !mask.contains(slot) {
+                self.view(SlotView::new(SlotState::Idle));
+                return false;
+            }
+        }
+        self.revived = true;
         tracing::warn!(slot = %self.name, "key does not answer: power-cycling the slot");
         self.view(SlotView {
             step: Some("power-cycling a key that does not answer".into()),
