@@ -753,7 +753,7 @@ fn sigkill_at_random_points_loses_nothing_and_ships_no_half_programmed_key() {
 // operator, who touches them; nothing is lost.
 
 use prereg_station::rig::sim::{SimRig, SimRigFault};
-use prereg_station::rig::RigHealth;
+use prereg_station::rig::{Lamp, RigHealth};
 use prereg_station::sim::TouchMode;
 use prereg_station::station::power;
 use prereg_station::web::SlotState;
@@ -826,6 +826,10 @@ fn rig_goes_down_mid_run(failure: RigFailure) {
         programmed_in(&by_slot, &TOUCH) >= 1
     });
     assert!(rig.engine().requests_seen() > 0);
+    assert!(
+        (0..4u8).any(|s| rig.lamp(s) != Lamp::Off),
+        "slot lamps were set over the pty"
+    );
 
     failure.inject(rig);
     wait_for("the board to report the rig down", || {
