@@ -36,7 +36,7 @@ pub(super) fn run(index: usize, name: String, mut source: Box<dyn KeySource>, sh
         shared,
         finished_serial: None,
         lamp: Cell::new(None),
-        revived: false,
+        stuck: Stuck::Answering,
         views: Arc::default(),
     };
     while !worker.shared.stop.load(Ordering::SeqCst) {
@@ -51,6 +51,17 @@ pub(super) fn run(index: usize, name: String, mut source: Box<dyn KeySource>, sh
     worker.view(SlotView::new(SlotState::Idle));
 }
 
+/// Where a slot is with a key that does not answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stuck {
+    /// Nothing tried (the last key answered, or the slot was empty).
+    Answering,
+    /// Power-cycled once; the next look identifies it again.
+    Cycled,
+    /// Still silent after the cycle: FAIL shown; nothing more until removed.
+    GaveUp,
+}
+
 struct Worker {
     index: usize,
     name: String,
@@ -59,9 +70,9 @@ struct Worker {
     finished_serial: Option<String>,
     /// The lamp last sent to the rig.
     lamp: Cell<Option<crate::rig::Lamp>>,
-    /// The key in the slot did not answer and was power-cycled once; cleared
-    /// when a key answers or the slot is empty (bounds recovery to one try).
-    revived: bool,
+    /// Recovery of a key that does not answer; back to `Answering` when a
+    /// key answers or the slot is empty, so each key gets one power cycle.
+    stuck: Stuck,
     /// Counts board updates, so a late rig answer does not overwrite a newer view.
     views: Arc<AtomicU64>,
 }
@@ -84,14 +95,14 @@ impl Worker {
     fn one_key(&mut self, source: &mut dyn KeySource) -> bool {
         let Some(link) = source.connect() else {
             self.finished_serial = None;
-            self.revived = false;
+            self.stuck = Stuck::Answering;
             self.view(SlotView::new(SlotState::Idle));
             return false;
         };
         let Some((mut client, mut key)) = self.identify(link) else {
             return self.stuck_key(source);
         };
-        self.revived = false;
+        self.stuck = Stuck::Answering;
         if self.finished_serial.as_deref() == Some(key.serial.as_str()) && key.serial != "unknown" {
             // Still the key we are done with: the operator has not taken it out yet.
             return false;
@@ -354,9 +365,8 @@ impl Worker {
     /// rig power, or after one try, the slot asks the operator.
     fn stuck_key(&mut self, source: &mut dyn KeySource) -> bool {
         self.finished_serial = None;
-        if self.revived || !self.can_power() {
-            let tried = self.revived;
-            if tried {
+        match self.stuck {
+            Stuck::Cycled => {
                 tracing::warn!(slot = %self.name, "key still does not answer after a power cycle");
                 self.finish(
                     None,
@@ -365,12 +375,17 @@ impl Worker {
                     "key does not answer, even after a power cycle".into(),
                     Instant::now(),
                 );
-                self.revived = false;
+                // No second cycle for this key: wait until it is taken out.
+                self.stuck = Stuck::GaveUp;
                 source.key_done();
                 return true;
             }
-            self.view(SlotView::new(SlotState::Idle));
-            return false;
+            Stuck::GaveUp => return false,
+            Stuck::Answering if !self.can_power() => {
+                self.view(SlotView::new(SlotState::Idle));
+                return false;
+            }
+            Stuck::Answering => {}
         }
         let slot = self.index as u8;
         // SPEC §9 `PRESENT?`: only a key the rig senses is worth a power cycle.
@@ -380,7 +395,7 @@ impl Worker {
                 return false;
             }
         }
-        self.revived = true;
+        self.stuck = Stuck::Cycled;
         tracing::warn!(slot = %self.name, "key does not answer: power-cycling the slot");
         self.view(SlotView {
             step: Some("power-cycling a key that does not answer".into()),
