@@ -44,6 +44,8 @@ struct RawStation {
     touch_timeout_secs: Option<u64>,
     max_attempts: Option<u32>,
     sim_seed: Option<u64>,
+    #[serde(default)]
+    reset_non_blank: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -65,8 +67,11 @@ struct RawSlot {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawRig {
-    port: PathBuf,
+    port: Option<PathBuf>,
     baud: Option<u32>,
+    /// A simulated rig on a pty inside the station (SPEC §10), for `sim:` slots.
+    #[serde(default)]
+    simulated: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -143,6 +148,13 @@ pub struct Config {
     pub customizations: Vec<Customization>,
     pub slots: Vec<SlotConfig>,
     pub rig_port: Option<(PathBuf, u32)>,
+    /// `[rig] simulated = true`: the station runs a simulated rig on a pty
+    /// and drives it through the serial driver (SPEC §9, §10).
+    pub rig_simulated: bool,
+    /// `[station] reset_non_blank`: power-cycle and `authenticatorReset` a
+    /// non-blank key within the 10-s window (SPEC §7 step 2) instead of
+    /// rejecting it. Needs a rig with power; off by default.
+    pub reset_non_blank: bool,
     pub web: Option<(SocketAddr, Option<String>)>,
     pub http_sink: Option<String>,
 }
@@ -219,6 +231,49 @@ impl Config {
                 Some((addr, w.token))
             }
         };
+        let (rig_port, rig_simulated) = match raw.rig {
+            None => (None, false),
+            Some(RawRig {
+                port: Some(_),
+                simulated: true,
+                ..
+            }) => {
+                return Err(
+                    "[rig] has both port and simulated = true: keep one (a real rig's port, or the simulated rig)"
+                        .into(),
+                )
+            }
+            Some(RawRig {
+                port: Some(port),
+                baud,
+                ..
+            }) => (Some((port, baud.unwrap_or(115_200))), false),
+            Some(RawRig {
+                port: None,
+                simulated: true,
+                baud: None,
+            }) => (None, true),
+            Some(RawRig {
+                port: None,
+                simulated: true,
+                baud: Some(_),
+            }) => return Err("[rig] baud is for a real port; the simulated rig has none".into()),
+            Some(RawRig { port: None, .. }) => {
+                return Err(
+                    "[rig] needs port = \"/dev/…\" (a real rig) or simulated = true".into(),
+                )
+            }
+        };
+        if rig_simulated
+            && slots
+                .iter()
+                .any(|s| !matches!(s.device, DeviceSpec::Sim(_)))
+        {
+            return Err(
+                "[rig] simulated = true drives simulated keys only: every [[slot]] device must be sim:PROFILE"
+                    .into(),
+            );
+        }
         let state_dir = s.state_dir;
         Ok(Config {
             station_id: s.id,
@@ -233,7 +288,9 @@ impl Config {
             sim_seed: s.sim_seed,
             customizations,
             slots,
-            rig_port: raw.rig.map(|r| (r.port, r.baud.unwrap_or(115_200))),
+            rig_port,
+            rig_simulated,
+            reset_non_blank: s.reset_non_blank,
             web,
             http_sink: raw.sink.map(|s| s.http_url),
         })
@@ -299,11 +356,46 @@ listen = "127.0.0.1:8080"
             (GOOD.replace("5.7.0", "five"), "min_firmware"),
             (GOOD.replace("udp:127.0.0.1:8111", "udp:nope"), "[[slot]] 1"),
             (GOOD.replace("127.0.0.1:8080", "0.0.0.0:8080"), "token"),
+            (
+                GOOD.replace("[rig]\n", "[rig]\nsimulated = true\n"),
+                "both port and simulated",
+            ),
+            (
+                GOOD.replace("port = \"/dev/prereg-rig\"", "simulated = true"),
+                "every [[slot]] device must be sim:",
+            ),
+            (
+                GOOD.replace("port = \"/dev/prereg-rig\"", "baud = 9600"),
+                "simulated = true",
+            ),
         ];
         for (text, want) in cases {
             let err = Config::parse(&text).unwrap_err();
             assert!(err.contains(want), "{err:?} should mention {want:?}");
         }
+    }
+
+    #[test]
+    fn simulated_rig_and_reset_switch() {
+        let text = GOOD
+            .replace("port = \"/dev/prereg-rig\"", "simulated = true")
+            .replace(
+                "device = \"udp:127.0.0.1:8111\"",
+                "device = \"sim:yubikey-5.4\"",
+            );
+        let c = Config::parse(&text).unwrap();
+        assert!(c.rig_simulated && c.rig_port.is_none());
+        assert!(
+            !c.reset_non_blank,
+            "reset_non_blank is off unless asked for"
+        );
+        let c = Config::parse(&text.replace(
+            "[[customization]]",
+            "reset_non_blank = true\n\n[[customization]]",
+        ))
+        .unwrap();
+        assert!(c.reset_non_blank);
+        assert!(!Config::parse(GOOD).unwrap().rig_simulated);
     }
 
     #[test]

@@ -261,6 +261,9 @@ fn demo_config(
             i + 1
         ));
     }
+    // SPEC §10: the demo's keys sit in a simulated rig driven over a pty, so
+    // LED, TOUCH and PRESENT? run through the real serial driver.
+    text.push_str("\n[rig]\nsimulated = true\n");
     text
 }
 

@@ -107,7 +107,8 @@ impl SimRigSlots for SimKeySlots {
             if on {
                 key.plug();
             } else {
-                key.unplug();
+                // Powered down but still in the slot: not an operator removal.
+                key.power_off();
             }
         }
         Ok(())

@@ -32,6 +32,7 @@ use crate::transport::{Report, Transport, TransportError};
 use crate::yubikey::{Capabilities, DeviceInfo};
 use authenticator::{Authenticator, AuthenticatorConfig};
 use hid::HidDevice;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use thiserror::Error;
@@ -224,6 +225,9 @@ struct Inner {
     serial: u32,
     profile: String,
     product_id: u32,
+    /// The rig switched the slot's power off: the key is still in the slot
+    /// (not taken out by the operator) and comes back on power-up.
+    powered_off: std::sync::atomic::AtomicBool,
 }
 
 impl Inner {
@@ -276,6 +280,7 @@ impl SimKey {
                 serial: config.serial,
                 profile: config.profile.name.clone(),
                 product_id: config.product_id,
+                powered_off: std::sync::atomic::AtomicBool::new(false),
             }),
         })
     }
@@ -349,12 +354,33 @@ impl SimControl {
         let now = self.inner.clock.now();
         let mut dev = self.inner.lock();
         dev.present = true;
+        self.inner.powered_off.store(false, Ordering::SeqCst);
+        // A hung firmware (stuck keepalive) restarts at power-up, as a real key's does.
+        dev.faults.endless_keepalive = false;
         dev.power_cycle(now);
     }
 
-    /// Pulls the key: I/O fails with `Disconnected` until [`Self::plug`].
+    /// Pulls the key out of the slot: I/O fails with `Disconnected` until
+    /// [`Self::plug`]. A slot source takes this as "removed".
     pub fn unplug(&self) {
-        self.inner.lock().unplug();
+        let mut dev = self.inner.lock();
+        self.inner.powered_off.store(false, Ordering::SeqCst);
+        dev.unplug();
+    }
+
+    /// The rig switched the slot's port off (SPEC §9 `POWER OFF`): I/O fails
+    /// like an unplugged key, but the key stays in the slot with its
+    /// credentials and PIN; [`Self::plug`] powers it up again (volatile state
+    /// lost, reset window restarts).
+    pub fn power_off(&self) {
+        let mut dev = self.inner.lock();
+        self.inner.powered_off.store(true, Ordering::SeqCst);
+        dev.unplug();
+    }
+
+    /// Whether the key sits unpowered in its slot (after [`Self::power_off`]).
+    pub fn is_powered_off(&self) -> bool {
+        self.inner.powered_off.load(Ordering::SeqCst)
     }
 
     /// Inserts the key again (a power-up).

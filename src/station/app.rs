@@ -30,11 +30,15 @@ pub fn setup(config: Config, store: Store) -> Result<Setup, CliError> {
     let config_seed = config.sim_seed;
     let board = StatusBoard::new(config.station_id.clone(), config.slots.len());
     let rig: Option<Arc<dyn Rig>> = config.rig_port.as_ref().map(|(port, baud)| {
-        Arc::new(SerialRig::open(
+        let rig = SerialRig::open(
             port.clone(),
             *baud,
-            SerialRigOptions::default(),
-        )) as Arc<dyn Rig>
+            SerialRigOptions {
+                on_health: Some(board.rig_health_hook()),
+                ..SerialRigOptions::default()
+            },
+        );
+        Arc::new(rig) as Arc<dyn Rig>
     });
     Ok(Setup {
         config,

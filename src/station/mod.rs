@@ -12,6 +12,7 @@ pub mod http_sink;
 pub mod latency;
 pub mod notify;
 pub mod policy;
+pub mod power;
 pub mod simslot;
 pub mod source;
 mod worker;
@@ -19,6 +20,8 @@ mod worker;
 use crate::config::Config;
 use crate::job::recipe::{KeyPolicy, Programmed};
 use crate::jose::keys::StationKeys;
+use crate::rig::serial::{SerialRig, SerialRigOptions};
+use crate::rig::sim::{SimKeySlots, SimRig, SimRigOptions};
 use crate::rig::{NoRig, Rig};
 use crate::store::{Recovery, Store};
 use crate::web::StatusBoard;
@@ -84,6 +87,9 @@ pub struct Station {
     shared: Arc<Shared>,
     workers: Vec<JoinHandle<()>>,
     delivery: Option<JoinHandle<()>>,
+    /// The simulated rig on a pty (`[rig] simulated = true`); dropped after
+    /// the workers have stopped.
+    sim_rig: Option<SimRig>,
     pub recovery: Recovery,
 }
 
@@ -116,13 +122,27 @@ impl Station {
                 "leased jobs returned to the queue"
             );
         }
+        let mut rig = setup.rig;
+        let (sim_rig, rig_slots) = if setup.config.rig_simulated {
+            let (sim, slots, serial) = start_sim_rig(&setup.config, &setup.board)?;
+            rig = Some(serial);
+            (Some(sim), Some(slots))
+        } else {
+            (None, None)
+        };
         let mut sources = Vec::new();
         for (i, slot) in setup.config.slots.iter().enumerate() {
-            let source = source::open(&slot.device, i, setup.sim_seed, setup.sim_hook.clone())
-                .map_err(|e| StationError::Slot {
-                    slot: slot.name.clone(),
-                    reason: e.to_string(),
-                })?;
+            let source = source::open(
+                &slot.device,
+                i,
+                setup.sim_seed,
+                setup.sim_hook.clone(),
+                rig_slots.as_ref(),
+            )
+            .map_err(|e| StationError::Slot {
+                slot: slot.name.clone(),
+                reason: e.to_string(),
+            })?;
             sources.push((i, slot.name.clone(), source));
         }
         let http_sink = match &setup.config.http_sink {
@@ -143,7 +163,7 @@ impl Station {
             roots: setup.roots,
             policy: setup.policy,
             board: setup.board,
-            rig: setup.rig.unwrap_or_else(|| Arc::new(NoRig)),
+            rig: rig.unwrap_or_else(|| Arc::new(NoRig)),
             stop: AtomicBool::new(false),
             programmed: Mutex::new(Vec::new()),
             delivery: Mutex::new(Some(tx)),
@@ -170,8 +190,15 @@ impl Station {
             shared,
             workers,
             delivery: Some(delivery),
+            sim_rig,
             recovery,
         })
+    }
+
+    /// The simulated rig, when the configuration asks for one (tests make it
+    /// misbehave: garbage, silence, unplugging).
+    pub fn sim_rig(&self) -> Option<&SimRig> {
+        self.sim_rig.as_ref()
     }
 
     pub fn shared(&self) -> &Arc<Shared> {
@@ -199,6 +226,41 @@ impl Station {
             let _ = d.join();
         }
     }
+}
+
+/// Starts the simulated rig (SPEC §10) on a pty linked at
+/// `STATE_DIR/sim-rig.tty`, and the serial driver that talks to it the way it
+/// talks to a real rig (SPEC §9), its health shown on the board.
+fn start_sim_rig(
+    config: &Config,
+    board: &crate::web::StatusBoard,
+) -> Result<(SimRig, SimKeySlots, Arc<dyn Rig>), StationError> {
+    let rig_err = |reason: String| StationError::Slot {
+        slot: "[rig] simulated".into(),
+        reason,
+    };
+    let n = u8::try_from(config.slots.len()).map_err(|_| {
+        rig_err(format!(
+            "{} slots is more than a rig has (255)",
+            config.slots.len()
+        ))
+    })?;
+    std::fs::create_dir_all(&config.state_dir)
+        .map_err(|e| rig_err(format!("cannot create {}: {e}", config.state_dir.display())))?;
+    let slots = SimKeySlots::new(config.slots.len());
+    let link = config.state_dir.join("sim-rig.tty");
+    let sim = SimRig::spawn(&link, Arc::new(slots.clone()), SimRigOptions::new(n))
+        .map_err(|e| rig_err(format!("cannot open a pty for the simulated rig: {e}")))?;
+    let serial = SerialRig::open(
+        &link,
+        115_200,
+        SerialRigOptions {
+            on_health: Some(board.rig_health_hook()),
+            ..SerialRigOptions::default()
+        },
+    );
+    tracing::info!(port = %link.display(), rig = %serial.health(), "simulated rig started");
+    Ok((sim, slots, Arc::new(serial)))
 }
 
 /// Delivers pending results whenever a worker stores one (and every few

@@ -1,11 +1,15 @@
 //! Simulated slots (`sim:PROFILE`, SPEC §10): a slot that always holds a blank
 //! simulated key. When the worker is done with a key the "operator" takes it
-//! out and puts in a new blank one (next serial). Touch is pressed by the
-//! slot's simulated actuator when the key asks (KEEPALIVE UPNEEDED), so the
-//! station's touch path runs for real.
+//! out and puts in a new blank one (next serial). Without a rig, touch is
+//! pressed by the slot's own simulated actuator when the key asks (KEEPALIVE
+//! UPNEEDED). With the station's simulated rig (`[rig] simulated = true`) the
+//! keys sit in the rig's [`SimKeySlots`] and the slot never presses itself:
+//! `TOUCH` and `POWER` come over the rig's serial line, or from the operator
+//! when the rig is down (SPEC §9).
 
 use super::source::{KeyLink, KeySource, SourceError};
 use crate::profile::{self, FirmwareProfile};
+use crate::rig::sim::SimKeySlots;
 use crate::sim::{SimConfig, SimControl, SimKey, TouchMode};
 use std::sync::{Arc, Mutex};
 
@@ -25,6 +29,8 @@ pub struct SimSource {
     made: u32,
     current: Option<SimControl>,
     hook: Option<SimHook>,
+    /// The simulated rig's slots, when the station runs one.
+    rig_slots: Option<SimKeySlots>,
     /// Every key this slot made, in order.
     pub keys: Arc<Mutex<Vec<SimControl>>>,
 }
@@ -54,6 +60,7 @@ impl SimSource {
             made: 0,
             current: None,
             hook: None,
+            rig_slots: None,
             keys: Arc::default(),
         })
     }
@@ -61,6 +68,12 @@ impl SimSource {
     /// Runs `hook` on every new key.
     pub fn with_hook(mut self, hook: Option<SimHook>) -> Self {
         self.hook = hook;
+        self
+    }
+
+    /// Puts this slot's keys into the simulated rig's slot of the same index.
+    pub fn with_rig_slots(mut self, slots: Option<SimKeySlots>) -> Self {
+        self.rig_slots = slots;
         self
     }
 
@@ -86,16 +99,34 @@ impl SimSource {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(control.clone());
+        if let Some(slots) = &self.rig_slots {
+            slots.insert(self.slot, control.clone());
+        }
         Some(control)
+    }
+}
+
+impl SimSource {
+    fn remove_current(&mut self) {
+        self.current = None;
+        if let Some(slots) = &self.rig_slots {
+            slots.remove(self.slot);
+        }
     }
 }
 
 impl KeySource for SimSource {
     fn connect(&mut self) -> Option<KeyLink> {
-        if self.current.as_ref().is_some_and(|k| !k.is_present()) {
-            // An unplugged key is taken out; the next look finds a new blank one.
-            self.current = None;
-            return None;
+        if let Some(k) = &self.current {
+            if k.is_powered_off() {
+                // The rig cut the port's power: the key is still in the slot.
+                return None;
+            }
+            if !k.is_present() {
+                // An unplugged key is taken out; the next look finds a new blank one.
+                self.remove_current();
+                return None;
+            }
         }
         if self.current.is_none() {
             self.current = self.insert_blank_key();
@@ -107,10 +138,14 @@ impl KeySource for SimSource {
     }
 
     fn key_done(&mut self) {
-        self.current = None;
+        self.remove_current();
     }
 
     fn touch(&mut self) -> bool {
+        if self.rig_slots.is_some() {
+            // The rig's actuator presses (or the operator, if the rig is down).
+            return false;
+        }
         match &self.current {
             Some(k) => {
                 k.touch();

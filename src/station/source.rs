@@ -89,14 +89,19 @@ pub fn open(
     slot_index: usize,
     seed: u64,
     sim_hook: Option<super::simslot::SimHook>,
+    rig_slots: Option<&crate::rig::sim::SimKeySlots>,
 ) -> Result<Box<dyn KeySource>, SourceError> {
     match spec {
         DeviceSpec::Hid(path) => Ok(Box::new(HidSource { path: path.clone() })),
         DeviceSpec::Udp { host, port } => Ok(Box::new(UdpSource {
             peer: format!("{host}:{port}"),
         })),
-        DeviceSpec::Sim(profile) => super::simslot::SimSource::new(profile, slot_index, seed)
-            .map(|s| Box::new(s.with_hook(sim_hook)) as Box<dyn KeySource>),
+        DeviceSpec::Sim(profile) => {
+            super::simslot::SimSource::new(profile, slot_index, seed).map(|s| {
+                Box::new(s.with_hook(sim_hook).with_rig_slots(rig_slots.cloned()))
+                    as Box<dyn KeySource>
+            })
+        }
         DeviceSpec::Pcsc(reader) => Ok(Box::new(PcscSource {
             reader: reader.clone(),
         })),

@@ -11,15 +11,19 @@ use super::Shared;
 use crate::ctap2::{Client, CtapDevice};
 use crate::ctaphid::{HidChannel, Timeouts};
 use crate::job::recipe::{self, Disposition, Identity, Programmed, SlotEvents, Step};
+use crate::rig::RigHealth;
 use crate::web::{Outcome, ResultRecord, SlotState, SlotView};
 use crate::yubikey;
 use std::cell::Cell;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A CTAP client over whatever link the slot's key is on.
 type KeyClient = Client<Box<dyn CtapDevice>>;
+
+/// How long the rig holds a key's touch sensor.
+const TOUCH_PRESS: Duration = Duration::from_millis(300);
 
 /// How often an empty or waiting slot looks again.
 const POLL: Duration = Duration::from_millis(200);
@@ -32,6 +36,8 @@ pub(super) fn run(index: usize, name: String, mut source: Box<dyn KeySource>, sh
         shared,
         finished_serial: None,
         lamp: Cell::new(None),
+        stuck: Stuck::Answering,
+        views: Arc::default(),
     };
     while !worker.shared.stop.load(Ordering::SeqCst) {
         if worker.shared.board.controls().paused() {
@@ -45,6 +51,17 @@ pub(super) fn run(index: usize, name: String, mut source: Box<dyn KeySource>, sh
     worker.view(SlotView::new(SlotState::Idle));
 }
 
+/// Where a slot is with a key that does not answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stuck {
+    /// Nothing tried (the last key answered, or the slot was empty).
+    Answering,
+    /// Power-cycled once; the next look identifies it again.
+    Cycled,
+    /// Still silent after the cycle: FAIL shown; nothing more until removed.
+    GaveUp,
+}
+
 struct Worker {
     index: usize,
     name: String,
@@ -53,12 +70,18 @@ struct Worker {
     finished_serial: Option<String>,
     /// The lamp last sent to the rig.
     lamp: Cell<Option<crate::rig::Lamp>>,
+    /// Recovery of a key that does not answer; back to `Answering` when a
+    /// key answers or the slot is empty, so each key gets one power cycle.
+    stuck: Stuck,
+    /// Counts board updates, so a late rig answer does not overwrite a newer view.
+    views: Arc<AtomicU64>,
 }
 
 impl Worker {
     /// Shows the slot on the status page and on its rig lamp (SPEC §9 `LED`,
     /// slots numbered from 0); the lamp is only sent when it changes.
     fn view(&self, view: SlotView) {
+        self.views.fetch_add(1, Ordering::SeqCst);
         let lamp = view.state.lamp();
         if self.lamp.replace(Some(lamp)) != Some(lamp) {
             if let Err(e) = self.shared.rig.led(self.index as u8, lamp) {
@@ -72,22 +95,24 @@ impl Worker {
     fn one_key(&mut self, source: &mut dyn KeySource) -> bool {
         let Some(link) = source.connect() else {
             self.finished_serial = None;
+            self.stuck = Stuck::Answering;
             self.view(SlotView::new(SlotState::Idle));
             return false;
         };
-        let Some((mut client, key)) = self.identify(link) else {
-            self.finished_serial = None;
-            self.view(SlotView::new(SlotState::Idle));
-            return false;
+        let Some((mut client, mut key)) = self.identify(link) else {
+            return self.stuck_key(source);
         };
+        self.stuck = Stuck::Answering;
         if self.finished_serial.as_deref() == Some(key.serial.as_str()) && key.serial != "unknown" {
             // Still the key we are done with: the operator has not taken it out yet.
             return false;
         }
         let started = Instant::now();
         let serial_num = key.device_info.serial;
+        // A reset keeps the serial, so this holds for the key after a reset too.
+        let key_serial = key.serial.clone();
         let done = |w: &mut Worker, source: &mut dyn KeySource| {
-            w.finished_serial = Some(key.serial.clone());
+            w.finished_serial = Some(key_serial.clone());
             source.key_done();
         };
         let quarantined = key.serial != "unknown"
@@ -108,9 +133,15 @@ impl Worker {
             return true;
         }
         if let Some(problem) = key.blank_problem() {
-            self.finish(serial_num, None, SlotState::Fail, problem, started);
-            done(self, source);
-            return true;
+            // After the quarantine check: a reset never makes a quarantined key shippable.
+            match self.reset_non_blank(source, &key, &problem) {
+                Ok(fresh) => (client, key) = fresh,
+                Err(reason) => {
+                    self.finish(serial_num, None, SlotState::Fail, reason, started);
+                    done(self, source);
+                    return true;
+                }
+            }
         }
         let products = self.shared.policy.products_for(&key);
         if products.is_empty() {
@@ -258,6 +289,249 @@ impl Worker {
         }
     }
 
+    /// Asks for a touch (KEEPALIVE UPNEEDED): through the rig when it is up,
+    /// else from the operator (SPEC §9). Called from inside the CTAPHID
+    /// receive loop, so the rig exchange runs on a short-lived thread: a slow
+    /// or silent rig must not starve the key's channel of reads (it would
+    /// time out and a key with a PIN would be quarantined). If the rig
+    /// cannot touch, the slot shows `waiting` with an instruction.
+    fn ask_for_touch(&self, waiting: SlotView) {
+        let rig = &self.shared.rig;
+        let operator = |why: String| SlotView {
+            instruction: Some(format!("Touch the key now{why}")),
+            ..waiting.clone()
+        };
+        let now = match rig.health() {
+            RigHealth::Up(_) => None,
+            // SPEC §9: a rig that is down leaves touch to the operator.
+            RigHealth::Down { reason } => Some(operator(format!(": the rig is down ({reason})"))),
+            RigHealth::Absent => Some(operator(String::new())),
+        };
+        if let Some(view) = now {
+            // Board now; the lamp from a helper thread, since even a failing
+            // rig call can wait behind other slots' exchanges.
+            self.views.fetch_add(1, Ordering::SeqCst);
+            self.lamp.set(None);
+            let lamp = view.state.lamp();
+            self.shared.board.slot_update(self.index, view);
+            let (shared, index) = (self.shared.clone(), self.index);
+            let _ = std::thread::Builder::new()
+                .name(format!("lamp-{}", self.name))
+                .spawn(move || {
+                    let _ = shared.rig.led(index as u8, lamp);
+                });
+            return;
+        }
+        let shared = self.shared.clone();
+        let views = self.views.clone();
+        let seen = views.load(Ordering::SeqCst);
+        let (index, name) = (self.index, self.name.clone());
+        let failed = waiting.clone();
+        // The helper may light the lamp itself: send the next one regardless.
+        self.lamp.set(None);
+        let spawned = std::thread::Builder::new()
+            .name(format!("touch-{name}"))
+            .spawn(move || {
+                let Err(e) = shared.rig.touch(index as u8, TOUCH_PRESS) else {
+                    return;
+                };
+                tracing::warn!(slot = %name, "rig did not touch the key: {e}");
+                if views.load(Ordering::SeqCst) != seen {
+                    return; // the slot moved on meanwhile
+                }
+                let _ = shared.rig.led(index as u8, failed.state.lamp());
+                shared.board.slot_update(
+                    index,
+                    SlotView {
+                        instruction: Some(format!("Touch the key now: the rig could not ({e})")),
+                        ..failed
+                    },
+                );
+            });
+        if let Err(e) = spawned {
+            self.view(operator(format!(": cannot start the rig's touch ({e})")));
+        }
+    }
+
+    /// Whether the rig can switch this slot's power now.
+    fn can_power(&self) -> bool {
+        let rig = &self.shared.rig;
+        rig.health().is_up() && rig.capabilities().power
+    }
+
+    /// A link opened but the key did not answer INIT/getInfo (or stopped
+    /// answering and its job went back to the queue): power-cycle it once
+    /// through the rig, then let the next look identify it again. Without
+    /// rig power, or after one try, the slot asks the operator.
+    fn stuck_key(&mut self, source: &mut dyn KeySource) -> bool {
+        self.finished_serial = None;
+        match self.stuck {
+            Stuck::Cycled => {
+                tracing::warn!(slot = %self.name, "key still does not answer after a power cycle");
+                self.finish(
+                    None,
+                    None,
+                    SlotState::Fail,
+                    "key does not answer, even after a power cycle".into(),
+                    Instant::now(),
+                );
+                // No second cycle for this key: wait until it is taken out.
+                self.stuck = Stuck::GaveUp;
+                source.key_done();
+                return true;
+            }
+            Stuck::GaveUp => return false,
+            Stuck::Answering if !self.can_power() => {
+                self.view(SlotView::new(SlotState::Idle));
+                return false;
+            }
+            Stuck::Answering => {}
+        }
+        let slot = self.index as u8;
+        // SPEC §9 `PRESENT?`: only a key the rig senses is worth a power cycle.
+        if let Ok(mask) = self.shared.rig.present() {
+            if !mask.contains(slot) {
+                self.view(SlotView::new(SlotState::Idle));
+                return false;
+            }
+        }
+        self.stuck = Stuck::Cycled;
+        tracing::warn!(slot = %self.name, "key does not answer: power-cycling the slot");
+        self.view(SlotView {
+            step: Some("power-cycling a key that does not answer".into()),
+            instruction: Some("Wait: the rig is power-cycling this key".into()),
+            ..SlotView::new(SlotState::Programming)
+        });
+        let detail = match self
+            .shared
+            .rig
+            .power_cycle(slot, super::power::POWER_OFF_FOR)
+        {
+            Ok(()) => "key did not answer: slot power-cycled".to_string(),
+            Err(e) => {
+                tracing::warn!(slot = %self.name, "power cycle failed: {e}");
+                format!("key did not answer; power cycle failed: {e}")
+            }
+        };
+        let _ = super::power::record(
+            &self.shared.store,
+            super::power::POWER_CYCLE_EVENT,
+            &self.name,
+            None,
+            None,
+            &detail,
+        );
+        true
+    }
+
+    /// A non-blank key (SPEC §7 step 2): rejected, unless `[station]
+    /// reset_non_blank` is on and the rig can power the slot, in which case
+    /// it is power-cycled, reset within the 10-s window (touch through the
+    /// rig, or the operator), and identified again. Keys this station
+    /// programmed are never reset. `Err` is the reason shown and recorded.
+    fn reset_non_blank(
+        &mut self,
+        source: &mut dyn KeySource,
+        key: &Identity,
+        problem: &str,
+    ) -> Result<(KeyClient, Identity), String> {
+        if !self.shared.config.reset_non_blank {
+            return Err(format!(
+                "{problem}; set [station] reset_non_blank = true to reset such keys on a rig with port power"
+            ));
+        }
+        if !self.can_power() {
+            return Err(format!(
+                "{problem}; reset_non_blank is on but the rig cannot switch this slot's power now ({})",
+                self.shared.rig.health()
+            ));
+        }
+        if key.serial == "unknown" {
+            return Err(format!(
+                "{problem}; not reset: the key has no readable serial"
+            ));
+        }
+        match super::power::programmed_here(&self.shared.store, &key.serial) {
+            Ok(false) => {}
+            Ok(true) => {
+                return Err(format!(
+                    "{problem}; not reset: this station programmed key {} (remove it)",
+                    key.serial
+                ))
+            }
+            Err(e) => return Err(format!("{problem}; not reset: store error {e}")),
+        }
+        let serial = key.serial.as_str();
+        let slot = self.index as u8;
+        tracing::warn!(slot = %self.name, %serial, "{problem}: power-cycling and resetting (reset_non_blank)");
+        let view = |instruction: Option<String>| SlotView {
+            serial: key.device_info.serial,
+            firmware: Some(key.firmware.clone()),
+            step: Some("power-cycle and reset (not blank)".into()),
+            instruction,
+            ..SlotView::new(SlotState::Programming)
+        };
+        self.view(view(None));
+        self.shared
+            .rig
+            .power_cycle(slot, super::power::POWER_OFF_FOR)
+            .map_err(|e| format!("{problem}; power cycle for reset failed: {e}"))?;
+        // The reset window (10 s from power-up) is running from here.
+        let link = (0..25)
+            .find_map(|_| {
+                source.connect().or_else(|| {
+                    std::thread::sleep(POLL);
+                    None
+                })
+            })
+            .ok_or_else(|| format!("{problem}; the key did not come back after power-up"))?;
+        let (mut client, again) = self
+            .identify(link)
+            .ok_or_else(|| format!("{problem}; the key did not answer after power-up"))?;
+        if again.serial != key.serial {
+            return Err(format!(
+                "{problem}; a different key ({}) answered after power-up: not reset",
+                again.serial
+            ));
+        }
+        let mut asked = false;
+        let result = client.reset(&mut |status| {
+            if status == crate::ctaphid::KeepaliveStatus::UPNEEDED && !asked {
+                asked = true;
+                self.ask_for_touch(SlotView {
+                    state: SlotState::Touch,
+                    step: Some("reset: waiting for touch".into()),
+                    ..view(None)
+                });
+            }
+        });
+        let outcome = match &result {
+            Ok(()) => "reset after power-up".to_string(),
+            Err(e) => format!("reset failed: {e}"),
+        };
+        let _ = super::power::record(
+            &self.shared.store,
+            super::power::RESET_EVENT,
+            &self.name,
+            Some(serial),
+            Some(&key.firmware),
+            &format!("{problem}; {outcome}"),
+        );
+        if let Err(e) = result {
+            return Err(format!(
+                "{problem}; reset within the power-up window failed: {e}"
+            ));
+        }
+        tracing::info!(slot = %self.name, %serial, "key reset (reset_non_blank)");
+        // Step 2 again: getInfo after the reset must show a blank key.
+        let fresh = recipe::identify(&mut client, Some(again.device_info.clone()))
+            .map_err(|d| format!("{problem}; the key did not answer after reset: {d}"))?;
+        match fresh.blank_problem() {
+            None => Ok((client, fresh)),
+            Some(still) => Err(format!("{problem}; still not blank after reset: {still}")),
+        }
+    }
+
     /// INIT (HID links), device info, getInfo; `None` when no key answers.
     fn identify(&self, link: KeyLink) -> Option<(KeyClient, Identity)> {
         let (device, device_info): (Box<dyn CtapDevice>, _) = match link {
@@ -385,15 +659,13 @@ impl SlotEvents for Events<'_> {
         if touched {
             return;
         }
-        let rig = &self.worker.shared.rig;
-        let slot = self.worker.index as u8;
-        if rig.health().is_up() && rig.touch(slot, Duration::from_millis(300)).is_ok() {
-            return;
-        }
-        self.show(
-            SlotState::Touch,
-            "waiting for touch".into(),
-            Some("Touch the key now".into()),
-        );
+        self.worker.ask_for_touch(SlotView {
+            serial: self.serial,
+            firmware: Some(self.firmware.clone()),
+            job: Some(self.job.clone()),
+            step: Some("waiting for touch".into()),
+            started: Some(self.started),
+            ..SlotView::new(SlotState::Touch)
+        });
     }
 }

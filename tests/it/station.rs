@@ -76,6 +76,14 @@ fn product_of(profile: &str) -> u32 {
 
 impl Line {
     fn new(spec: LineSpec<'_>) -> Line {
+        let line = Line::prepare(&spec, "");
+        let until = spec.until.unwrap_or(|_| false);
+        line.run_until(spec.on_key, until);
+        line
+    }
+
+    /// Keys, IdP, configuration (plus `extra` TOML) and imported jobs; no station yet.
+    fn prepare(spec: &LineSpec<'_>, extra: &str) -> Line {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         let keys = StationKeys::generate(&d.join("keys")).unwrap();
@@ -94,6 +102,7 @@ impl Line {
         for _ in 0..spec.slots {
             text.push_str(&format!("\n[[slot]]\ndevice = \"sim:{}\"\n", spec.profile));
         }
+        text.push_str(extra);
         let config = Config::parse(&text).unwrap();
         let idp = Idp::open(&d.join("idp")).unwrap();
         let shipments = idp
@@ -102,7 +111,7 @@ impl Line {
                 &EnrollOptions {
                     users: spec.jobs,
                     product_id: product,
-                    ..spec.enroll
+                    ..spec.enroll.clone()
                 },
             )
             .unwrap();
@@ -118,8 +127,6 @@ impl Line {
             shipments,
         };
         line.import(&line.shipments);
-        let until = spec.until.unwrap_or(|_| false);
-        line.run_until(spec.on_key, until);
         line
     }
 
@@ -143,6 +150,16 @@ impl Line {
 
     /// Runs the station until every job is finished, `done` says so, or 60 s pass.
     fn run_until(&self, on_key: Option<OnKey>, done: impl Fn(&Store) -> bool) {
+        let station = self.start(on_key);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !station.drained() && !done(&self.store) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        station.shutdown();
+    }
+
+    /// Starts the station; every simulated key goes through `on_key` and into `keys`.
+    fn start(&self, on_key: Option<OnKey>) -> Station {
         let mut setup = app::setup(self.config.clone(), self.store.clone()).unwrap();
         let keys = self.keys.clone();
         let counts: Arc<Mutex<Vec<usize>>> = Arc::new(Mutex::new(vec![0; self.config.slots.len()]));
@@ -157,12 +174,7 @@ impl Line {
             }
             keys.lock().unwrap().push(key.clone());
         }));
-        let station = Station::start(setup).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !station.drained() && !done(&self.store) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        station.shutdown();
+        Station::start(setup).unwrap()
     }
 
     fn outbox(&self) -> PathBuf {
@@ -732,4 +744,319 @@ fn sigkill_at_random_points_loses_nothing_and_ships_no_half_programmed_key() {
             "delivered key {serial} is quarantined"
         );
     }
+}
+
+// ---------------------------------------------------------------------------
+// The rig and the operator (issue #6, SPEC §9): the station drives its
+// simulated rig over a pty through the serial driver; when the rig fails
+// mid-run, touch-free keys keep passing and touch-needing slots wait for the
+// operator, who touches them; nothing is lost.
+
+use prereg_station::rig::sim::{SimRig, SimRigFault};
+use prereg_station::rig::{Lamp, RigHealth};
+use prereg_station::sim::TouchMode;
+use prereg_station::station::power;
+use prereg_station::web::SlotState;
+
+/// How the rig fails mid-run.
+#[derive(Debug, Clone, Copy)]
+enum RigFailure {
+    Garbage,
+    Silent,
+    Disappears,
+}
+
+impl RigFailure {
+    fn inject(self, rig: &SimRig) {
+        match self {
+            RigFailure::Garbage => rig.set_fault(SimRigFault::Garbage),
+            RigFailure::Silent => rig.set_fault(SimRigFault::Silent),
+            RigFailure::Disappears => rig.disappear(),
+        }
+    }
+}
+
+/// Waits for `cond` (an event, not a duration: the deadline only stops a hang).
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !cond() {
+        assert!(Instant::now() < deadline, "gave up waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Keys of `slot` (by the order the hook saw them) that hold a credential.
+fn programmed_in(keys: &Mutex<Vec<(usize, SimControl)>>, slots: &[usize]) -> usize {
+    keys.lock()
+        .unwrap()
+        .iter()
+        .filter(|(s, k)| slots.contains(s) && !k.credentials().is_empty())
+        .count()
+}
+
+fn rig_goes_down_mid_run(failure: RigFailure) {
+    // Slots 0 and 1 hold keys that need no touch; slots 2 and 3 keys that
+    // only the rig's actuator (or the operator) can satisfy.
+    const AUTO: [usize; 2] = [0, 1];
+    const TOUCH: [usize; 2] = [2, 3];
+    let spec = LineSpec {
+        slots: 4,
+        jobs: 16,
+        ..LineSpec::default()
+    };
+    let line = Line::prepare(&spec, "\n[rig]\nsimulated = true\n");
+    let by_slot: Arc<Mutex<Vec<(usize, SimControl)>>> = Arc::default();
+    let seen = by_slot.clone();
+    let station = line.start(Some(Arc::new(move |slot, _, key: &SimControl| {
+        if AUTO.contains(&slot) {
+            key.set_touch_mode(TouchMode::Auto);
+        }
+        seen.lock().unwrap().push((slot, key.clone()));
+    })));
+    let board = &station.shared().board;
+    let rig = station
+        .sim_rig()
+        .expect("[rig] simulated = true starts a rig");
+    wait_for("the rig to come up", || board.rig_health().is_up());
+
+    // Before the fault: a touch-needing key is programmed, which only the
+    // rig's TOUCH over the serial line can have done (sim slots never press
+    // themselves when the rig drives them).
+    wait_for("a key touched by the rig", || {
+        programmed_in(&by_slot, &TOUCH) >= 1
+    });
+    assert!(rig.engine().requests_seen() > 0);
+    assert!(
+        (0..4u8).any(|s| rig.lamp(s) != Lamp::Off),
+        "slot lamps were set over the pty"
+    );
+
+    failure.inject(rig);
+    wait_for("the board to report the rig down", || {
+        matches!(board.rig_health(), RigHealth::Down { .. })
+    });
+    let auto_before = programmed_in(&by_slot, &AUTO);
+
+    // The operator: touches a touch-needing slot's key only once the board
+    // asks for it, and notes what it said.
+    let mut instructions = Vec::new();
+    wait_for("every job to be delivered", || {
+        for slot in TOUCH {
+            let view = board.slot(slot).unwrap();
+            if view.state == SlotState::Touch {
+                if let Some(i) = &view.instruction {
+                    if !instructions.contains(i) {
+                        instructions.push(i.clone());
+                    }
+                }
+                for (s, k) in by_slot.lock().unwrap().iter() {
+                    if *s == slot && k.waiting_for_touch() {
+                        k.touch();
+                    }
+                }
+            }
+        }
+        station.drained()
+    });
+    assert!(
+        programmed_in(&by_slot, &AUTO) > auto_before,
+        "touch-free keys kept passing while the rig was down"
+    );
+    assert!(
+        matches!(board.rig_health(), RigHealth::Down { .. }),
+        "the rig stayed down: {}",
+        board.rig_health()
+    );
+    assert!(
+        !instructions.is_empty(),
+        "a touch-needing slot asked the operator"
+    );
+    for i in &instructions {
+        assert!(
+            i.starts_with("Touch the key now") && i.contains("rig"),
+            "the instruction says what to do and why: {i:?}"
+        );
+    }
+
+    // The rig comes back: the station reconnects and reports it up again.
+    match failure {
+        RigFailure::Disappears => rig.reappear(),
+        _ => rig.set_fault(SimRigFault::None),
+    }
+    wait_for("the rig to be reported up again", || {
+        board.rig_health().is_up()
+    });
+    station.shutdown();
+
+    // Nothing lost: every job delivered and verified, none leased, nothing quarantined.
+    let reports = line.activate();
+    assert_eq!(reports.len(), spec.jobs, "one verified result per job");
+    for r in &reports {
+        assert!(r.verified(), "{} failed: {:?}", r.shipment_id, r.failures);
+    }
+    assert_eq!(line.store.count("leased").unwrap(), 0);
+    assert_eq!(line.store.unfinished().unwrap(), 0);
+    let quarantined = line.store.quarantined().unwrap();
+    assert!(quarantined.is_empty(), "{quarantined:?}");
+    assert!(
+        programmed_in(&by_slot, &TOUCH) > 1,
+        "touch-needing slots kept programming through the operator"
+    );
+}
+
+#[test]
+fn rig_answering_garbage_mid_run_leaves_touch_to_the_operator() {
+    rig_goes_down_mid_run(RigFailure::Garbage);
+}
+
+#[test]
+fn rig_falling_silent_mid_run_leaves_touch_to_the_operator() {
+    rig_goes_down_mid_run(RigFailure::Silent);
+}
+
+#[test]
+fn rig_disappearing_mid_run_leaves_touch_to_the_operator() {
+    rig_goes_down_mid_run(RigFailure::Disappears);
+}
+
+/// Runs `line` with the simulated rig until every job is delivered; returns
+/// the board's failure list (one line per failed or quarantined key).
+fn run_on_the_rig(line: &Line, on_key: OnKey) -> Vec<(Option<u32>, String)> {
+    let station = line.start(Some(on_key));
+    assert!(station.sim_rig().is_some());
+    wait_for("every job to be delivered", || station.drained());
+    let failures = station
+        .shared()
+        .board
+        .snapshot()
+        .failures
+        .into_iter()
+        .map(|f| (f.serial, f.error.unwrap_or_default()))
+        .collect();
+    station.shutdown();
+    failures
+}
+
+#[test]
+fn a_key_that_stops_answering_is_power_cycled_once_and_programmed() {
+    let spec = LineSpec {
+        slots: 1,
+        jobs: 1,
+        ..LineSpec::default()
+    };
+    let line = Line::prepare(&spec, "\n[rig]\nsimulated = true\n");
+    // The first key hangs (keepalives forever, never an answer) until its
+    // power is cycled.
+    let failures = run_on_the_rig(
+        &line,
+        Arc::new(|_, n, key: &SimControl| {
+            if n == 0 {
+                key.set_faults(FaultPlan {
+                    endless_keepalive: true,
+                    ..FaultPlan::default()
+                });
+            }
+        }),
+    );
+    let reports = line.activate();
+    assert_eq!(reports.len(), 1);
+    assert!(reports[0].verified(), "{:?}", reports[0].failures);
+    let first = line.keys.lock().unwrap()[0].clone();
+    assert_eq!(
+        reports[0].serial_number.as_deref(),
+        Some(first.serial().to_string().as_str()),
+        "the stuck key itself was revived and programmed, not replaced"
+    );
+    assert!(!first.credentials().is_empty());
+    let cycles = power::events(&line.store, power::POWER_CYCLE_EVENT).unwrap();
+    assert_eq!(cycles.len(), 1, "one power cycle, no loop: {cycles:?}");
+    assert!(cycles[0]
+        .detail
+        .as_deref()
+        .unwrap()
+        .contains("power-cycled"));
+    assert!(failures.is_empty(), "{failures:?}");
+    assert!(line.store.quarantined().unwrap().is_empty());
+}
+
+/// The first key of the only slot arrives with a PIN set (not blank).
+fn first_key_not_blank() -> OnKey {
+    Arc::new(|_, n, key: &SimControl| {
+        if n == 0 {
+            client(key)
+                .set_pin(PinProtocol::Two, &SecretString::new("271828".into()))
+                .unwrap();
+        }
+    })
+}
+
+#[test]
+fn reset_non_blank_off_rejects_the_key_and_names_the_option() {
+    let spec = LineSpec {
+        slots: 1,
+        jobs: 1,
+        ..LineSpec::default()
+    };
+    let line = Line::prepare(&spec, "\n[rig]\nsimulated = true\n");
+    let failures = run_on_the_rig(&line, first_key_not_blank());
+    let first = line.keys.lock().unwrap()[0].clone();
+    assert!(
+        first.pin_status().pin_set,
+        "the used key was left as it was"
+    );
+    assert!(first.credentials().is_empty());
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert_eq!(failures[0].0, Some(first.serial()));
+    assert!(
+        failures[0].1.contains("reset_non_blank"),
+        "the rejection names the option: {:?}",
+        failures[0].1
+    );
+    assert!(power::events(&line.store, power::RESET_EVENT)
+        .unwrap()
+        .is_empty());
+    let reports = line.activate();
+    assert_eq!(reports.len(), 1);
+    assert!(reports[0].verified());
+    assert_ne!(
+        reports[0].serial_number.as_deref(),
+        Some(first.serial().to_string().as_str())
+    );
+}
+
+#[test]
+fn reset_non_blank_on_resets_the_key_in_its_power_up_window_and_programs_it() {
+    let spec = LineSpec {
+        slots: 1,
+        jobs: 1,
+        ..LineSpec::default()
+    };
+    let mut line = Line::prepare(&spec, "\n[rig]\nsimulated = true\n");
+    line.config.reset_non_blank = true;
+    let failures = run_on_the_rig(&line, first_key_not_blank());
+    assert!(failures.is_empty(), "{failures:?}");
+    let first = line.keys.lock().unwrap()[0].clone();
+    let reports = line.activate();
+    assert_eq!(reports.len(), 1);
+    assert!(reports[0].verified(), "{:?}", reports[0].failures);
+    assert_eq!(
+        reports[0].serial_number.as_deref(),
+        Some(first.serial().to_string().as_str()),
+        "the reset key itself was programmed"
+    );
+    // The station's PIN replaced the old one: the delivered PIN works.
+    let status = first.pin_status();
+    assert!(status.pin_set && status.force_pin_change);
+    let resets = power::events(&line.store, power::RESET_EVENT).unwrap();
+    assert_eq!(resets.len(), 1, "{resets:?}");
+    assert_eq!(
+        resets[0].serial.as_deref(),
+        Some(first.serial().to_string().as_str())
+    );
+    assert!(resets[0]
+        .detail
+        .as_deref()
+        .unwrap()
+        .contains("reset after power-up"));
+    assert!(line.store.quarantined().unwrap().is_empty());
 }
