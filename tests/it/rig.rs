@@ -895,8 +895,9 @@ mod web {
 // board changes, so each DOM check proves an SSE update was rendered.
 // (`--dump-dom` cannot show that: it dumps at the load event, before the
 // first SSE event, and `--virtual-time-budget` never expires while the SSE
-// fetch is pending.) Skipped, with a note, where chromium is not installed:
-// `scripts/setup.sh --with-browser`.
+// fetch is pending.) Skipped, with a note, where chromium is not installed
+// (`scripts/setup.sh --with-browser`) unless PREREG_REQUIRE_PEERS is set, as
+// scripts/test.sh does. Chromium and the demo are killed by Drop guards.
 
 mod browser {
     use std::io::{BufRead, BufReader, Write};
@@ -1093,6 +1094,9 @@ mod browser {
             let data = base64::engine::general_purpose::STANDARD
                 .decode(r["data"].as_str().unwrap())
                 .unwrap();
+            if let Some(dir) = png.parent() {
+                std::fs::create_dir_all(dir).unwrap();
+            }
             std::fs::write(png, data).unwrap();
         }
     }
@@ -1237,13 +1241,15 @@ mod browser {
         if let Some(dir) = screenshot_dir() {
             b.screenshot(&dir.join("demo-programming.png"), 1600, 900);
         }
+        // PASS may be brief (the simulated slot gets its next key and goes
+        // idle again), so the recorder, not a poll, is the witness.
         b.wait_for_within(
-            "document.getElementById('slot-0').dataset.state",
-            json!("pass"),
+            "window.__slot0.includes('pass')",
+            json!(true),
             Duration::from_secs(180),
         );
         b.wait_for("document.getElementById('t-pass').textContent", json!("1"));
-        // The page showed idle first (the hold), then programming, then PASS;
+        // Idle first (the hold), then programming, then PASS, in that order;
         // whatever it showed in between (e.g. waiting) is allowed.
         let seen = b.eval("window.__slot0");
         let seen: Vec<&str> = seen
@@ -1252,13 +1258,14 @@ mod browser {
             .iter()
             .map(|v| v.as_str().unwrap())
             .collect();
-        let at = |s: &str| seen.iter().position(|x| *x == s);
         assert_eq!(seen.first(), Some(&"idle"), "{seen:?}");
+        let programming = seen.iter().position(|s| *s == "programming");
+        let pass = programming.and_then(|p| seen[p..].iter().position(|s| *s == "pass"));
+        assert!(pass.is_some(), "no programming then pass: {seen:?}");
         assert!(
-            at("programming").is_some() && at("programming") < at("pass"),
+            !seen.iter().any(|s| ["fail", "quarantine"].contains(s)),
             "{seen:?}"
         );
-        assert_eq!(seen.last(), Some(&"pass"), "{seen:?}");
         if let Some(dir) = screenshot_dir() {
             b.screenshot(&dir.join("demo-done.png"), 1600, 900);
         }
@@ -1282,8 +1289,11 @@ mod browser {
         );
     }
 
+    /// What the demo cannot show: every tile state on one board, the
+    /// tile's text, the pause control, a lost server, the token cookie, and
+    /// the narrow and 16-slot layouts for screenshots.
     #[test]
-    fn chromium_shows_a_tile_go_idle_programming_pass() {
+    fn chromium_renders_a_stepped_board_controls_and_token() {
         let Some(chrome) = chromium() else {
             eprintln!("skipped: chromium not installed (scripts/setup.sh --with-browser)");
             return;
