@@ -1192,6 +1192,8 @@ mod browser {
         };
         // The browser first, so the page is up well inside the hold.
         let mut b = Browser::start(&chrome);
+        // Without the Page domain enabled, chromium did not run the
+        // new-document script below (seen with Debian's chromium).
         b.call("Page.enable", json!({}), true);
         b.call(
             "Page.addScriptToEvaluateOnNewDocument",
