@@ -22,7 +22,7 @@ for arg in "$@"; do
   case "$arg" in
     --with-python) with_python=1 ;;
     # Headless chromium for the status-page browser test and
-    # scripts/screenshot.sh; opt-in: it is ~350 MB installed.
+    # scripts/screenshot.sh; opt-in locally (~400 MB installed); scripts/test.sh (CI) asks for it.
     --with-browser) with_browser=1 ;;
     *) echo "setup: unknown option $arg (use --with-python, --with-browser)" >&2; exit 2 ;;
   esac

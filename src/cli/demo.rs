@@ -33,6 +33,11 @@ pub struct Args {
     /// Serve the operator status page here while the demo runs (e.g. 127.0.0.1:8080).
     #[arg(long, value_name = "ADDR")]
     pub web: Option<std::net::SocketAddr>,
+    /// With --web: keep the page up this many seconds before the first key
+    /// starts and again after the last one, so a viewer (or a browser test)
+    /// sees the tiles go from idle to PASS and can read the final board.
+    #[arg(long, value_name = "SECS", default_value_t = 0, requires = "web")]
+    pub web_hold: u64,
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 300)]
     pub timeout: u64,
@@ -138,6 +143,7 @@ pub fn run(args: Args) -> CliResult {
             let cfg = crate::web::WebConfig::new(addr, None).map_err(CliError::usage)?;
             let handle = crate::web::spawn(cfg, setup.board.clone()).map_err(CliError::failed)?;
             println!("  status page: http://{}/", handle.local_addr());
+            hold(args.web_hold, "before programming starts");
             Some(handle)
         }
         None => None,
@@ -156,6 +162,7 @@ pub fn run(args: Args) -> CliResult {
         .unwrap_or_default();
     station.shutdown();
     if let Some(w) = web {
+        hold(args.web_hold, "showing the final board");
         let _ = w.shutdown();
     }
     let took = t0.elapsed();
@@ -219,6 +226,14 @@ pub fn run(args: Args) -> CliResult {
             args.keys - ok.min(args.keys),
             args.keys
         )))
+    }
+}
+
+/// `--web-hold`: the status page stays up while nothing else happens.
+fn hold(secs: u64, why: &str) {
+    if secs > 0 {
+        println!("  status page held {secs}s {why}");
+        std::thread::sleep(Duration::from_secs(secs));
     }
 }
 

@@ -895,8 +895,9 @@ mod web {
 // board changes, so each DOM check proves an SSE update was rendered.
 // (`--dump-dom` cannot show that: it dumps at the load event, before the
 // first SSE event, and `--virtual-time-budget` never expires while the SSE
-// fetch is pending.) Skipped, with a note, where chromium is not installed:
-// `scripts/setup.sh --with-browser`.
+// fetch is pending.) Skipped, with a note, where chromium is not installed
+// (`scripts/setup.sh --with-browser`) unless PREREG_REQUIRE_PEERS is set, as
+// scripts/test.sh does. Chromium and the demo are killed by Drop guards.
 
 mod browser {
     use std::io::{BufRead, BufReader, Write};
@@ -917,14 +918,24 @@ mod browser {
         if let Some(p) = std::env::var_os("CHROMIUM") {
             return Some(PathBuf::from(p));
         }
-        [
+        let found = [
             "/usr/bin/chromium",
             "/usr/bin/chromium-browser",
             "/usr/bin/google-chrome",
         ]
         .iter()
         .map(PathBuf::from)
-        .find(|p| p.exists())
+        .find(|p| p.exists());
+        // scripts/test.sh installs chromium and sets this: there a skip would
+        // hide a broken page.
+        if found.is_none() && std::env::var_os("PREREG_REQUIRE_PEERS").is_some() {
+            panic!("PREREG_REQUIRE_PEERS is set but chromium is not installed (scripts/setup.sh --with-browser)");
+        }
+        found
+    }
+
+    fn screenshot_dir() -> Option<PathBuf> {
+        std::env::var_os("SCREENSHOT_DIR").map(PathBuf::from)
     }
 
     /// Headless chromium with one page, driven over the DevTools pipe.
@@ -1047,13 +1058,20 @@ mod browser {
 
         /// Polls the page until `expr` evaluates to `want` (60 s at most).
         fn wait_for(&mut self, expr: &str, want: Value) {
-            let until = Instant::now() + Duration::from_secs(60);
+            self.wait_for_within(expr, want, Duration::from_secs(60));
+        }
+
+        fn wait_for_within(&mut self, expr: &str, want: Value, bound: Duration) {
+            let until = Instant::now() + bound;
             loop {
                 let got = self.eval(expr);
                 if got == want {
                     return;
                 }
-                assert!(Instant::now() < until, "{expr}: got {got}, want {want}");
+                if Instant::now() >= until {
+                    let page = self.eval("document.getElementById('slots').outerHTML + ' recorded: ' + JSON.stringify(window.__slot0)");
+                    panic!("{expr}: got {got}, want {want}; page: {page}");
+                }
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
@@ -1076,6 +1094,9 @@ mod browser {
             let data = base64::engine::general_purpose::STANDARD
                 .decode(r["data"].as_str().unwrap())
                 .unwrap();
+            if let Some(dir) = png.parent() {
+                std::fs::create_dir_all(dir).unwrap();
+            }
             std::fs::write(png, data).unwrap();
         }
     }
@@ -1142,8 +1163,139 @@ mod browser {
         });
     }
 
+    /// The demo process; killed if the test fails before it exits.
+    struct Demo(Child);
+
+    impl Drop for Demo {
+        fn drop(&mut self) {
+            if let Ok(None) = self.0.try_wait() {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+    }
+
+    /// Records every state slot-0's tile shows, in order, from inside the
+    /// page (a MutationObserver sees each render; polling could miss one).
+    const RECORD_SLOT0: &str = "window.__slot0 = [];\
+        new MutationObserver(() => {\
+          const t = document.getElementById('slot-0');\
+          const s = t && t.dataset.state;\
+          if (s && window.__slot0[window.__slot0.length - 1] !== s) window.__slot0.push(s);\
+        }).observe(document, { subtree: true, childList: true, attributes: true });";
+
     #[test]
-    fn chromium_shows_a_tile_go_idle_programming_pass() {
+    fn chromium_watches_the_demo_program_a_key_idle_programming_pass() {
+        let Some(chrome) = chromium() else {
+            eprintln!("skipped: chromium not installed (scripts/setup.sh --with-browser)");
+            return;
+        };
+        // The browser first, so the page is up well inside the hold.
+        let mut b = Browser::start(&chrome);
+        // Without the Page domain enabled, chromium did not run the
+        // new-document script below (seen with Debian's chromium).
+        b.call("Page.enable", json!({}), true);
+        b.call(
+            "Page.addScriptToEvaluateOnNewDocument",
+            json!({ "source": RECORD_SLOT0 }),
+            true,
+        );
+        // The latency model paces each key at a few seconds of device time
+        // (docs/benchmarks.md), long enough to see PROGRAMMING on the page.
+        let mut demo = Demo(
+            Command::new(crate::util::station_bin())
+                .args(["demo", "--keys", "1", "--slots", "1"])
+                .args(["--web", "127.0.0.1:0", "--web-hold", "20"])
+                .env("PREREG_SIM_LATENCY", "yubikey:2")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .unwrap(),
+        );
+        let mut out = BufReader::new(demo.0.stdout.take().unwrap());
+        let mut printed = String::new();
+        let url = loop {
+            let mut line = String::new();
+            assert!(
+                out.read_line(&mut line).unwrap() > 0,
+                "demo exited without a status page:\n{printed}"
+            );
+            printed.push_str(&line);
+            if let Some(u) = line.trim().strip_prefix("status page: ") {
+                break u.to_owned();
+            }
+        };
+        let (done_tx, done_rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut rest = String::new();
+            let _ = std::io::Read::read_to_string(&mut out, &mut rest);
+            let _ = done_tx.send(rest);
+        });
+
+        b.goto(&url);
+        b.wait_for("document.getElementById('conn').textContent", json!("LIVE"));
+        b.wait_for("document.querySelectorAll('.tile').length", json!(1));
+        b.wait_for_within(
+            "window.__slot0.includes('programming')",
+            json!(true),
+            Duration::from_secs(120),
+        );
+        if let Some(dir) = screenshot_dir() {
+            b.screenshot(&dir.join("demo-programming.png"), 1600, 900);
+        }
+        // PASS may be brief (the simulated slot gets its next key and goes
+        // idle again), so the recorder, not a poll, is the witness.
+        b.wait_for_within(
+            "window.__slot0.includes('pass')",
+            json!(true),
+            Duration::from_secs(180),
+        );
+        b.wait_for("document.getElementById('t-pass').textContent", json!("1"));
+        // Idle first (the hold), then programming, then PASS, in that order;
+        // whatever it showed in between (e.g. waiting) is allowed.
+        let seen = b.eval("window.__slot0");
+        let seen: Vec<&str> = seen
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        assert_eq!(seen.first(), Some(&"idle"), "{seen:?}");
+        let programming = seen.iter().position(|s| *s == "programming");
+        let pass = programming.and_then(|p| seen[p..].iter().position(|s| *s == "pass"));
+        assert!(pass.is_some(), "no programming then pass: {seen:?}");
+        assert!(
+            !seen.iter().any(|s| ["fail", "quarantine"].contains(s)),
+            "{seen:?}"
+        );
+        if let Some(dir) = screenshot_dir() {
+            b.screenshot(&dir.join("demo-done.png"), 1600, 900);
+        }
+
+        // The demo ends by itself once the hold is over, verified and exit 0.
+        let until = Instant::now() + Duration::from_secs(240);
+        let status = loop {
+            if let Some(st) = demo.0.try_wait().unwrap() {
+                break st;
+            }
+            assert!(Instant::now() < until, "demo did not exit:\n{printed}");
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        let rest = done_rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_default();
+        assert!(status.success(), "{status}:\n{printed}{rest}");
+        assert!(
+            rest.contains("1/1 keys programmed and verified"),
+            "{printed}{rest}"
+        );
+    }
+
+    /// What the demo cannot show: every tile state on one board, the
+    /// tile's text, the pause control, a lost server, the token cookie, and
+    /// the narrow and 16-slot layouts for screenshots.
+    #[test]
+    fn chromium_renders_a_stepped_board_controls_and_token() {
         let Some(chrome) = chromium() else {
             eprintln!("skipped: chromium not installed (scripts/setup.sh --with-browser)");
             return;
@@ -1226,7 +1378,7 @@ mod browser {
             json!("none"),
         );
 
-        if let Some(dir) = std::env::var_os("SCREENSHOT_DIR") {
+        if let Some(dir) = screenshot_dir() {
             b.screenshot(&Path::new(&dir).join("status-page.png"), 1600, 900);
             b.screenshot(&Path::new(&dir).join("status-page-narrow.png"), 800, 1000);
             // A 16-slot batch rig on the same monitor.
