@@ -1,0 +1,394 @@
+//! Hardware-in-the-loop suite (docs/operations.md "Hardware-in-the-loop bench").
+//!
+//! `PREREG_HIL_KEYS` names real keys as device specs (`/dev/hidraw3,udp:…`);
+//! `PREREG_HIL_ROOTS` their attestation root PEMs. Unset, the same tests start
+//! simulated keys behind the UDP HID bridge themselves, so CI runs exactly the
+//! bench's code path: a station config with device slots, IdP jobs, the
+//! station, IdP activation, then an independent read-back over the device.
+//! Programming is one-way: bench keys must be reset between runs.
+
+use prereg_station::cli::jobs::{import_file, open_store};
+use prereg_station::config::Config;
+use prereg_station::ctap2::{Client, Permissions};
+use prereg_station::ctaphid::{HidChannel, Timeouts};
+use prereg_station::idp::{self, ActivationReport, EnrollOptions, Idp};
+use prereg_station::jose::keys::StationKeys;
+use prereg_station::jose::Jwks;
+use prereg_station::pin::PinProtocol;
+use prereg_station::secret::SecretString;
+use prereg_station::sim::udp::UdpServer;
+use prereg_station::sim::{SimConfig, SimControl, SimKey};
+use prereg_station::station::{app, Station};
+use prereg_station::store::Store;
+use prereg_station::transport::spec::DeviceSpec;
+use prereg_station::transport::Transport;
+use prereg_station::webauthn::TrustRoots;
+use prereg_station::yubikey;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// Profile of the simulated keys (the bench's YubiKey 5 series, 5.7 firmware).
+const SIM_PROFILE: &str = "yubikey-5.7";
+/// PIN retries of a key with a freshly set PIN (CTAP 2.1 §6.5.2: 8).
+const FRESH_RETRIES: u64 = 8;
+
+/// The keys under test: real ones named by the environment, or simulated ones
+/// served over UDP by this process (their controls kept for sim-only checks).
+struct Keys {
+    devices: Vec<DeviceSpec>,
+    roots: Vec<PathBuf>,
+    product_id: u32,
+    sims: Vec<(UdpServer, SimControl)>,
+    /// How long the whole run may take (a person touches real keys).
+    patience: Duration,
+    rig_port: Option<String>,
+    _dir: tempfile::TempDir,
+}
+
+fn hardware() -> bool {
+    std::env::var_os("PREREG_HIL_KEYS").is_some_and(|v| !v.is_empty())
+}
+
+fn split_list(v: &str) -> Vec<String> {
+    v.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+impl Keys {
+    fn new(sim_count: usize) -> Keys {
+        let dir = tempfile::tempdir().unwrap();
+        if let Ok(list) = std::env::var("PREREG_HIL_KEYS") {
+            if !list.is_empty() {
+                let devices = split_list(&list)
+                    .iter()
+                    .map(|s| s.parse::<DeviceSpec>().expect("PREREG_HIL_KEYS"))
+                    .collect();
+                let roots: Vec<PathBuf> = split_list(
+                    &std::env::var("PREREG_HIL_ROOTS")
+                        .expect("PREREG_HIL_ROOTS: the attestation root PEMs of the keys"),
+                )
+                .into_iter()
+                .map(PathBuf::from)
+                .collect();
+                let product_id = std::env::var("PREREG_HIL_PRODUCT")
+                    .map(|p| p.parse().expect("PREREG_HIL_PRODUCT: a product id"))
+                    .unwrap_or_else(|_| default_product());
+                return Keys {
+                    devices,
+                    roots,
+                    product_id,
+                    sims: Vec::new(),
+                    patience: Duration::from_secs(120),
+                    rig_port: std::env::var("PREREG_HIL_RIG")
+                        .ok()
+                        .filter(|s| !s.is_empty()),
+                    _dir: dir,
+                };
+            }
+        }
+        let product_id = default_product();
+        let ca = dir.path().join("sim-root.pem");
+        std::fs::write(&ca, prereg_station::sim::attestation::root_pem(0).unwrap()).unwrap();
+        let mut sims = Vec::new();
+        let mut devices = Vec::new();
+        for i in 0..sim_count {
+            let cfg = SimConfig::builtin(SIM_PROFILE, product_id)
+                .unwrap()
+                .serial(31_000_001 + i as u32)
+                .seed(700 + i as u64);
+            let key = SimKey::new(cfg).unwrap();
+            let control = key.control();
+            let server = UdpServer::spawn("127.0.0.1:0".parse().unwrap(), key).unwrap();
+            devices.push(format!("udp:{}", server.local_addr()).parse().unwrap());
+            sims.push((server, control));
+        }
+        Keys {
+            devices,
+            roots: vec![ca],
+            product_id,
+            sims,
+            patience: Duration::from_secs(60),
+            rig_port: None,
+            _dir: dir,
+        }
+    }
+
+    fn destructive_ok(&self) -> bool {
+        !hardware() || std::env::var("PREREG_HIL_RESET").is_ok_and(|v| v == "1")
+    }
+}
+
+impl Drop for Keys {
+    fn drop(&mut self) {
+        for (server, _) in self.sims.drain(..) {
+            server.stop();
+        }
+    }
+}
+
+fn default_product() -> u32 {
+    prereg_station::profile::builtin_profile(SIM_PROFILE)
+        .unwrap()
+        .products[0]
+        .product_id
+}
+
+/// A station whose slots are the keys' device specs, and the IdP that feeds it.
+struct Bench {
+    dir: tempfile::TempDir,
+    idp: Idp,
+    sign_jwks: Jwks,
+    transport_jwks: Jwks,
+    roots: TrustRoots,
+    config: Config,
+    store: Store,
+}
+
+impl Bench {
+    fn new(keys: &Keys) -> Bench {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let station_keys = StationKeys::generate(&d.join("keys")).unwrap();
+        let roots: Vec<String> = keys.roots.iter().map(|p| format!("{p:?}")).collect();
+        let mut text = format!(
+            "[station]\nid = \"hil\"\nstate_dir = {:?}\nkeys_dir = {:?}\noutbox_dir = {:?}\nattestation_roots = [{}]\nmax_attempts = 3\ntouch_timeout_secs = 30\n\n[[customization]]\nid = \"C19881\"\nmin_firmware = \"5.7.0\"\nproducts = [{}]\n",
+            d.join("state"),
+            d.join("keys"),
+            d.join("outbox"),
+            roots.join(", "),
+            keys.product_id,
+        );
+        for dev in &keys.devices {
+            text.push_str(&format!("\n[[slot]]\ndevice = \"{dev}\"\n"));
+        }
+        if let Some(port) = &keys.rig_port {
+            text.push_str(&format!("\n[rig]\nport = {port:?}\n"));
+        }
+        let config = Config::parse(&text).unwrap();
+        let store = open_store(&config).unwrap();
+        Bench {
+            idp: Idp::open(&d.join("idp")).unwrap(),
+            sign_jwks: station_keys.signing_jwks(),
+            transport_jwks: station_keys.transport_jwks(),
+            roots: TrustRoots::from_files(&keys.roots).unwrap(),
+            dir,
+            config,
+            store,
+        }
+    }
+
+    /// Makes `users` jobs at the IdP and imports them; returns their ids.
+    fn enroll(&self, users: usize, product_id: u32) -> Vec<String> {
+        let shipments = self
+            .idp
+            .enroll(
+                &self.transport_jwks,
+                &EnrollOptions {
+                    users,
+                    product_id,
+                    ..EnrollOptions::default()
+                },
+            )
+            .unwrap();
+        let path = self
+            .dir
+            .path()
+            .join(format!("jobs-{}.jsonl", rand::random::<u32>()));
+        let text: Vec<String> = shipments
+            .iter()
+            .map(|s| serde_json::to_string(s).unwrap())
+            .collect();
+        std::fs::write(&path, text.join("\n")).unwrap();
+        import_file(&self.store, &self.config, &path).unwrap();
+        shipments.into_iter().map(|s| s.shipment_id).collect()
+    }
+
+    /// Runs the station until `done` holds or `patience` runs out.
+    fn run_until(&self, patience: Duration, done: impl Fn(&Station) -> bool) {
+        let setup = app::setup(self.config.clone(), self.store.clone()).unwrap();
+        let station = Station::start(setup).unwrap();
+        let deadline = Instant::now() + patience;
+        while !done(&station) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        station.shutdown();
+    }
+
+    fn activate(&self) -> Vec<ActivationReport> {
+        let results = idp::read_results(std::slice::from_ref(&self.config.outbox_dir)).unwrap();
+        self.idp
+            .activate(&self.sign_jwks, &self.roots, &results, idp::unix_now())
+    }
+}
+
+/// What an independent read-back found on one key.
+#[derive(Debug)]
+struct ReadBack {
+    serial: Option<u32>,
+    force_pin_change: bool,
+    min_pin_length: u64,
+    retries: u64,
+    /// (rpId, credential id, user name) of every resident credential.
+    credentials: Vec<(String, Vec<u8>, Option<String>)>,
+}
+
+fn open(dev: &DeviceSpec) -> HidChannel<Box<dyn Transport>> {
+    HidChannel::open(dev.open_transport().unwrap(), Timeouts::default()).unwrap()
+}
+
+/// Reads a key back through its device, as its user's first sign-in would:
+/// getInfo and getPINRetries, then changePIN from the delivered PIN (a key
+/// with forcePINChange hands out no token before that), then credential
+/// management. Changes the key's PIN to `new_pin`.
+fn read_back(dev: &DeviceSpec, delivered: &SecretString, new_pin: &SecretString) -> ReadBack {
+    let mut channel = open(dev);
+    let serial = yubikey::read_device_info(&mut channel)
+        .ok()
+        .and_then(|i| i.serial);
+    let mut c = Client::new(channel);
+    let info = c.get_info().unwrap();
+    let protocol = info.preferred_pin_protocol().unwrap_or(PinProtocol::Two);
+    let retries = c.get_pin_retries(protocol).unwrap().retries;
+    c.change_pin(protocol, delivered, new_pin)
+        .expect("the delivered PIN is the key's PIN");
+    let cm = info
+        .credential_management_command()
+        .expect("the key offers credential management");
+    let token = c
+        .get_pin_uv_auth_token_using_pin_with_permissions(protocol, new_pin, Permissions::CM, None)
+        .unwrap();
+    let mut credentials = Vec::new();
+    for rp in c.enumerate_rps(cm, &token).unwrap() {
+        for cred in c.enumerate_credentials(cm, &rp.rp_id_hash, &token).unwrap() {
+            credentials.push((
+                rp.rp.id.clone(),
+                cred.credential_id.id.clone(),
+                cred.user.name.clone(),
+            ));
+        }
+    }
+    ReadBack {
+        serial,
+        force_pin_change: info.force_pin_change,
+        min_pin_length: info.min_pin_length,
+        retries,
+        credentials,
+    }
+}
+
+/// The serial number a key reports over its device (READ_CONFIG).
+fn serial_of(dev: &DeviceSpec) -> Option<u32> {
+    yubikey::read_device_info(&mut open(dev))
+        .ok()
+        .and_then(|i| i.serial)
+}
+
+fn refuse_if_not_allowed(keys: &Keys) -> bool {
+    if !keys.destructive_ok() {
+        eprintln!(
+            "skipped under HIL: programming changes the keys for good; set PREREG_HIL_RESET=1 \
+             to allow it (docs/operations.md)"
+        );
+        return true;
+    }
+    false
+}
+
+/// Every key is programmed by the station, every result verifies at the
+/// reference IdP, each key reads back with forcePINChange, fresh PIN retries
+/// and exactly its user's credentials; a second run refuses the now
+/// non-blank keys and leaves them as they were.
+#[test]
+fn hil_every_key_is_programmed_verified_and_reads_back() {
+    let keys = Keys::new(2);
+    if refuse_if_not_allowed(&keys) {
+        return;
+    }
+    let bench = Bench::new(&keys);
+    let n = keys.devices.len();
+    let jobs = bench.enroll(n, keys.product_id);
+    bench.run_until(keys.patience, |s| s.drained());
+
+    let reports = bench.activate();
+    assert_eq!(reports.len(), n, "one result per key");
+    for r in &reports {
+        assert!(
+            r.verified(),
+            "{}: {:?} {:?}",
+            r.shipment_id,
+            r.failures,
+            r.credentials
+        );
+        assert!(jobs.contains(&r.shipment_id));
+    }
+    assert_eq!(bench.store.count("purged").unwrap(), n as u64);
+    assert!(bench.store.quarantined().unwrap().is_empty());
+
+    // The programmed keys are no longer blank: a new job leaves them untouched.
+    let extra = bench.enroll(1, keys.product_id);
+    let board_says_not_blank = |s: &Station| {
+        (0..n).all(|i| {
+            s.shared()
+                .board
+                .slot(i)
+                .and_then(|v| v.last_error)
+                .is_some_and(|e| e.contains("not blank"))
+        })
+    };
+    bench.run_until(keys.patience, board_says_not_blank);
+    let (row, _) = bench.store.show(&extra[0]).unwrap();
+    assert_eq!(row.state, "queued", "no key took the extra job");
+
+    // Independent read-back, key by key, matched by serial number.
+    for dev in &keys.devices {
+        let serial = serial_of(dev).expect("the key reports its serial");
+        let r = reports
+            .iter()
+            .find(|r| r.serial_number.as_deref() == Some(serial.to_string().as_str()))
+            .unwrap_or_else(|| panic!("no result for key {serial} at {dev}"));
+        let delivered = r.pin.as_ref().expect("the IdP decrypted the PIN");
+        let back = read_back(dev, delivered, &SecretString::new("520739".into()));
+        assert_eq!(back.serial, Some(serial));
+        assert!(back.force_pin_change, "{dev}: forcePINChange set");
+        assert_eq!(back.retries, FRESH_RETRIES, "{dev}: PIN retries");
+        assert!(back.min_pin_length >= 6, "{dev}: minPINLength {back:?}");
+        let user_name = format!("{}@example.com", r.user_id.to_lowercase());
+        let delivered_ids: Vec<Vec<u8>> = r
+            .credentials
+            .iter()
+            .map(|c| {
+                prereg_station::jose::b64url_decode(c.credential_id.as_ref().unwrap()).unwrap()
+            })
+            .collect();
+        assert_eq!(back.credentials.len(), delivered_ids.len(), "{back:?}");
+        for (rp_id, id, name) in &back.credentials {
+            assert_eq!(rp_id, "myorg.okta.com");
+            assert!(
+                delivered_ids.contains(id),
+                "credential on the key was delivered"
+            );
+            assert_eq!(name.as_deref(), Some(user_name.as_str()));
+        }
+    }
+
+    // On simulated keys the simulator's own state agrees (sim only).
+    for (_, key) in &keys.sims {
+        let r = reports
+            .iter()
+            .find(|r| r.serial_number.as_deref() == Some(key.serial().to_string().as_str()))
+            .expect("a result for every simulated key");
+        let creds = key.credentials();
+        assert_eq!(creds.len(), r.credentials.len());
+        let status = key.pin_status();
+        assert!(
+            status.pin_set && !status.force_pin_change,
+            "PIN changed by the read-back"
+        );
+        assert_eq!(status.retries as u64, FRESH_RETRIES);
+        let user_name = format!("{}@example.com", r.user_id.to_lowercase());
+        assert_eq!(creds[0].user_name.as_deref(), Some(user_name.as_str()));
+    }
+}
