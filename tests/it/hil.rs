@@ -17,14 +17,17 @@ use prereg_station::jose::Jwks;
 use prereg_station::pin::PinProtocol;
 use prereg_station::secret::SecretString;
 use prereg_station::sim::udp::UdpServer;
-use prereg_station::sim::{SimConfig, SimControl, SimKey};
+use prereg_station::sim::{ManualClock, SimConfig, SimControl, SimKey, TouchMode};
 use prereg_station::station::{app, Station};
 use prereg_station::store::Store;
 use prereg_station::transport::spec::DeviceSpec;
 use prereg_station::transport::Transport;
 use prereg_station::webauthn::TrustRoots;
 use prereg_station::yubikey;
+use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 /// Profile of the simulated keys (the bench's YubiKey 5 series, 5.7 firmware).
@@ -391,4 +394,82 @@ fn hil_every_key_is_programmed_verified_and_reads_back() {
         let user_name = format!("{}@example.com", r.user_id.to_lowercase());
         assert_eq!(creds[0].user_name.as_deref(), Some(user_name.as_str()));
     }
+}
+
+/// A simulated key with a PIN set, served over UDP, on a clock the test moves.
+fn used_sim_key() -> (UdpServer, SimControl, Arc<ManualClock>) {
+    let clock = Arc::new(ManualClock::default());
+    let cfg = SimConfig::builtin(SIM_PROFILE, default_product())
+        .unwrap()
+        .serial(32_000_001)
+        .touch(TouchMode::Rig);
+    let key = SimKey::with_clock(cfg, clock.clone()).unwrap();
+    let control = key.control();
+    let mut c = Client::new(HidChannel::open(control.transport(), Timeouts::short()).unwrap());
+    c.set_pin(PinProtocol::Two, &SecretString::new("314159".into()))
+        .unwrap();
+    let server = UdpServer::spawn("127.0.0.1:0".parse().unwrap(), key).unwrap();
+    (server, control, clock)
+}
+
+#[test]
+fn devices_reset_without_yes_changes_nothing() {
+    let (server, key, _clock) = used_sim_key();
+    let out = Command::new(crate::util::station_bin())
+        .args(["devices", "reset", "--device"])
+        .arg(format!("udp:{}", server.local_addr()))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--yes"), "{err}");
+    assert!(key.pin_status().pin_set, "the key keeps its PIN");
+    server.stop();
+}
+
+/// Outside the reset window the command asks for a re-insert, waits for the
+/// key to go and come back, asks for a touch, and only then wipes it.
+#[test]
+fn devices_reset_asks_for_a_replug_and_a_touch_then_wipes_the_key() {
+    let (server, key, clock) = used_sim_key();
+    // Long past power-up: the simulator refuses reset (NOT_ALLOWED), as a YubiKey does.
+    clock.advance(Duration::from_secs(11));
+    let mut child = Command::new(crate::util::station_bin())
+        .args(["devices", "reset", "--yes", "--wait-secs", "60", "--device"])
+        .arg(format!("udp:{}", server.local_addr()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let expect = |needle: &str| {
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("no line with {needle:?}"));
+        assert!(line.contains(needle), "{line:?} should say {needle:?}");
+    };
+    expect("remove it and insert it again");
+    assert!(
+        key.pin_status().pin_set,
+        "nothing wiped before the re-insert"
+    );
+    key.unplug();
+    expect("Removed");
+    key.plug();
+    expect("Touch the key now");
+    assert!(key.pin_status().pin_set, "nothing wiped before the touch");
+    key.touch();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{:?}", out.status);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("reset"));
+    let status = key.pin_status();
+    assert!(!status.pin_set && !status.force_pin_change);
+    assert!(key.credentials().is_empty());
+    server.stop();
 }
