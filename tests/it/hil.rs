@@ -24,7 +24,7 @@ use prereg_station::transport::spec::DeviceSpec;
 use prereg_station::transport::Transport;
 use prereg_station::webauthn::TrustRoots;
 use prereg_station::yubikey;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::{mpsc, Arc};
@@ -245,12 +245,20 @@ fn open(dev: &DeviceSpec) -> HidChannel<Box<dyn Transport>> {
 /// Reads a key back through its device, as its user's first sign-in would:
 /// getInfo and getPINRetries, then changePIN from the delivered PIN (a key
 /// with forcePINChange hands out no token before that), then credential
-/// management. Changes the key's PIN to `new_pin`.
+/// management. Changes the key's PIN to `new_pin`. Real HID keys are read by
+/// the independent `hil-crosscheck` (ctap-hid-fido2) when it is built.
 fn read_back(dev: &DeviceSpec, delivered: &SecretString, new_pin: &SecretString) -> ReadBack {
     let mut channel = open(dev);
     let serial = yubikey::read_device_info(&mut channel)
         .ok()
         .and_then(|i| i.serial);
+    if let (DeviceSpec::Hid(path), Some(tool)) = (dev, crosscheck_tool()) {
+        drop(channel);
+        return ReadBack {
+            serial,
+            ..crosscheck(&tool, path, delivered, new_pin)
+        };
+    }
     let mut c = Client::new(channel);
     let info = c.get_info().unwrap();
     let protocol = info.preferred_pin_protocol().unwrap_or(PinProtocol::Two);
@@ -278,6 +286,63 @@ fn read_back(dev: &DeviceSpec, delivered: &SecretString, new_pin: &SecretString)
         force_pin_change: info.force_pin_change,
         min_pin_length: info.min_pin_length,
         retries,
+        credentials,
+    }
+}
+
+/// `PREREG_HIL_CROSSCHECK`: the built tools/hil-crosscheck binary. Required
+/// when real HID keys are named, so a bench run never silently skips it.
+fn crosscheck_tool() -> Option<PathBuf> {
+    if !hardware() {
+        return None;
+    }
+    let tool = std::env::var_os("PREREG_HIL_CROSSCHECK").expect(
+        "PREREG_HIL_CROSSCHECK: path of tools/hil-crosscheck/target/release/hil-crosscheck \
+         (build it with cargo build --release --manifest-path tools/hil-crosscheck/Cargo.toml)",
+    );
+    Some(PathBuf::from(tool))
+}
+
+/// Runs the cross-check; PINs go through stdin only.
+fn crosscheck(
+    tool: &std::path::Path,
+    path: &str,
+    delivered: &SecretString,
+    new_pin: &SecretString,
+) -> ReadBack {
+    let mut child = Command::new(tool)
+        .args(["--device", path])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", tool.display()));
+    {
+        let mut stdin = child.stdin.take().unwrap();
+        let input =
+            zeroize::Zeroizing::new(format!("{}\n{}\n", delivered.expose(), new_pin.expose()));
+        stdin.write_all(input.as_bytes()).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "hil-crosscheck failed on {path}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let credentials = v["credentials"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["rp_id"].as_str().unwrap().to_string(),
+                hex::decode(c["credential_id"].as_str().unwrap()).unwrap(),
+                c["user_name"].as_str().map(String::from),
+            )
+        })
+        .collect();
+    ReadBack {
+        serial: None,
+        force_pin_change: v["force_pin_change"].as_bool().unwrap(),
+        min_pin_length: v["min_pin_length"].as_u64().unwrap(),
+        retries: v["pin_retries"].as_u64().unwrap(),
         credentials,
     }
 }
