@@ -252,12 +252,14 @@ fn read_back(dev: &DeviceSpec, delivered: &SecretString, new_pin: &SecretString)
     let serial = yubikey::read_device_info(&mut channel)
         .ok()
         .and_then(|i| i.serial);
-    if let (DeviceSpec::Hid(path), Some(tool)) = (dev, crosscheck_tool()) {
-        drop(channel);
-        return ReadBack {
-            serial,
-            ..crosscheck(&tool, path, delivered, new_pin)
-        };
+    if let DeviceSpec::Hid(path) = dev {
+        if let Some(tool) = crosscheck_tool() {
+            drop(channel);
+            return ReadBack {
+                serial,
+                ..crosscheck(&tool, path, delivered, new_pin)
+            };
+        }
     }
     let mut c = Client::new(channel);
     let info = c.get_info().unwrap();
@@ -374,6 +376,14 @@ fn hil_every_key_is_programmed_verified_and_reads_back() {
     let keys = Keys::new(2);
     if refuse_if_not_allowed(&keys) {
         return;
+    }
+    // A spent bench key would only make the station wait: say so at once.
+    for dev in &keys.devices {
+        let info = Client::new(open(dev)).get_info().unwrap();
+        assert!(
+            info.pin_set() != Some(true) && !info.force_pin_change,
+            "{dev} is not blank: reset it with `prereg-station devices reset --device {dev} --yes`"
+        );
     }
     let bench = Bench::new(&keys);
     let n = keys.devices.len();
@@ -536,5 +546,24 @@ fn devices_reset_asks_for_a_replug_and_a_touch_then_wipes_the_key() {
     let status = key.pin_status();
     assert!(!status.pin_set && !status.force_pin_change);
     assert!(key.credentials().is_empty());
+    server.stop();
+}
+
+/// The operator never re-inserts the key: the command gives up with exit 1
+/// and the key keeps its PIN.
+#[test]
+fn devices_reset_gives_up_when_the_key_is_not_reinserted() {
+    let (server, key, clock) = used_sim_key();
+    clock.advance(Duration::from_secs(11));
+    let out = Command::new(crate::util::station_bin())
+        .args(["devices", "reset", "--yes", "--wait-secs", "1", "--device"])
+        .arg(format!("udp:{}", server.local_addr()))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not removed"), "{err}");
+    assert!(err.contains("nothing was changed"), "{err}");
+    assert!(key.pin_status().pin_set, "the key keeps its PIN");
     server.stop();
 }
