@@ -94,7 +94,11 @@ fn reset(dev: &str, yes: bool, wait: Duration) -> CliResult {
         spec.open_transport().map_err(|e| open_failed(&spec, e))?,
         Timeouts::default(),
     )
-    .map_err(|e| CliError::failed(format!("{spec}: CTAPHID INIT failed: {e}")))?;
+    .map_err(|e| {
+        CliError::failed(format!(
+            "{spec}: CTAPHID INIT failed: {e}; is the key inserted (or the bridge running)? nothing was changed"
+        ))
+    })?;
     let serial = yubikey::read_device_info(&mut channel)
         .ok()
         .and_then(|i| i.serial)
@@ -133,7 +137,11 @@ fn reset(dev: &str, yes: bool, wait: Duration) -> CliResult {
                 spec.open_transport().map_err(|e| open_failed(&spec, e))?,
                 Timeouts::default(),
             )
-            .map_err(|e| CliError::failed(format!("{spec}: CTAPHID INIT failed: {e}")))?;
+            .map_err(|e| {
+        CliError::failed(format!(
+            "{spec}: CTAPHID INIT failed: {e}; is the key inserted (or the bridge running)? nothing was changed"
+        ))
+    })?;
             let again = yubikey::read_device_info(&mut channel)
                 .ok()
                 .and_then(|i| i.serial)
