@@ -220,6 +220,32 @@ impl Bench {
         station.shutdown();
     }
 
+    /// (rpId, user handle) of every credential the IdP asked for in a
+    /// shipment, from the reference IdP's own record, sorted.
+    fn requested(&self, shipment_id: &str) -> Vec<(String, Vec<u8>)> {
+        let path = self
+            .dir
+            .path()
+            .join("idp/shipments")
+            .join(format!("{shipment_id}.json"));
+        let record: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+        let mut out: Vec<(String, Vec<u8>)> = record["enrollments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                (
+                    e["rp_id"].as_str().unwrap().to_string(),
+                    prereg_station::jose::b64url_decode(e["user_handle"].as_str().unwrap())
+                        .unwrap(),
+                )
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
     fn activate(&self) -> Vec<ActivationReport> {
         let results = idp::read_results(std::slice::from_ref(&self.config.outbox_dir)).unwrap();
         self.idp
@@ -234,8 +260,16 @@ struct ReadBack {
     force_pin_change: bool,
     min_pin_length: u64,
     retries: u64,
-    /// (rpId, credential id, user name) of every resident credential.
-    credentials: Vec<(String, Vec<u8>, Option<String>)>,
+    credentials: Vec<Resident>,
+}
+
+/// One resident credential as the key lists it (credential management).
+#[derive(Debug)]
+struct Resident {
+    rp_id: String,
+    id: Vec<u8>,
+    user_id: Vec<u8>,
+    user_name: Option<String>,
 }
 
 fn open(dev: &DeviceSpec) -> HidChannel<Box<dyn Transport>> {
@@ -276,11 +310,12 @@ fn read_back(dev: &DeviceSpec, delivered: &SecretString, new_pin: &SecretString)
     let mut credentials = Vec::new();
     for rp in c.enumerate_rps(cm, &token).unwrap() {
         for cred in c.enumerate_credentials(cm, &rp.rp_id_hash, &token).unwrap() {
-            credentials.push((
-                rp.rp.id.clone(),
-                cred.credential_id.id.clone(),
-                cred.user.name.clone(),
-            ));
+            credentials.push(Resident {
+                rp_id: rp.rp.id.clone(),
+                id: cred.credential_id.id.clone(),
+                user_id: cred.user.id.clone(),
+                user_name: cred.user.name.clone(),
+            });
         }
     }
     ReadBack {
@@ -332,12 +367,11 @@ fn crosscheck(
         .as_array()
         .unwrap()
         .iter()
-        .map(|c| {
-            (
-                c["rp_id"].as_str().unwrap().to_string(),
-                hex::decode(c["credential_id"].as_str().unwrap()).unwrap(),
-                c["user_name"].as_str().map(String::from),
-            )
+        .map(|c| Resident {
+            rp_id: c["rp_id"].as_str().unwrap().to_string(),
+            id: hex::decode(c["credential_id"].as_str().unwrap()).unwrap(),
+            user_id: hex::decode(c["user_id"].as_str().unwrap()).unwrap(),
+            user_name: c["user_name"].as_str().map(String::from),
         })
         .collect();
     ReadBack {
@@ -442,14 +476,21 @@ fn hil_every_key_is_programmed_verified_and_reads_back() {
             })
             .collect();
         assert_eq!(back.credentials.len(), delivered_ids.len(), "{back:?}");
-        for (rp_id, id, name) in &back.credentials {
-            assert_eq!(rp_id, "myorg.okta.com");
+        let mut on_key: Vec<(String, Vec<u8>)> = Vec::new();
+        for c in &back.credentials {
             assert!(
-                delivered_ids.contains(id),
+                delivered_ids.contains(&c.id),
                 "credential on the key was delivered"
             );
-            assert_eq!(name.as_deref(), Some(user_name.as_str()));
+            assert_eq!(c.user_name.as_deref(), Some(user_name.as_str()));
+            on_key.push((c.rp_id.clone(), c.user_id.clone()));
         }
+        on_key.sort();
+        assert_eq!(
+            on_key,
+            bench.requested(&r.shipment_id),
+            "{dev}: exactly the requested (rpId, user id) pairs"
+        );
     }
 
     // On simulated keys the simulator's own state agrees (sim only).
