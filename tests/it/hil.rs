@@ -411,13 +411,23 @@ fn hil_every_key_is_programmed_verified_and_reads_back() {
     if refuse_if_not_allowed(&keys) {
         return;
     }
-    // A spent bench key would only make the station wait: say so at once.
+    // A spent bench key would only make the station wait: reset it first
+    // (PREREG_HIL_RESET=1 allows that; the operator re-inserts and touches).
     for dev in &keys.devices {
         let info = Client::new(open(dev)).get_info().unwrap();
-        assert!(
-            info.pin_set() != Some(true) && !info.force_pin_change,
-            "{dev} is not blank: reset it with `prereg-station devices reset --device {dev} --yes`"
-        );
+        if info.pin_set() == Some(true) || info.force_pin_change {
+            eprintln!("{dev} is not blank: resetting it");
+            let status = Command::new(crate::util::station_bin())
+                .args(["devices", "reset", "--yes", "--device"])
+                .arg(dev.to_string())
+                .status()
+                .unwrap();
+            assert!(
+                status.success(),
+                "{dev} is not blank and the reset failed: run \
+                 `prereg-station devices reset --device {dev} --yes` by hand"
+            );
+        }
     }
     let bench = Bench::new(&keys);
     let n = keys.devices.len();
