@@ -209,15 +209,18 @@ impl Bench {
         shipments.into_iter().map(|s| s.shipment_id).collect()
     }
 
-    /// Runs the station until `done` holds or `patience` runs out.
-    fn run_until(&self, patience: Duration, done: impl Fn(&Station) -> bool) {
+    /// Runs the station until `done` holds (true) or `patience` runs out (false).
+    fn run_until(&self, patience: Duration, done: impl Fn(&Station) -> bool) -> bool {
         let setup = app::setup(self.config.clone(), self.store.clone()).unwrap();
         let station = Station::start(setup).unwrap();
         let deadline = Instant::now() + patience;
-        while !done(&station) && Instant::now() < deadline {
+        let mut reached = done(&station);
+        while !reached && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
+            reached = done(&station);
         }
         station.shutdown();
+        reached
     }
 
     /// (rpId, user handle) of every credential the IdP asked for in a
@@ -432,7 +435,10 @@ fn hil_every_key_is_programmed_verified_and_reads_back() {
     let bench = Bench::new(&keys);
     let n = keys.devices.len();
     let jobs = bench.enroll(n, keys.product_id);
-    bench.run_until(keys.patience, |s| s.drained());
+    assert!(
+        bench.run_until(keys.patience, |s| s.drained()),
+        "the station finished every job"
+    );
 
     let reports = bench.activate();
     assert_eq!(reports.len(), n, "one result per key");
@@ -460,7 +466,10 @@ fn hil_every_key_is_programmed_verified_and_reads_back() {
                 .is_some_and(|e| e.contains("not blank"))
         })
     };
-    bench.run_until(keys.patience, board_says_not_blank);
+    assert!(
+        bench.run_until(keys.patience, board_says_not_blank),
+        "every slot turned its key away as not blank"
+    );
     let (row, _) = bench.store.show(&extra[0]).unwrap();
     assert_eq!(row.state, "queued", "no key took the extra job");
 
