@@ -5,7 +5,11 @@
 //! simulated keys behind the UDP HID bridge themselves, so CI runs exactly the
 //! bench's code path: a station config with device slots, IdP jobs, the
 //! station, IdP activation, then an independent read-back over the device.
-//! Programming is one-way: bench keys must be reset between runs.
+//! Programming is one-way: with real keys it needs `PREREG_HIL_RESET=1`
+//! (which also lets the suite reset spent keys first), and real HID keys are
+//! read back by `PREREG_HIL_CROSSCHECK` (tools/hil-crosscheck). The
+//! `devices reset` tests always use simulated keys they serve themselves:
+//! they need the simulator's clock and plug controls.
 
 use prereg_station::cli::jobs::{import_file, open_store};
 use prereg_station::config::Config;
