@@ -19,6 +19,14 @@ PREREG_TRUSSED_UDP="$(tools/trussed-udp/build.sh)"
 export PREREG_TRUSSED_UDP
 cargo test --locked --manifest-path tools/trussed-udp/Cargo.toml --release
 
+# Hardware-in-the-loop cross-check (ctap-hid-fido2; speaks real HID only, so it runs on a
+# bench, docs/operations.md): built and linted here so it does not rot (~50 s cold, release).
+# tests/it/hil.rs itself runs below against simulated keys it serves over UDP.
+cargo fmt --manifest-path tools/hil-crosscheck/Cargo.toml -- --check
+cargo build --locked --release --manifest-path tools/hil-crosscheck/Cargo.toml
+cargo clippy --locked --release --manifest-path tools/hil-crosscheck/Cargo.toml -- -D warnings
+unset PREREG_HIL_KEYS
+
 # Interop and browser tests must not skip here: the venv and chromium above
 # provide the peers.
 PREREG_REQUIRE_PEERS=1 cargo test --locked

@@ -1,6 +1,7 @@
 //! `prereg-station devices list` and `devices info --device DEV` (SPEC §11):
 //! what is attached, and what one key is (in the spirit of `ykman info` and
-//! `fido2-token -I`). Read-only: nothing here changes a key.
+//! `fido2-token -I`). Read-only, except `devices reset`, which wipes a key
+//! (bench use: keys must be blank to be programmed again).
 
 use crate::ctap2::{Client, CtapDevice, CtapError, GetInfo, PinRetries};
 use crate::ctaphid::{HidChannel, InitInfo, KeepaliveStatus, Timeouts};
@@ -10,6 +11,7 @@ use crate::transport::{hid, DeviceSpec, TransportError};
 use crate::yubikey::{self, DeviceInfo};
 use serde_json::{json, Value as Json};
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
@@ -28,12 +30,140 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Wipe one key (authenticatorReset): PIN and every credential are lost.
+    /// A YubiKey accepts it only within 10 s of being plugged in, with a touch.
+    Reset {
+        /// A hidraw path or udp:HOST:PORT.
+        #[arg(long, value_name = "DEV")]
+        device: String,
+        /// Confirms that the key may be wiped; without it nothing happens.
+        #[arg(long)]
+        yes: bool,
+        /// How long to wait for the key to be removed and inserted again.
+        #[arg(long, value_name = "SECS", default_value_t = 120)]
+        wait_secs: u64,
+    },
 }
 
 pub fn run(_config: &Option<PathBuf>, cmd: Command) -> CliResult {
     match cmd {
         Command::List { json } => list(json),
         Command::Info { device, json } => info(&device, json),
+        Command::Reset {
+            device,
+            yes,
+            wait_secs,
+        } => reset(&device, yes, Duration::from_secs(wait_secs)),
+    }
+}
+
+/// A CTAPHID channel to `spec`, or `None` when nothing answers INIT.
+fn probe(spec: &DeviceSpec) -> Option<HidChannel<Box<dyn crate::transport::Transport>>> {
+    let transport = spec.open_transport().ok()?;
+    HidChannel::open(transport, Timeouts::short()).ok()
+}
+
+/// Polls until `probe(spec)` is `want` (present or gone), or `until` passes.
+fn wait_for(spec: &DeviceSpec, want: bool, until: Instant) -> bool {
+    while Instant::now() < until {
+        if probe(spec).is_some() == want {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    false
+}
+
+/// authenticatorReset (CTAP 2.1 §6.6). Tried at once (a key plugged in just
+/// now is inside its reset window); NOT_ALLOWED means the window is over, so
+/// the operator re-inserts the key and we try once more right after.
+fn reset(dev: &str, yes: bool, wait: Duration) -> CliResult {
+    let spec: DeviceSpec = dev.parse().map_err(CliError::usage)?;
+    if !matches!(spec, DeviceSpec::Hid(_) | DeviceSpec::Udp { .. }) {
+        return Err(CliError::usage(format!(
+            "{spec}: reset works on a hidraw path or udp:HOST:PORT"
+        )));
+    }
+    if !yes {
+        return Err(CliError::usage(format!(
+            "devices reset wipes the PIN and every credential on {spec}; \
+             add --yes to confirm (nothing was changed)"
+        )));
+    }
+    let mut channel = HidChannel::open(
+        spec.open_transport().map_err(|e| open_failed(&spec, e))?,
+        Timeouts::default(),
+    )
+    .map_err(|e| {
+        CliError::failed(format!(
+            "{spec}: CTAPHID INIT failed: {e}; is the key inserted (or the bridge running)? nothing was changed"
+        ))
+    })?;
+    let serial = yubikey::read_device_info(&mut channel)
+        .ok()
+        .and_then(|i| i.serial)
+        .map_or_else(|| "without a serial".to_string(), |s| s.to_string());
+    // Keepalives repeat every ~100 ms while the key waits: say it once.
+    let mut asked = false;
+    let mut touch_cue = |k: KeepaliveStatus| {
+        if k == KeepaliveStatus::UPNEEDED && !asked {
+            asked = true;
+            eprintln!("Touch the key now to confirm the reset.");
+        }
+    };
+    let first = Client::new(channel).reset(&mut touch_cue);
+    let outcome = match first {
+        Err(e) if e.status() == Some(crate::ctap2::StatusCode::NOT_ALLOWED) => {
+            eprintln!(
+                "Key {serial} at {spec}: remove it and insert it again \
+                 (reset is only accepted within 10 s of power-up)."
+            );
+            let until = Instant::now() + wait;
+            if !wait_for(&spec, false, until) {
+                return Err(CliError::failed(format!(
+                    "{spec}: the key was not removed within {} s; nothing was changed",
+                    wait.as_secs()
+                )));
+            }
+            eprintln!("Removed. Insert it again.");
+            if !wait_for(&spec, true, until) {
+                return Err(CliError::failed(format!(
+                    "{spec}: no key came back within {} s; nothing was changed \
+                     (a re-inserted key may get a new /dev/hidrawN: use a per-port udev symlink)",
+                    wait.as_secs()
+                )));
+            }
+            let mut channel = HidChannel::open(
+                spec.open_transport().map_err(|e| open_failed(&spec, e))?,
+                Timeouts::default(),
+            )
+            .map_err(|e| {
+        CliError::failed(format!(
+            "{spec}: CTAPHID INIT failed: {e}; is the key inserted (or the bridge running)? nothing was changed"
+        ))
+    })?;
+            let again = yubikey::read_device_info(&mut channel)
+                .ok()
+                .and_then(|i| i.serial)
+                .map_or_else(|| "without a serial".to_string(), |s| s.to_string());
+            if again != serial {
+                return Err(CliError::failed(format!(
+                    "{spec}: key {again} came back, not key {serial}; nothing was changed"
+                )));
+            }
+            Client::new(channel).reset(&mut touch_cue)
+        }
+        other => other,
+    };
+    match outcome {
+        Ok(()) => {
+            println!("Key at {spec} reset: no PIN, no credentials.");
+            Ok(())
+        }
+        Err(e) => Err(CliError::failed(format!(
+            "{spec}: reset failed: {e}; the key may be unchanged — re-insert it and \
+             run devices reset again, touching it when asked"
+        ))),
     }
 }
 

@@ -4,6 +4,7 @@
 mod util;
 
 mod ctap;
+mod hil;
 mod jose;
 mod pcsc;
 mod rig;
