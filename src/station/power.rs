@@ -72,17 +72,7 @@ pub fn events(store: &Store, event: &str) -> Result<Vec<AuditRow>, StoreError> {
              WHERE event = ?1 ORDER BY rowid",
         )?;
         let rows = stmt
-            .query_map(params![event], |r| {
-                Ok(AuditRow {
-                    at: r.get(0)?,
-                    shipment_id: r.get(1)?,
-                    event: r.get(2)?,
-                    slot: r.get(3)?,
-                    serial: r.get(4)?,
-                    firmware: r.get(5)?,
-                    detail: r.get(6)?,
-                })
-            })?
+            .query_map(params![event], crate::store::audit_row)?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
     })

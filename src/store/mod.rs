@@ -697,17 +697,7 @@ impl Store {
                  FROM audit WHERE shipment_id = ?1 ORDER BY id",
             )?;
             let audit = stmt
-                .query_map(params![id], |r| {
-                    Ok(AuditRow {
-                        at: r.get(0)?,
-                        shipment_id: r.get(1)?,
-                        event: r.get(2)?,
-                        slot: r.get(3)?,
-                        serial: r.get(4)?,
-                        firmware: r.get(5)?,
-                        detail: r.get(6)?,
-                    })
-                })?
+                .query_map(params![id], audit_row)?
                 .collect::<Result<_, _>>()?;
             Ok((row, audit))
         })
@@ -724,6 +714,19 @@ fn job_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
         attempts: r.get(5)?,
         lease_owner: r.get(6)?,
         updated_at: r.get(7)?,
+    })
+}
+
+/// One `audit` row, selected as `at, shipment_id, event, slot, serial, firmware, detail`.
+pub(crate) fn audit_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditRow> {
+    Ok(AuditRow {
+        at: r.get(0)?,
+        shipment_id: r.get(1)?,
+        event: r.get(2)?,
+        slot: r.get(3)?,
+        serial: r.get(4)?,
+        firmware: r.get(5)?,
+        detail: r.get(6)?,
     })
 }
 
