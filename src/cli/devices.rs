@@ -90,19 +90,7 @@ fn reset(dev: &str, yes: bool, wait: Duration) -> CliResult {
              add --yes to confirm (nothing was changed)"
         )));
     }
-    let mut channel = HidChannel::open(
-        spec.open_transport().map_err(|e| open_failed(&spec, e))?,
-        Timeouts::default(),
-    )
-    .map_err(|e| {
-        CliError::failed(format!(
-            "{spec}: CTAPHID INIT failed: {e}; is the key inserted (or the bridge running)? nothing was changed"
-        ))
-    })?;
-    let serial = yubikey::read_device_info(&mut channel)
-        .ok()
-        .and_then(|i| i.serial)
-        .map_or_else(|| "without a serial".to_string(), |s| s.to_string());
+    let (channel, serial) = open_for_reset(&spec)?;
     // Keepalives repeat every ~100 ms while the key waits: say it once.
     let mut asked = false;
     let mut touch_cue = |k: KeepaliveStatus| {
@@ -133,19 +121,7 @@ fn reset(dev: &str, yes: bool, wait: Duration) -> CliResult {
                     wait.as_secs()
                 )));
             }
-            let mut channel = HidChannel::open(
-                spec.open_transport().map_err(|e| open_failed(&spec, e))?,
-                Timeouts::default(),
-            )
-            .map_err(|e| {
-        CliError::failed(format!(
-            "{spec}: CTAPHID INIT failed: {e}; is the key inserted (or the bridge running)? nothing was changed"
-        ))
-    })?;
-            let again = yubikey::read_device_info(&mut channel)
-                .ok()
-                .and_then(|i| i.serial)
-                .map_or_else(|| "without a serial".to_string(), |s| s.to_string());
+            let (channel, again) = open_for_reset(&spec)?;
             if again != serial {
                 return Err(CliError::failed(format!(
                     "{spec}: key {again} came back, not key {serial}; nothing was changed"
@@ -165,6 +141,27 @@ fn reset(dev: &str, yes: bool, wait: Duration) -> CliResult {
              run devices reset again, touching it when asked"
         ))),
     }
+}
+
+/// Opens the key for `devices reset` (CTAPHID INIT) and reads its serial
+/// (for the prompts and the same-key check after a re-insert).
+fn open_for_reset(
+    spec: &DeviceSpec,
+) -> Result<(HidChannel<Box<dyn crate::transport::Transport>>, String), CliError> {
+    let mut channel = HidChannel::open(
+        spec.open_transport().map_err(|e| open_failed(spec, e))?,
+        Timeouts::default(),
+    )
+    .map_err(|e| {
+        CliError::failed(format!(
+            "{spec}: CTAPHID INIT failed: {e}; is the key inserted (or the bridge running)? nothing was changed"
+        ))
+    })?;
+    let serial = yubikey::read_device_info(&mut channel)
+        .ok()
+        .and_then(|i| i.serial)
+        .map_or_else(|| "without a serial".to_string(), |s| s.to_string());
+    Ok((channel, serial))
 }
 
 fn list(as_json: bool) -> CliResult {
