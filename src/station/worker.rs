@@ -413,8 +413,7 @@ impl Worker {
                 format!("key did not answer; power cycle failed: {e}")
             }
         };
-        let _ = super::power::record(
-            &self.shared.store,
+        let _ = self.shared.store.record_key_event(
             super::power::POWER_CYCLE_EVENT,
             &self.name,
             None,
@@ -451,7 +450,8 @@ impl Worker {
                 "{problem}; not reset: the key has no readable serial"
             ));
         }
-        match super::power::programmed_here(&self.shared.store, &key.serial) {
+        // A key this station stored a result for is someone's: never reset it.
+        match self.shared.store.ever_programmed(&key.serial) {
             Ok(false) => {}
             Ok(true) => {
                 return Err(format!(
@@ -509,8 +509,7 @@ impl Worker {
             Ok(()) => "reset after power-up".to_string(),
             Err(e) => format!("reset failed: {e}"),
         };
-        let _ = super::power::record(
-            &self.shared.store,
+        let _ = self.shared.store.record_key_event(
             super::power::RESET_EVENT,
             &self.name,
             Some(serial),

@@ -428,6 +428,57 @@ impl Store {
         })
     }
 
+    /// Records an event about a key that belongs to no job (a power cycle or
+    /// reset by the station); `detail` is one line, no secrets.
+    pub fn record_key_event(
+        &self,
+        event: &str,
+        slot: &str,
+        serial: Option<&str>,
+        firmware: Option<&str>,
+        detail: &str,
+    ) -> Result<(), StoreError> {
+        let (event, slot, detail) = (event.to_owned(), slot.to_owned(), detail.to_owned());
+        let (serial, firmware) = (serial.map(str::to_owned), firmware.map(str::to_owned));
+        self.call(move |conn| {
+            audit(
+                conn,
+                None,
+                &event,
+                Some(&slot),
+                serial.as_deref(),
+                firmware.as_deref(),
+                Some(&detail),
+            )
+        })
+    }
+
+    /// Every audit row of `event`, oldest first.
+    pub fn events(&self, event: &str) -> Result<Vec<AuditRow>, StoreError> {
+        let event = event.to_owned();
+        self.call(move |conn| {
+            let mut stmt = conn.prepare(
+                "SELECT at, shipment_id, event, slot, serial, firmware, detail FROM audit
+                 WHERE event = ?1 ORDER BY id",
+            )?;
+            let rows = stmt
+                .query_map(params![event], audit_row)?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+    }
+
+    /// Whether this station ever stored a result for the key `serial`.
+    pub fn ever_programmed(&self, serial: &str) -> Result<bool, StoreError> {
+        let serial = serial.to_owned();
+        self.call(move |conn| {
+            let mut stmt = conn.prepare(
+                "SELECT 1 FROM audit WHERE event = 'programmed' AND serial = ?1 LIMIT 1",
+            )?;
+            Ok(stmt.exists(params![serial])?)
+        })
+    }
+
     /// Durably stores a programmed key's encrypted responses (recipe step 11), in
     /// one transaction with the end of its in-flight record.
     pub fn store_result(
@@ -718,7 +769,7 @@ fn job_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
 }
 
 /// One `audit` row, selected as `at, shipment_id, event, slot, serial, firmware, detail`.
-pub(crate) fn audit_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditRow> {
+fn audit_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditRow> {
     Ok(AuditRow {
         at: r.get(0)?,
         shipment_id: r.get(1)?,

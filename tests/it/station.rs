@@ -968,7 +968,7 @@ fn a_key_that_stops_answering_is_power_cycled_once_and_programmed() {
         "the stuck key itself was revived and programmed, not replaced"
     );
     assert!(!first.credentials().is_empty());
-    let cycles = power::events(&line.store, power::POWER_CYCLE_EVENT).unwrap();
+    let cycles = line.store.events(power::POWER_CYCLE_EVENT).unwrap();
     assert_eq!(cycles.len(), 1, "one power cycle, no loop: {cycles:?}");
     assert!(cycles[0]
         .detail
@@ -1012,9 +1012,7 @@ fn reset_non_blank_off_rejects_the_key_and_names_the_option() {
         "the rejection names the option: {:?}",
         failures[0].1
     );
-    assert!(power::events(&line.store, power::RESET_EVENT)
-        .unwrap()
-        .is_empty());
+    assert!(line.store.events(power::RESET_EVENT).unwrap().is_empty());
     let reports = line.activate();
     assert_eq!(reports.len(), 1);
     assert!(reports[0].verified());
@@ -1047,7 +1045,7 @@ fn reset_non_blank_on_resets_the_key_in_its_power_up_window_and_programs_it() {
     // The station's PIN replaced the old one: the delivered PIN works.
     let status = first.pin_status();
     assert!(status.pin_set && status.force_pin_change);
-    let resets = power::events(&line.store, power::RESET_EVENT).unwrap();
+    let resets = line.store.events(power::RESET_EVENT).unwrap();
     assert_eq!(resets.len(), 1, "{resets:?}");
     assert_eq!(
         resets[0].serial.as_deref(),
