@@ -311,7 +311,8 @@ fn store_costs(
     let dir = TempDir::new(base)?;
     let store = Store::open(&dir.0.join("bench.db")).map_err(|e| e.to_string())?;
     let job = |i: usize| Job {
-        shipment_id: format!("ship-{i:08}"),
+        shipment_id: prereg_station::shipment::ShipmentId::parse(&format!("ship-{i:08}"))
+            .expect("bench ids follow the grammar"),
         product_id: 0x0402,
         inventory_product_id: 1,
         customization_id: "C19881".into(),
@@ -337,7 +338,7 @@ fn store_costs(
                 let now = prereg_station::store::now_secs();
                 for j in &filler {
                     ins.execute(rusqlite::params![
-                        j.shipment_id,
+                        j.shipment_id.as_str(),
                         j.product_id,
                         j.inventory_product_id,
                         j.customization_id,
@@ -345,7 +346,7 @@ fn store_costs(
                         serde_json::to_string(&j.credential_requests).unwrap_or_default(),
                         now
                     ])?;
-                    aud.execute(rusqlite::params![now, j.shipment_id])?;
+                    aud.execute(rusqlite::params![now, j.shipment_id.as_str()])?;
                 }
             }
             tx.commit()?;

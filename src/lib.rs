@@ -30,6 +30,7 @@
 //! | [`rig`] | rig controller protocol and drivers |
 //! | [`web`] | status page and metrics |
 //! | [`cli`], [`error`], [`hardening`] | command line, exit codes, process hardening |
+//! | [`escape`] | untrusted strings escaped for logs and terminals |
 
 pub mod cbor;
 pub mod cli;
@@ -37,6 +38,7 @@ pub mod config;
 pub mod ctap2;
 pub mod ctaphid;
 pub mod error;
+pub mod escape;
 pub mod hardening;
 pub mod idp;
 pub mod job;

@@ -9,6 +9,83 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
+/// A shipment id that passed the SPEC §3 grammar: 1–64 characters of
+/// `[A-Za-z0-9_-]`. It is used as a file name, a log field, a URL path segment
+/// and an HTTP header value, so it cannot hold `/`, `.`, whitespace or CR/LF;
+/// code that holds one never needs to sanitise it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct ShipmentId(String);
+
+impl ShipmentId {
+    /// Longest accepted id.
+    pub const MAX_LEN: usize = 64;
+
+    /// Checks `raw` against the grammar.
+    pub fn parse(raw: &str) -> Result<Self, IntakeRefusal> {
+        let ok = (1..=Self::MAX_LEN).contains(&raw.len())
+            && raw
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if ok {
+            Ok(ShipmentId(raw.to_owned()))
+        } else {
+            Err(IntakeRefusal::ShipmentId(crate::escape::untrusted(
+                &raw.chars().take(80).collect::<String>(),
+            )))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for ShipmentId {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl PartialEq<str> for ShipmentId {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for ShipmentId {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
+impl AsRef<str> for ShipmentId {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ShipmentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for ShipmentId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(d)?;
+        ShipmentId::parse(&raw).map_err(serde::de::Error::custom)
+    }
+}
+
+impl std::str::FromStr for ShipmentId {
+    type Err = IntakeRefusal;
+    fn from_str(s: &str) -> Result<Self, IntakeRefusal> {
+        ShipmentId::parse(s)
+    }
+}
+
 /// One shipment (`POST /fpr/shipments` body, minus recipient PII).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Shipment {
@@ -74,7 +151,8 @@ pub fn parse_stream<T: serde::de::DeserializeOwned>(
 /// Why a shipment is refused at intake (SPEC §3). Closed; each has a stable code.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IntakeRefusal {
-    EmptyShipmentId,
+    /// Not 1–64 of `[A-Za-z0-9_-]`; holds the id escaped and cut to 80 chars.
+    ShipmentId(String),
     ItemCount(usize),
     Quantity(u32),
     CustomizationCount(usize),
@@ -91,7 +169,7 @@ impl IntakeRefusal {
     /// Stable short code for the store, logs and scripts.
     pub fn code(&self) -> &'static str {
         match self {
-            IntakeRefusal::EmptyShipmentId => "intake.shipment_id_empty",
+            IntakeRefusal::ShipmentId(_) => "intake.shipment_id",
             IntakeRefusal::ItemCount(_) => "intake.item_count",
             IntakeRefusal::Quantity(_) => "intake.quantity",
             IntakeRefusal::CustomizationCount(_) => "intake.customization_count",
@@ -109,7 +187,10 @@ impl fmt::Display for IntakeRefusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let code = self.code();
         match self {
-            IntakeRefusal::EmptyShipmentId => write!(f, "{code}: shipment_id is empty"),
+            IntakeRefusal::ShipmentId(id) => write!(
+                f,
+                "{code}: shipment_id \"{id}\" is not 1-64 characters of A-Z a-z 0-9 _ -"
+            ),
             IntakeRefusal::ItemCount(n) => {
                 write!(
                     f,
@@ -146,7 +227,7 @@ impl fmt::Display for IntakeRefusal {
 /// A structurally valid job: one shipment item, one physical key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Job {
-    pub shipment_id: String,
+    pub shipment_id: ShipmentId,
     pub product_id: u32,
     pub inventory_product_id: u32,
     pub customization_id: String,
@@ -167,9 +248,7 @@ pub trait IntakePolicy {
 impl Shipment {
     /// Applies the rules of SPEC §3; the first violation names the reason.
     pub fn validate(&self, policy: &dyn IntakePolicy) -> Result<Job, IntakeRefusal> {
-        if self.shipment_id.trim().is_empty() {
-            return Err(IntakeRefusal::EmptyShipmentId);
-        }
+        let shipment_id = ShipmentId::parse(&self.shipment_id)?;
         let [item] = self.shipment_items.as_slice() else {
             return Err(IntakeRefusal::ItemCount(self.shipment_items.len()));
         };
@@ -197,7 +276,7 @@ impl Shipment {
             });
         }
         Ok(Job {
-            shipment_id: self.shipment_id.clone(),
+            shipment_id,
             product_id: item.product_id,
             inventory_product_id: item.inventory_product_id,
             customization_id: item.customization_id.clone(),
@@ -245,7 +324,12 @@ mod tests {
     fn each_rule_has_its_reason() {
         type Mutation = fn(&mut Shipment);
         let cases: Vec<(Mutation, &str)> = vec![
-            (|s| s.shipment_id.clear(), "intake.shipment_id_empty"),
+            (|s| s.shipment_id.clear(), "intake.shipment_id"),
+            (|s| s.shipment_id = "COLL.1".into(), "intake.shipment_id"),
+            (|s| s.shipment_id = "a\r\nX: y".into(), "intake.shipment_id"),
+            (|s| s.shipment_id = "../etc".into(), "intake.shipment_id"),
+            (|s| s.shipment_id = "x".repeat(65), "intake.shipment_id"),
+            (|s| s.shipment_id = "S\u{e9}".into(), "intake.shipment_id"),
             (|s| s.shipment_items.clear(), "intake.item_count"),
             (
                 |s| s.shipment_items[0].product_quantity = 2,
@@ -281,6 +365,33 @@ mod tests {
             mutate(&mut s);
             assert_eq!(s.validate(&Policy).unwrap_err().code(), code);
         }
+    }
+
+    #[test]
+    fn shipment_id_grammar() {
+        for ok in ["S1", "U89bvfKKCtQfhnqaFBrAZW", "a-b_c", &"x".repeat(64)] {
+            assert_eq!(ShipmentId::parse(ok).unwrap().as_str(), ok);
+        }
+        for bad in [
+            "",
+            " S1",
+            "S1\n",
+            "a/b",
+            "a.b",
+            "C:\\x",
+            "%2e",
+            &"x".repeat(65),
+        ] {
+            assert!(ShipmentId::parse(bad).is_err(), "{bad:?}");
+        }
+        let refusal = ShipmentId::parse("a\r\nInjected: 1")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            !refusal.contains('\n') && !refusal.contains('\r'),
+            "{refusal}"
+        );
+        assert!(serde_json::from_str::<ShipmentId>("\"a.b\"").is_err());
     }
 
     #[test]

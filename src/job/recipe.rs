@@ -383,7 +383,7 @@ pub fn program<D: CtapDevice>(
             .push(seal_credential_response(st.keys, req, &device, &made, st.now).map_err(fail)?);
     }
     let result = ShipmentResult {
-        shipment_id: job.shipment_id.clone(),
+        shipment_id: job.shipment_id.to_string(),
         shipment_state: ShipmentState {
             shipment_state_id: STATE_PROGRAMMED,
         },
@@ -408,7 +408,7 @@ pub fn program<D: CtapDevice>(
             reason: format!("responses could not be stored: {e}"),
         })?;
     Ok(Programmed {
-        shipment_id: job.shipment_id.clone(),
+        shipment_id: job.shipment_id.to_string(),
         serial: key.serial.clone(),
         firmware: key.firmware.clone(),
         credentials: made.len(),

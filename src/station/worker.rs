@@ -185,7 +185,7 @@ impl Worker {
                     }
                 };
             let job = leased.job;
-            let id = job.shipment_id.clone();
+            let id = job.shipment_id.to_string();
             tracing::info!(slot = %self.name, serial = %key.serial, job = %id, "programming");
             let events = Events {
                 worker: self,

@@ -31,6 +31,8 @@ pub enum StoreError {
     },
     #[error("database: {0}")]
     Sql(#[from] rusqlite::Error),
+    #[error("database row fails validation: {0}")]
+    BadRow(String),
     #[error("the store thread has stopped")]
     Stopped,
     #[error("job {0} is not known")]
@@ -200,7 +202,7 @@ impl Store {
                    imported_at, updated_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', ?8, ?8)",
                 params![
-                    job.shipment_id,
+                    job.shipment_id.as_str(),
                     job.product_id,
                     job.inventory_product_id,
                     job.customization_id,
@@ -313,7 +315,8 @@ impl Store {
             tx.commit()?;
             Ok(Some(LeasedJob {
                 job: Job {
-                    shipment_id: id,
+                    shipment_id: crate::shipment::ShipmentId::parse(&id)
+                        .map_err(|e| StoreError::BadRow(e.to_string()))?,
                     product_id,
                     inventory_product_id,
                     customization_id,
@@ -823,7 +826,7 @@ mod tests {
 
     fn job(id: &str, product: u32) -> Job {
         Job {
-            shipment_id: id.into(),
+            shipment_id: crate::shipment::ShipmentId::parse(id).unwrap(),
             product_id: product,
             inventory_product_id: 106,
             customization_id: "C19881".into(),
