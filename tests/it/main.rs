@@ -9,5 +9,6 @@ mod jose;
 mod pcsc;
 mod rig;
 mod sim;
+mod sim_ext;
 mod station;
 mod trussed;
