@@ -445,3 +445,48 @@ fn replayed_requests_of_a_delivered_job_are_refused_and_program_no_key() {
     assert_eq!(run(), 0, "no key programmed for the replay");
     assert_eq!(store.events("programmed").unwrap().len(), 1);
 }
+
+/// `run --once` with jobs handed over only through the spool (write `.tmp`,
+/// rename): the spool thread imports them and the station programs them.
+/// (That `--once` waits for a first scan is a race this test rarely loses
+/// either way: the thread scans at once, the main loop first sleeps.)
+#[test]
+fn run_once_programs_jobs_handed_over_through_the_spool() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    keys_and_ca(d);
+    std::fs::create_dir(d.join("spool")).unwrap();
+    std::fs::write(d.join("station.toml"), config_text(d, 1)).unwrap();
+    let keys = StationKeys::load_dir(&d.join("keys")).unwrap();
+    let shipments = Idp::open(&d.join("idp"))
+        .unwrap()
+        .enroll(
+            &keys.transport_jwks(),
+            &EnrollOptions {
+                users: 2,
+                product_id: 1,
+                ..EnrollOptions::default()
+            },
+        )
+        .unwrap();
+    let lines: Vec<String> = shipments
+        .iter()
+        .map(|s| serde_json::to_string(s).unwrap())
+        .collect();
+    std::fs::write(d.join("spool/batch.jsonl.tmp"), lines.join("\n") + "\n").unwrap();
+    std::fs::rename(d.join("spool/batch.jsonl.tmp"), d.join("spool/batch.jsonl")).unwrap();
+    let out = std::process::Command::new(crate::util::station_bin())
+        .args(["run", "--once", "--config"])
+        .arg(d.join("station.toml"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("programmed 2 key(s)"), "{stdout}");
+    assert!(entries(&d.join("spool")).is_empty());
+    assert_eq!(entries(&d.join("outbox")).len(), 2);
+}
