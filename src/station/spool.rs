@@ -121,6 +121,9 @@ impl Scanner {
                 fresh.push(entry);
             }
         }
+        // In name order: a batch split into numbered files is imported in order.
+        claimed.sort_by_key(|e| e.file_name());
+        fresh.sort_by_key(|e| e.file_name());
         let present: HashSet<OsString> = claimed
             .iter()
             .chain(&fresh)
