@@ -2,7 +2,8 @@
 //! there are imported and removed, on a thread of their own.
 //!
 //! The hand-over (docs/integration.md, "Hand over jobs"): a writer writes
-//! `NAME.tmp` (any name not ending in `.json` / `.jsonl`), then renames it to
+//! `NAME.tmp` (not ending in `.json`, `.jsonl` or the station's own
+//! `.importing` / `.rejected`), then renames it to
 //! `NAME.json` or `NAME.jsonl`. Rename is atomic within a file system, so a
 //! file with one of those endings is complete. Only those names are read.
 //!
