@@ -5,6 +5,7 @@ mod util;
 
 mod ctap;
 mod hil;
+mod intake;
 mod jose;
 mod pcsc;
 mod rig;
