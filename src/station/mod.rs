@@ -9,7 +9,6 @@
 pub mod app;
 pub mod deliver;
 pub mod http_sink;
-pub mod latency;
 pub mod notify;
 pub mod policy;
 pub mod power;
