@@ -103,6 +103,8 @@ fn data_field(body: &[u8]) -> Result<&[u8], u16> {
     match body {
         [] | [_] => Ok(&[]),  // case 1, case 2 short
         [0, _, _] => Ok(&[]), // case 2 extended
+        // python-fido2 sends Lc = 0000 then Le = 0000 for VERSION; keys take it.
+        [0, 0, 0, 0, 0] => Ok(&[]),
         [0, hi, lo, rest @ ..] => {
             let lc = usize::from(u16::from_be_bytes([*hi, *lo]));
             if lc != 0 && (rest.len() == lc || rest.len() == lc + 2) {
@@ -245,6 +247,7 @@ mod tests {
         assert_eq!(data_field(&[]), Ok(&[][..]));
         assert_eq!(data_field(&[0]), Ok(&[][..]));
         assert_eq!(data_field(&[0, 0, 0]), Ok(&[][..]));
+        assert_eq!(data_field(&[0, 0, 0, 0, 0]), Ok(&[][..]));
         assert_eq!(data_field(&[0, 0, 2, 7, 8]), Ok(&[7, 8][..]));
         assert_eq!(data_field(&[0, 0, 2, 7, 8, 0, 0]), Ok(&[7, 8][..]));
         assert_eq!(data_field(&[2, 7, 8]), Ok(&[7, 8][..]));
