@@ -49,7 +49,8 @@ pub struct HidDevice {
     pub(crate) touch_pressed: bool,
     pub(crate) present: bool,
     pub(crate) winks: u64,
-    /// A request on the card path ([`super::card`]) waits for a touch.
+    /// A request outside a CTAPHID busy state waits for a touch: the card
+    /// path ([`super::card`]) or a U2F request answered 6985 ([`super::u2f`]).
     pub(crate) direct_waiting: bool,
 }
 
