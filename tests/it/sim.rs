@@ -558,7 +558,7 @@ fn arbitrary_input_never_panics() {
 // ---- issue #15: every promise getInfo makes ----
 
 use prereg_station::cbor::Value;
-use prereg_station::ctap2::{GetAssertion, PubKeyCredParam as Alg};
+use prereg_station::ctap2::{CredMgmtSubCommand, GetAssertion, PubKeyCredParam as Alg};
 use sha2::{Digest, Sha256};
 
 /// U2F extended-length APDU (U2F Raw Message Formats §3.1): CLA INS P1 P2 00 Lc Lc data 00 00.
@@ -1014,7 +1014,7 @@ fn cred_protect_level_1_is_echoed() {
 #[test]
 fn cred_mgmt_preview_0x41_is_served_where_advertised() {
     let clock = Arc::new(ManualClock::default());
-    let (mut c, _control) = key("yubikey-5.7", clock.clone(), TouchMode::Auto);
+    let (mut c, control) = key("yubikey-5.7", clock.clone(), TouchMode::Auto);
     let info = c.get_info().unwrap();
     assert_eq!(info.option("credMgmt"), Some(true));
     assert_eq!(info.option("credentialMgmtPreview"), Some(true));
@@ -1042,6 +1042,35 @@ fn cred_mgmt_preview_0x41_is_served_where_advertised() {
         let rps = c.enumerate_rps(cmd, &tok).unwrap();
         assert_eq!(rps.len(), 1);
     }
+    // updateUserInformation (0x07) on 0x41 too: the same handler as 0x0A.
+    let hash: [u8; 32] = Sha256::digest(b"example.com").into();
+    let cred = c
+        .enumerate_credentials(CtapCommand::CREDENTIAL_MANAGEMENT_PREVIEW, &hash, &tok)
+        .unwrap()
+        .remove(0);
+    let update = |user: &[u8]| {
+        Value::map([
+            (Value::from(2), cred.credential_id.to_cbor()),
+            (
+                Value::from(3),
+                Value::map([
+                    (Value::from("id"), Value::from(user.to_vec())),
+                    (Value::from("name"), Value::from("renamed")),
+                ]),
+            ),
+        ])
+    };
+    c.credential_management(
+        CtapCommand::CREDENTIAL_MANAGEMENT_PREVIEW,
+        CredMgmtSubCommand::UPDATE_USER_INFORMATION,
+        Some(&update(&cred.user.id)),
+        Some(&tok),
+    )
+    .unwrap();
+    assert_eq!(
+        control.credentials()[0].user_name.as_deref(),
+        Some("renamed")
+    );
     // The same permission rule: a token without cm is refused on 0x41 too.
     let ga = c
         .get_pin_uv_auth_token_using_pin_with_permissions(
@@ -1065,6 +1094,16 @@ fn cred_mgmt_preview_0x41_is_served_where_advertised() {
     assert_eq!(status(e), StatusCode::INVALID_COMMAND);
     c54.get_creds_metadata(CtapCommand::CREDENTIAL_MANAGEMENT_PREVIEW, &tok)
         .unwrap();
+    // The preview has no updateUserInformation.
+    let e = c54
+        .credential_management(
+            CtapCommand::CREDENTIAL_MANAGEMENT_PREVIEW,
+            CredMgmtSubCommand::UPDATE_USER_INFORMATION,
+            Some(&update(&cred.user.id)),
+            Some(&tok),
+        )
+        .unwrap_err();
+    assert_eq!(status(e), StatusCode::INVALID_SUBCOMMAND);
 }
 
 #[test]
