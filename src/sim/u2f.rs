@@ -241,6 +241,74 @@ pub(crate) fn msg(dev: &mut HidDevice, apdu: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sim::authenticator::AuthenticatorConfig;
+    use crate::sim::SimConfig;
+    use std::time::Duration;
+
+    fn authenticator() -> Authenticator {
+        let cfg = SimConfig::builtin("yubikey-5.7", 1).unwrap();
+        Authenticator::new(
+            AuthenticatorConfig {
+                aaguid: [1; 16],
+                profile: cfg.profile,
+                product_id: 1,
+                seed: 1,
+                ca_seed: 1,
+            },
+            Duration::ZERO,
+        )
+        .unwrap()
+    }
+
+    fn sw_of(r: &U2fReply) -> u16 {
+        let n = r.response.len();
+        u16::from_be_bytes([r.response[n - 2], r.response[n - 1]])
+    }
+
+    #[test]
+    fn authenticate_lengths_and_control_bytes() {
+        let mut a = authenticator();
+        let short = |data: &[u8], p1: u8| [&[0, 0x02, p1, 0, data.len() as u8][..], data].concat();
+        // Key-handle length byte disagreeing with the data: wrong length.
+        let mut data = vec![0u8; 64];
+        data.extend([5, 1, 2]);
+        assert_eq!(
+            sw_of(&process(&mut a, &short(&data, 3), true)),
+            sw::WRONG_LENGTH
+        );
+        assert_eq!(
+            sw_of(&process(&mut a, &short(&[0; 64], 3), true)),
+            sw::WRONG_LENGTH
+        );
+        // An empty key handle is no handle of ours.
+        let mut data = vec![0u8; 64];
+        data.push(0);
+        assert_eq!(
+            sw_of(&process(&mut a, &short(&data, 7), true)),
+            sw::WRONG_DATA
+        );
+        // A registered handle with an unknown control byte: wrong data;
+        // with don't-enforce: signed, presence 0, the touch not used.
+        let register = [&[0, ins::REGISTER, 0, 0, 64][..], &[9; 64]].concat();
+        let reg = process(&mut a, &register, true);
+        assert_eq!(sw_of(&reg), sw::NO_ERROR);
+        assert!(reg.touch_used);
+        let l = reg.response[66] as usize;
+        let handle = &reg.response[67..67 + l];
+        let data = [&[9u8; 64][..], &[l as u8], handle].concat();
+        assert_eq!(
+            sw_of(&process(&mut a, &short(&data, 0x05), true)),
+            sw::WRONG_DATA
+        );
+        let r = process(&mut a, &short(&data, p1::DONT_ENFORCE_USER_PRESENCE), false);
+        assert_eq!(
+            (sw_of(&r), r.response[0], r.touch_used),
+            (sw::NO_ERROR, 0, false)
+        );
+        let r = process(&mut a, &short(&data, p1::ENFORCE_USER_PRESENCE), false);
+        assert!(r.touch_needed);
+        assert_eq!(sw_of(&r), sw::CONDITIONS_NOT_SATISFIED);
+    }
 
     #[test]
     fn apdu_data_field_encodings() {
