@@ -1,7 +1,7 @@
 //! Station benchmark (prints figures; never a timed test). See docs/benchmarks.md.
 //!
 //! 1. Keys per hour with 1, 8 and 32 simulated slots under the assumed YubiKey
-//!    latency model of `station::latency`.
+//!    latency model of `sim::latency`.
 //! 2. The station's own CPU per key (process CPU minus the simulator's, which is
 //!    metered inside the latency wrapper) as a share of the key's modelled time,
 //!    and 32-slot scaling against 32 × the one-slot rate.
@@ -15,7 +15,7 @@ use prereg_station::config::Config;
 use prereg_station::idp::{EnrollOptions, Idp};
 use prereg_station::jose::keys::StationKeys;
 use prereg_station::shipment::Job;
-use prereg_station::station::latency::{self, LatencyModel};
+use prereg_station::sim::latency::{self, LatencyModel};
 use prereg_station::station::simslot::{SimSource, SIM_CA_SEED};
 use prereg_station::station::source::KeySource;
 use prereg_station::station::{app, Station};

@@ -5,6 +5,7 @@
 //! check before the touch point is side-effect free, so a re-run is exact).
 
 use super::attestation::AttestationIdentity;
+use super::cred_key::CredAlg;
 use super::store::{CredentialMeta, CredentialStore, StoreError, StoredCredential};
 use crate::cbor::{self, Value};
 use crate::ctap2::StatusCode as S;
@@ -13,7 +14,6 @@ use crate::profile::FirmwareProfile;
 use crate::secret::{Secret, SecretBytes};
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
-use p256::elliptic_curve::sec1::ToEncodedPoint;
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 use sha2::{Digest, Sha256};
@@ -73,11 +73,16 @@ pub struct AuthenticatorConfig {
     pub ca_seed: u64,
 }
 
-/// Volatile PIN token state (CTAP 2.1 §6.5.2.1).
+/// Volatile PIN token state (CTAP 2.1 §6.5.2.1). On profiles without the
+/// `pinUvAuthToken` option (5.2, 5.4: FIDO_2_0 + FIDO_2_1_PRE) this is a
+/// CTAP 2.0 pinToken: no permissions of its own (it may do everything), no
+/// RP ID, valid until the next power cycle or a new token (CTAP 2.0 §5.5.4).
 struct Token {
     key: Secret<[u8; 32]>,
     permissions: u8,
     rp_id: Option<String>,
+    /// beginUsingPinUvAuthToken was called (§6.5.5.7 step 6): the clear…
+    /// functions of §6.5.2.1 act only on a token in use.
     in_use: bool,
 }
 
@@ -202,23 +207,6 @@ fn array(v: Option<&Value>) -> R<Option<&[Value]>> {
     }
 }
 
-fn cose_es256(public: &p256::PublicKey) -> Value {
-    let p = public.to_encoded_point(false);
-    Value::map([
-        (Value::from(1), Value::from(2)),
-        (Value::from(3), Value::from(-7)),
-        (Value::from(-1), Value::from(1)),
-        (
-            Value::from(-2),
-            Value::from(p.x().map(|x| x.to_vec()).unwrap_or_default()),
-        ),
-        (
-            Value::from(-3),
-            Value::from(p.y().map(|y| y.to_vec()).unwrap_or_default()),
-        ),
-    ])
-}
-
 fn descriptor(id: &[u8]) -> Value {
     Value::map([
         (Value::from("id"), Value::from(id.to_vec())),
@@ -227,11 +215,13 @@ fn descriptor(id: &[u8]) -> Value {
 }
 
 /// A credential recovered from its id (CTAP 2.1 §6.1.2: non-resident
-/// credentials are wrapped into their id; we wrap resident ones too).
-struct Unwrapped {
-    key: Secret<[u8; 32]>,
-    cred_protect: u8,
-    hmac_secret: bool,
+/// credentials are wrapped into their id; we wrap resident ones too, and
+/// U2F key handles are the same ids, so they work across CTAP1/CTAP2).
+pub(super) struct Unwrapped {
+    pub(super) key: Secret<[u8; 32]>,
+    pub(super) cred_protect: u8,
+    pub(super) alg: CredAlg,
+    pub(super) hmac_secret: bool,
 }
 
 impl Authenticator {
@@ -289,6 +279,36 @@ impl Authenticator {
         self.large_blobs.power_up();
         self.key_agreement = new_key_agreement(&mut self.rng);
         self.powered_at = now;
+    }
+
+    // ---- hooks for CTAP1/U2F (super::u2f) ----
+
+    /// A new non-resident ES256 credential for U2F REGISTER, wrapped like a
+    /// CTAP2 one with the application parameter as its rpIdHash:
+    /// (key handle, private key).
+    pub(super) fn u2f_new_credential(
+        &mut self,
+        app_param: &[u8; 32],
+    ) -> (Vec<u8>, Secret<[u8; 32]>) {
+        let key = CredAlg::Es256.generate(&mut self.rng);
+        let handle = self.wrap(&key, 1, CredAlg::Es256, app_param);
+        (handle, key)
+    }
+
+    /// The next value of the signature counter (one counter for CTAP1 and CTAP2).
+    pub(super) fn next_sign_count(&mut self) -> u32 {
+        self.sign_count = self.sign_count.wrapping_add(1);
+        self.sign_count
+    }
+
+    /// The attestation identity (U2F REGISTER signs with it too).
+    pub(super) fn attestation(&self) -> &AttestationIdentity {
+        &self.attestation
+    }
+
+    /// alwaysUv is on (U2F is off then: CTAP 2.1 §7.2).
+    pub(super) fn always_uv(&self) -> bool {
+        self.always_uv
     }
 
     pub fn pin_status(&self) -> PinStatus {
@@ -360,7 +380,7 @@ impl Authenticator {
             cmd::LARGE_BLOBS if self.cfg.profile.options.get("largeBlobs") == Some(&true) => {
                 self.large_blobs(p)
             }
-            c if Some(c) == self.cfg.profile.cred_mgmt_command() => self.cred_mgmt(p, c),
+            c if self.is_cred_mgmt_command(c) => self.cred_mgmt(p, c),
             _ => Err(S::INVALID_COMMAND),
         };
         match result {
@@ -378,6 +398,7 @@ impl Authenticator {
                 let v = match k.as_str() {
                     "clientPin" => self.pin.is_some(),
                     "alwaysUv" => self.always_uv,
+                    "makeCredUvNotRqd" => self.make_cred_uv_not_rqd(),
                     "ep" => self.ep_enabled,
                     _ => *v,
                 };
@@ -552,19 +573,76 @@ impl Authenticator {
         if token.permissions & permission == 0 {
             return Err(S::PIN_AUTH_INVALID);
         }
+        if !self.cfg.profile.has_pin_uv_auth_token() {
+            // A CTAP 2.0 pinToken is bound to no RP (CTAP 2.0 §5.5.4).
+            return Ok(());
+        }
         match (&token.rp_id, rp_id) {
             (Some(bound), Some(rp)) if bound != rp => return Err(S::PIN_AUTH_INVALID),
             _ => {}
         }
+        // §6.1.2 step 11.1.3 / §6.2.2 step 6: a token without a permissions
+        // RP ID is bound to the first RP it is used for.
         if let (None, Some(rp)) = (&token.rp_id, rp_id) {
             if let Some(t) = self.token.as_mut() {
                 t.rp_id = Some(rp.to_string());
             }
         }
-        if let Some(t) = self.token.as_mut() {
-            t.in_use = true;
-        }
         Ok(())
+    }
+
+    /// CTAP 2.1 §6.1.2 step 14 d) and §6.2.2 step 9: after a user-present
+    /// makeCredential or getAssertion, clearUserPresentFlag(),
+    /// clearUserVerifiedFlag() and clearPinUvAuthTokenPermissionsExceptLbw()
+    /// on the token in use, whether or not this request used it. PIN tokens
+    /// never carry the UP flag here, so what remains is the permissions:
+    /// only lbw survives, and the platform needs a fresh token for the next
+    /// makeCredential or getAssertion (SPEC §7: one token per credential).
+    /// A CTAP 2.0 pinToken (profiles without `pinUvAuthToken`) is left
+    /// alone: it stays valid until power-off (CTAP 2.0 §5.5.4).
+    fn clear_token_after_user_presence(&mut self) {
+        if !self.cfg.profile.has_pin_uv_auth_token() {
+            return;
+        }
+        if let Some(t) = self.token.as_mut().filter(|t| t.in_use) {
+            t.permissions &= perm::LBW;
+        }
+    }
+
+    /// getInfo's `makeCredUvNotRqd` as it stands: the profile's value, and
+    /// false while alwaysUv is on (CTAP 2.1 §7.2; OpenSK does the same).
+    fn make_cred_uv_not_rqd(&self) -> bool {
+        self.cfg.profile.options.get("makeCredUvNotRqd") == Some(&true) && !self.always_uv
+    }
+
+    /// Whether `command` is a credential-management command of this profile:
+    /// 0x0A with `credMgmt`, the preview 0x41 with `credentialMgmtPreview`.
+    /// 5.7 advertises both and real keys answer both (libfido2 picks 0x41).
+    fn is_cred_mgmt_command(&self, command: u8) -> bool {
+        let opt = |n: &str| self.cfg.profile.options.get(n) == Some(&true);
+        (command == cmd::CRED_MGMT && opt("credMgmt"))
+            || (command == cmd::CRED_MGMT_PREVIEW && opt("credentialMgmtPreview"))
+    }
+
+    /// pubKeyCredParams (CTAP 2.1 §6.1.2 step 3): every element is checked,
+    /// not only the one chosen. A missing `type` or `alg` is
+    /// MISSING_PARAMETER, a member of the wrong CBOR type (or an element
+    /// that is no map) CBOR_UNEXPECTED_TYPE; elements of an unknown type
+    /// string are skipped (WebAuthn §5.8.2). The first supported algorithm
+    /// in the platform's order wins; none → UNSUPPORTED_ALGORITHM.
+    fn choose_algorithm(&self, params: &[Value]) -> R<CredAlg> {
+        let mut chosen = None;
+        for param in params {
+            map(Some(param))?;
+            let ty = text(param.get("type"))?.ok_or(S::MISSING_PARAMETER)?;
+            let alg = param.get("alg").ok_or(S::MISSING_PARAMETER)?;
+            let alg = alg.as_i64().ok_or(S::CBOR_UNEXPECTED_TYPE)?;
+            if chosen.is_none() && ty == "public-key" && self.cfg.profile.algorithms.contains(&alg)
+            {
+                chosen = CredAlg::from_cose(alg);
+            }
+        }
+        chosen.ok_or(S::UNSUPPORTED_ALGORITHM)
     }
 
     // ---- clientPIN (CTAP 2.1 §6.5.5) ----
@@ -795,11 +873,12 @@ impl Authenticator {
             }
         }
         .map_err(|_| S::OTHER)?;
+        // §6.5.5.7 step 6: beginUsingPinUvAuthToken(userIsPresent: false).
         self.token = Some(Token {
             key,
             permissions,
             rp_id,
-            in_use: false,
+            in_use: true,
         });
         ok(Value::map([(Value::from(2), Value::from(enc))]))
     }
@@ -819,18 +898,7 @@ impl Authenticator {
         if user_id.len() > 64 || cdh.len() != 32 {
             return Err(S::INVALID_PARAMETER);
         }
-        let mut es256 = false;
-        for param in params {
-            map(Some(param))?;
-            let alg = param.get("alg").and_then(Value::as_i64);
-            let ty = text(param.get("type"))?;
-            if alg == Some(-7) && ty == Some("public-key") {
-                es256 = true;
-            }
-        }
-        if !es256 {
-            return Err(S::UNSUPPORTED_ALGORITHM);
-        }
+        let alg = self.choose_algorithm(params)?;
         let options = map(p.get(7))?;
         let rk = boolean(options.and_then(|o| o.get("rk")))?.unwrap_or(false);
         if boolean(options.and_then(|o| o.get("up")))? == Some(false) {
@@ -840,17 +908,20 @@ impl Authenticator {
             return Err(S::INVALID_OPTION); // no built-in UV on a YubiKey 5
         }
         let ext = map(p.get(6))?;
-        let cred_protect = match uint(ext.and_then(|e| e.get("credProtect")))? {
-            None => 1,
-            Some(n @ 1..=3) => n as u8,
+        let cred_protect_in = match uint(ext.and_then(|e| e.get("credProtect")))? {
+            None => None,
+            Some(n @ 1..=3) => Some(n as u8),
             Some(_) => return Err(S::INVALID_OPTION),
         };
+        let cred_protect = cred_protect_in.unwrap_or(1);
         let has_ext = |n: &str| self.cfg.profile.extensions.iter().any(|e| e == n);
         let hmac_secret = has_ext("hmac-secret")
             && boolean(ext.and_then(|e| e.get("hmac-secret")))? == Some(true);
         let min_pin_ext = has_ext("minPinLength")
             && boolean(ext.and_then(|e| e.get("minPinLength")))? == Some(true);
-        let cred_protect_out = has_ext("credProtect") && cred_protect > 1;
+        // Every requested level is echoed, 1 included (CTAP 2.1 §12.1: the
+        // output is the policy the authenticator applied).
+        let cred_protect_out = has_ext("credProtect") && cred_protect_in.is_some();
         let more_ext = self.mc_extensions(ext, rk)?;
         let ep = match uint(p.get(0x0a))? {
             None => false,
@@ -858,8 +929,11 @@ impl Authenticator {
             Some(1 | 2) => return Err(S::INVALID_PARAMETER),
             Some(_) => return Err(S::INVALID_OPTION),
         };
-        // User verification via the token (§6.1.2 steps 5–11).
-        let pin_required = self.pin.is_some() || self.always_uv;
+        // User verification via the token (§6.1.2 steps 5–11). With
+        // makeCredUvNotRqd a PIN-protected key makes non-discoverable
+        // credentials without UV (§6.1.2 step 6; §7.2: not under alwaysUv).
+        let pin_required =
+            self.always_uv || (self.pin.is_some() && (rk || !self.make_cred_uv_not_rqd()));
         let uv = match self.token_uv(
             p.get(8),
             p.get(9),
@@ -897,17 +971,14 @@ impl Authenticator {
             return Err(S::OTHER);
         }
         // Create the credential.
-        let secret = p256::SecretKey::random(&mut self.rng);
-        let public = secret.public_key();
-        let mut scalar = [0u8; 32];
-        scalar.copy_from_slice(&secret.to_bytes());
-        let scalar = Secret::new(scalar);
+        let scalar = alg.generate(&mut self.rng);
+        let public = alg.public_cose(&scalar).ok_or(S::OTHER)?;
         let wrapped_flags = if hmac_secret {
             extensions::HMAC_SECRET_BIT
         } else {
             0
         };
-        let id = self.wrap(&scalar, cred_protect | wrapped_flags, &rp_id_hash);
+        let id = self.wrap(&scalar, cred_protect | wrapped_flags, alg, &rp_id_hash);
         let mut ext_out: Vec<(Value, Value)> = Vec::new();
         let more = self.mc_extension_results(more_ext, rk, &mut ext_out);
         if rk {
@@ -932,10 +1003,8 @@ impl Authenticator {
                 .insert(stored)
                 .map_err(|StoreError::Full| S::KEY_STORE_FULL)?;
         }
-        // After a UP-bearing makeCredential the token keeps only lbw (§6.1.2 step 14).
-        if let Some(t) = self.token.as_mut() {
-            t.permissions &= perm::LBW;
-        }
+        // §6.1.2 step 14 d): after a user-present makeCredential.
+        self.clear_token_after_user_presence();
         self.sign_count = self.sign_count.wrapping_add(1);
         if cred_protect_out {
             ext_out.push((Value::from("credProtect"), Value::from(cred_protect)));
@@ -962,7 +1031,7 @@ impl Authenticator {
         auth_data.extend(self.cfg.aaguid);
         auth_data.extend((id.len() as u16).to_be_bytes());
         auth_data.extend(&id);
-        cbor::encode_into(&cose_es256(&public), &mut auth_data);
+        cbor::encode_into(&public, &mut auth_data);
         if !ext_out.is_empty() {
             cbor::encode_into(&Value::Map(ext_out), &mut auth_data);
         }
@@ -991,18 +1060,23 @@ impl Authenticator {
         ok(Value::Map(out))
     }
 
-    /// credential id = nonce(12) ‖ AES-256-GCM(wrap key, scalar ‖ credProtect; aad rpIdHash).
-    fn wrap(
+    /// credential id = nonce(12) ‖ AES-256-GCM(wrap key, private key ‖ flags;
+    /// aad rpIdHash), flags = credProtect (low nibble) | algorithm
+    /// ([`CredAlg::flag`]). For a U2F key handle the rpIdHash is the
+    /// application parameter, which is what CTAP 2.1 §10.2 (CTAP1/CTAP2
+    /// interoperability) needs: getAssertion with rpIdHash = appParam finds it.
+    pub(super) fn wrap(
         &mut self,
         scalar: &Secret<[u8; 32]>,
         cred_protect: u8,
+        alg: CredAlg,
         rp_id_hash: &[u8; 32],
     ) -> Vec<u8> {
         let mut nonce = [0u8; 12];
         self.rng.fill_bytes(&mut nonce);
         let mut pt = zeroize::Zeroizing::new([0u8; 33]);
         pt[..32].copy_from_slice(scalar.expose());
-        pt[32] = cred_protect;
+        pt[32] = (cred_protect & (0x0f | extensions::HMAC_SECRET_BIT)) | alg.flag();
         let cipher = Aes256Gcm::new(self.wrap_key.expose().into());
         let ct = cipher
             .encrypt(
@@ -1016,7 +1090,7 @@ impl Authenticator {
         [nonce.as_slice(), &ct].concat()
     }
 
-    fn unwrap_id(&self, id: &[u8], rp_id_hash: &[u8; 32]) -> Option<Unwrapped> {
+    pub(super) fn unwrap_id(&self, id: &[u8], rp_id_hash: &[u8; 32]) -> Option<Unwrapped> {
         if id.len() != 12 + 33 + 16 {
             return None;
         }
@@ -1036,7 +1110,8 @@ impl Authenticator {
         key.copy_from_slice(&pt[..32]);
         Some(Unwrapped {
             key: Secret::new(key),
-            cred_protect: pt[32] & !extensions::HMAC_SECRET_BIT,
+            cred_protect: pt[32] & 0x0f,
+            alg: CredAlg::from_flags(pt[32])?,
             hmac_secret: pt[32] & extensions::HMAC_SECRET_BIT != 0,
         })
     }
@@ -1102,9 +1177,8 @@ impl Authenticator {
         let mut flags = 0u8;
         if up {
             flags |= 0x01;
-            if let Some(t) = self.token.as_mut() {
-                t.in_use = false;
-            }
+            // §6.2.2 step 9: the same clearing as after makeCredential.
+            self.clear_token_after_user_presence();
         }
         if uv {
             flags |= 0x04;
@@ -1136,7 +1210,6 @@ impl Authenticator {
         let c = self
             .unwrap_id(id, rp_id_hash)
             .ok_or(S::INVALID_CREDENTIAL)?;
-        let secret = p256::ecdsa::SigningKey::from_slice(c.key.expose()).map_err(|_| S::OTHER)?;
         let stored = self.store.find(id);
         let cred_blob = stored.map(|s| s.cred_blob.clone());
         let large_blob_key = stored
@@ -1163,12 +1236,15 @@ impl Authenticator {
         if !ext_out.auth_data.is_empty() {
             cbor::encode_into(&Value::Map(ext_out.auth_data), &mut auth_data);
         }
-        use p256::ecdsa::signature::Signer;
-        let sig: p256::ecdsa::DerSignature = secret.sign(&[auth_data.as_slice(), cdh].concat());
+        // ES256 or Ed25519, as the credential was made (WebAuthn §6.3.3 step 11).
+        let sig = c
+            .alg
+            .sign(&c.key, &[auth_data.as_slice(), cdh].concat())
+            .ok_or(S::OTHER)?;
         let mut out = vec![
             (Value::from(1), descriptor(id)),
             (Value::from(2), Value::from(auth_data)),
-            (Value::from(3), Value::from(sig.as_bytes().to_vec())),
+            (Value::from(3), Value::from(sig)),
         ];
         if let Some(k) = ext_out.large_blob_key {
             out.push((Value::from(7), Value::from(k)));
@@ -1334,7 +1410,12 @@ impl Authenticator {
         let sub = uint(p.get(1))?.ok_or(S::MISSING_PARAMETER)?;
         let sub_params = map(p.get(2))?;
         let needs_auth = matches!(sub, 1 | 2 | 4 | 6 | 7);
-        if sub == 7 && command == cmd::CRED_MGMT_PREVIEW {
+        // updateUserInformation is not in the 2.1 preview; where 0x0A exists
+        // too (5.7) the preview command is the same handler.
+        if sub == 7
+            && command == cmd::CRED_MGMT_PREVIEW
+            && !self.is_cred_mgmt_command(cmd::CRED_MGMT)
+        {
             return Err(S::INVALID_SUBCOMMAND);
         }
         if !(1..=7).contains(&sub) {
@@ -1448,7 +1529,13 @@ impl Authenticator {
 
     fn cred_entry(&self, id: &[u8]) -> R<Vec<(Value, Value)>> {
         let c = self.store.find(id).ok_or(S::NO_CREDENTIALS)?;
-        let sk = p256::SecretKey::from_slice(c.private_key.expose()).map_err(|_| S::OTHER)?;
+        // The algorithm is in the wrapped id (the store keeps only the key).
+        let rp_id_hash: [u8; 32] = Sha256::digest(c.rp_id.as_bytes()).into();
+        let alg = self
+            .unwrap_id(&c.id, &rp_id_hash)
+            .map(|u| u.alg)
+            .ok_or(S::OTHER)?;
+        let public = alg.public_cose(&c.private_key).ok_or(S::OTHER)?;
         let mut user = vec![(Value::from("id"), Value::from(c.user_id.clone()))];
         if let Some(n) = &c.user_name {
             user.push((Value::from("name"), Value::from(n.as_str())));
@@ -1459,7 +1546,7 @@ impl Authenticator {
         let mut out = vec![
             (Value::from(6), Value::Map(user)),
             (Value::from(7), descriptor(&c.id)),
-            (Value::from(8), cose_es256(&sk.public_key())),
+            (Value::from(8), public),
             (Value::from(0x0a), Value::from(c.cred_protect)),
         ];
         // §6.8.4: the credential's largeBlobKey, when it has one.

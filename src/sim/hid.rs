@@ -49,7 +49,8 @@ pub struct HidDevice {
     pub(crate) touch_pressed: bool,
     pub(crate) present: bool,
     pub(crate) winks: u64,
-    /// A request on the card path ([`super::card`]) waits for a touch.
+    /// A request outside a CTAPHID busy state waits for a touch: the card
+    /// path ([`super::card`]) or a U2F request answered 6985 ([`super::u2f`]).
     pub(crate) direct_waiting: bool,
 }
 
@@ -268,7 +269,7 @@ impl HidDevice {
                 self.send(cid, HidCommand::WINK, &[]);
             }
             HidCommand::MSG => {
-                let reply = u2f(&payload);
+                let reply = super::u2f::msg(self, &payload);
                 self.send(cid, HidCommand::MSG, &reply);
             }
             HidCommand::CBOR => {
@@ -360,21 +361,5 @@ impl HidDevice {
                 self.outbox.push_back(h);
             }
         }
-    }
-}
-
-/// CTAP1/U2F over MSG (CTAP 2.1 §11.2.9.1.1): U2F_VERSION answers "U2F_V2";
-/// other instructions answer SW_INS_NOT_SUPPORTED (register/authenticate are
-/// not simulated), a malformed APDU SW_WRONG_LENGTH.
-fn u2f(apdu: &[u8]) -> Vec<u8> {
-    if apdu.len() < 4 {
-        return vec![0x67, 0x00];
-    }
-    if apdu[0] != 0 {
-        return vec![0x6e, 0x00];
-    }
-    match apdu[1] {
-        0x03 => [b"U2F_V2".as_slice(), &[0x90, 0x00]].concat(),
-        _ => vec![0x6d, 0x00],
     }
 }

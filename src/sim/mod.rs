@@ -4,7 +4,9 @@
 //! profile, deterministic from a seed, with fault injection. Layout:
 //! [`authenticator`] (CTAP 2.1 logic, no I/O), [`hid`] (device-side CTAPHID),
 //! [`store`] (resident credentials), [`attestation`] (the seed-derived
-//! simulator CA), [`faults`] (scripted failures), [`udp`] (the UDP HID bridge).
+//! simulator CA), [`faults`] (scripted failures), [`udp`] (the UDP HID bridge),
+//! [`u2f`] (CTAP1/U2F over CTAPHID_MSG), [`latency`] (a real key's timing, for
+//! benchmarks and `PREREG_SIM_LATENCY`).
 //!
 //! Handles: [`SimKey`] is a [`Transport`] the host stack talks to in-process;
 //! [`SimControl`] (cloneable) is what a rig or a test holds to touch,
@@ -16,11 +18,14 @@
 pub mod attestation;
 pub mod authenticator;
 pub mod card;
+pub mod cred_key;
 pub mod faults;
 pub mod hid;
 #[cfg(test)]
 mod host_fault_tests;
+pub mod latency;
 pub mod store;
+pub mod u2f;
 pub mod udp;
 
 pub use authenticator::PinStatus;

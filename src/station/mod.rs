@@ -10,7 +10,6 @@ pub mod app;
 pub mod deliver;
 pub mod http_sink;
 pub mod intake;
-pub mod latency;
 pub mod notify;
 pub mod policy;
 pub mod power;

@@ -134,7 +134,7 @@ impl KeySource for SimSource {
         let key = self.current.as_ref()?;
         // The latency model (benches, `PREREG_SIM_LATENCY`) is off unless asked for.
         key.is_present()
-            .then(|| KeyLink::Hid(super::latency::wrap(Box::new(key.transport()))))
+            .then(|| KeyLink::Hid(crate::sim::latency::wrap(Box::new(key.transport()))))
     }
 
     fn key_done(&mut self) {

@@ -582,3 +582,73 @@ def test_profiles_without_large_blobs_refuse_the_command(serve, profile):
     with pytest.raises(CtapError) as e:
         ctap.large_blobs(0, get=10)
     assert e.value.code == CtapError.ERR.INVALID_COMMAND
+
+
+# ---- issue #15: what getInfo advertises works (U2F_V2, EdDSA, credProtect) ----
+
+from fido2.cose import CoseKey, ES256, EdDSA  # noqa: E402
+from fido2.ctap1 import APDU, ApduError, Ctap1  # noqa: E402
+
+
+@pytest.mark.parametrize("profile", ["yubikey-5.2", "yubikey-5.7"])
+def test_u2f_register_authenticate_and_ctap2_interop(serve, profile):
+    server = serve(profile)
+    dev = server.device()
+    ctap1 = Ctap1(dev)
+    assert ctap1.get_version() == "U2F_V2"
+    app = hashlib.sha256(b"u2f.example").digest()
+    chal = hashlib.sha256(b"register").digest()
+    reg = ctap1.register(chal, app)
+    reg.verify(app, chal)  # attestation signature with the certificate's key
+    x509.load_der_x509_certificate(reg.certificate)
+
+    with pytest.raises(ApduError) as e:
+        ctap1.authenticate(chal, app, reg.key_handle, check_only=True)
+    assert e.value.code == APDU.USE_NOT_SATISFIED  # 6985: the handle is ours
+    with pytest.raises(ApduError) as e:
+        ctap1.authenticate(chal, hashlib.sha256(b"other").digest(), reg.key_handle, check_only=True)
+    assert e.value.code == APDU.WRONG_DATA  # 6A80: another appId
+
+    sig = ctap1.authenticate(chal, app, reg.key_handle)
+    assert sig.user_presence & 1
+    sig.verify(app, chal, reg.public_key)
+    sig2 = ctap1.authenticate(chal, app, reg.key_handle)
+    assert sig2.counter > sig.counter
+
+    # The U2F key handle in CTAP2 getAssertion, rpIdHash = appParam.
+    ctap = Ctap2(dev)
+    cdh = hashlib.sha256(b"interop").digest()
+    assertion = ctap.get_assertion(
+        "u2f.example", cdh, allow_list=[{"type": "public-key", "id": reg.key_handle}]
+    )
+    assertion.verify(cdh, ES256.from_ctap1(reg.public_key))
+
+    # A non-resident CTAP2 credential in U2F AUTHENTICATE.
+    att = ctap.make_credential(
+        cdh, {"id": "u2f.example"}, {"id": b"u"}, [{"type": "public-key", "alg": -7}]
+    )
+    cred = AuthenticatorData(att.auth_data).credential_data
+    sig = ctap1.authenticate(chal, app, cred.credential_id)
+    sig.verify(app, chal, b"\x04" + cred.public_key[-2] + cred.public_key[-3])
+
+
+@pytest.mark.parametrize("profile", ["yubikey-5.2", "yubikey-5.4", "yubikey-5.7"])
+def test_eddsa_credential_make_and_assert(serve, profile):
+    server = serve(profile)
+    ctap = Ctap2(server.device())
+    assert {"alg": -8, "type": "public-key"} in ctap.info.algorithms
+    cdh = hashlib.sha256(b"ed").digest()
+    att = ctap.make_credential(
+        cdh, RP, {"id": b"ed"}, [{"type": "public-key", "alg": -8}],
+        extensions={"credProtect": 1},
+    )
+    auth_data = AuthenticatorData(att.auth_data)
+    key = auth_data.credential_data.public_key
+    assert isinstance(key, EdDSA) and key[1] == 1 and key[-1] == 6  # OKP, Ed25519
+    assert auth_data.extensions == {"credProtect": 1}
+    cdh2 = hashlib.sha256(b"ed-assert").digest()
+    assertion = ctap.get_assertion(
+        RP["id"], cdh2,
+        allow_list=[{"type": "public-key", "id": auth_data.credential_data.credential_id}],
+    )
+    assertion.verify(cdh2, CoseKey.parse(dict(key)))
