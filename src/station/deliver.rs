@@ -319,6 +319,43 @@ pub fn place_result(outbox: &Path, id: &ShipmentId, bytes: &[u8]) -> Result<Plac
     Ok(Placed::Written)
 }
 
+/// Removes the temp files a crash left in `outbox` (start-up, before any
+/// delivery runs): hidden names of the form `.<shipment_id>.<16 hex>.tmp`
+/// that only [`place_result`] makes. A leftover is either a result not yet
+/// published (still pending in the store, so written again) or one already
+/// linked to its `<id>.json` (the extra name only). Returns how many.
+pub fn remove_stale_temps(outbox: &Path) -> std::io::Result<usize> {
+    let entries = match fs::read_dir(outbox) {
+        Ok(e) => e,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let mut removed = 0;
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if is_temp_name(name) && entry.file_type()?.is_file() {
+            fs::remove_file(entry.path())?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+/// Whether `name` is one of [`write_temp`]'s names.
+fn is_temp_name(name: &str) -> bool {
+    let Some(inner) = name.strip_prefix('.').and_then(|n| n.strip_suffix(".tmp")) else {
+        return false;
+    };
+    let Some((id, random)) = inner.rsplit_once('.') else {
+        return false;
+    };
+    random.len() == 16
+        && random.bytes().all(|b| b.is_ascii_hexdigit())
+        && ShipmentId::parse(id).is_ok()
+}
+
 /// Creates `dir` (and missing parents) as 0700 whatever the umask; an
 /// existing directory is left as the operator made it.
 pub(crate) fn private_dir(dir: &Path) -> std::io::Result<()> {
@@ -585,6 +622,40 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, ["A.json"]);
+    }
+
+    #[test]
+    fn temp_files_left_by_a_crash_are_removed_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let o = dir.path();
+        for name in [
+            ".A.0123456789abcdef.tmp",
+            ".B-1.fedcba9876543210.tmp",
+            "A.json",
+            ".A.json.tmp",
+            ".A.xyz.tmp",
+            "notes.txt",
+        ] {
+            fs::write(o.join(name), "x").unwrap();
+        }
+        fs::create_dir(o.join(".C.0123456789abcdef.tmp")).unwrap();
+        assert_eq!(remove_stale_temps(o).unwrap(), 2);
+        let mut left: Vec<_> = fs::read_dir(o)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                ".A.json.tmp",
+                ".A.xyz.tmp",
+                ".C.0123456789abcdef.tmp",
+                "A.json",
+                "notes.txt"
+            ]
+        );
+        assert_eq!(remove_stale_temps(&o.join("missing")).unwrap(), 0);
     }
 
     #[test]

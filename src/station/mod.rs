@@ -185,8 +185,17 @@ impl Station {
             delivery: Mutex::new(Some(tx)),
             delivery_failures: Mutex::default(),
         });
-        // After a restart every pending result is tried at once.
+        // After a restart every pending result is tried at once, and the
+        // temp files a crash left in the outbox go first.
         shared.store.retry_deliveries_now()?;
+        if shared.http_sink.is_none() {
+            match deliver::remove_stale_temps(&shared.config.outbox_dir) {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(files = n, "removed delivery temp files left by a crash"),
+                // Harmless: leftovers are hidden, not `*.json`, never reused.
+                Err(e) => tracing::warn!("cannot clear delivery temp files: {e}"),
+            }
+        }
         let delivery = {
             let shared = shared.clone();
             std::thread::Builder::new()

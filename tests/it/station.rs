@@ -1235,8 +1235,19 @@ fn fifty_results_one_outbox_name_taken_49_delivered_and_run_once_names_the_stuck
         .as_deref()
         .unwrap()
         .starts_with("delivery.outbox_conflict: "));
-    // Moved aside, it is delivered by the next run.
     drop(store);
+    let cfg = bench.config_path.clone().into_os_string();
+    let list = station(&["jobs".as_ref(), "list".as_ref(), "--config".as_ref(), &cfg]);
+    let list = String::from_utf8_lossy(&list.stdout);
+    let section = list
+        .split_once("1 result(s) waiting for the sink, 1 failing:")
+        .map(|(_, s)| s)
+        .unwrap_or_default();
+    assert!(
+        section.contains("R07") && section.contains("delivery.outbox_conflict: "),
+        "{list}"
+    );
+    // Moved aside, it is delivered by the next run.
     std::fs::rename(&planted, bench.dir.path().join("R07.other")).unwrap();
     let (code, stderr, _) = bench.run(&["run", "--once"], Duration::from_secs(60));
     assert_eq!(code, Some(0), "{stderr}");
