@@ -1072,6 +1072,90 @@ mod tests {
         assert_eq!(s.count("queued").unwrap(), 2);
     }
 
+    /// A programmed result for `id` (imported, leased, stored).
+    fn programmed(s: &Store, id: &str) {
+        s.import(&job(id, 1), vec![]).unwrap();
+        s.lease("slot1", &[1], Duration::from_secs(60))
+            .unwrap()
+            .unwrap();
+        s.begin_programming("slot1", id, "1").unwrap();
+        s.store_result("slot1", id, "1", "5.7.1", format!("{{\"r\":\"{id}\"}}"))
+            .unwrap();
+    }
+
+    #[test]
+    fn a_failed_delivery_waits_its_turn_behind_fresh_results() {
+        let s = Store::open_in_memory().unwrap();
+        for id in ["A", "B", "C"] {
+            programmed(&s, id);
+        }
+        assert_eq!(
+            s.delivery_failed("A", "delivery.sink_refused", "422", 5_000)
+                .unwrap(),
+            1
+        );
+        let ids = |v: Vec<PendingDelivery>| -> Vec<String> {
+            v.into_iter().map(|p| p.status.shipment_id).collect()
+        };
+        // Not due before its time; after it, behind the results that never failed.
+        assert_eq!(ids(s.due_deliveries(4_999).unwrap()), ["B", "C"]);
+        assert_eq!(ids(s.due_deliveries(5_000).unwrap()), ["B", "C", "A"]);
+        assert_eq!(
+            s.delivery_failed("A", "delivery.sink_refused", "422", 9_000)
+                .unwrap(),
+            2
+        );
+        let a = &s.delivery_status().unwrap()[2];
+        assert_eq!(
+            (
+                a.attempts,
+                a.next_attempt_ms,
+                a.reason.as_deref(),
+                a.error.as_deref()
+            ),
+            (2, 9_000, Some("delivery.sink_refused"), Some("422"))
+        );
+        assert_eq!(
+            s.show("A").unwrap().0.reason.as_deref(),
+            Some("delivery.sink_refused: 422")
+        );
+        // A restart makes it due at once; delivery clears the reason.
+        s.retry_deliveries_now().unwrap();
+        assert_eq!(s.due_deliveries(0).unwrap().len(), 3);
+        s.delivered("A", "outbox").unwrap();
+        assert_eq!(s.show("A").unwrap().0.reason, None);
+        assert!(matches!(
+            s.delivery_failed("A", "delivery.outbox_io", "x", 0),
+            Err(StoreError::UnknownJob(_))
+        ));
+    }
+
+    #[test]
+    fn database_files_are_owner_only_even_when_they_were_not() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("station.db");
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().mode() & 0o777;
+        {
+            let s = Store::open(&db).unwrap();
+            s.import(&job("A", 1), vec![]).unwrap();
+            assert_eq!(mode(&db), 0o600);
+            for suffix in ["-wal", "-shm"] {
+                let f = dir.path().join(format!("station.db{suffix}"));
+                assert_eq!(mode(&f), 0o600, "{suffix}");
+                // As an older install under umask 022 left them.
+                std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+            }
+            std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+            let _again = Store::open(&db).unwrap();
+            assert_eq!(mode(&db), 0o600);
+            for suffix in ["-wal", "-shm"] {
+                let f = dir.path().join(format!("station.db{suffix}"));
+                assert_eq!(mode(&f), 0o600, "{suffix}");
+            }
+        }
+    }
+
     #[test]
     fn attempts_end_in_failed() {
         let s = Store::open_in_memory().unwrap();

