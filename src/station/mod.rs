@@ -1,5 +1,7 @@
 //! The station: a supervisor that owns the shared state, one worker thread per
-//! slot ([`worker`]), a delivery thread ([`deliver`]), and start-up recovery.
+//! slot ([`worker`]), a delivery thread ([`deliver`]: each result on its own,
+//! with backoff), start-up directory checks ([`preflight`]), and start-up
+//! recovery.
 //!
 //! Shared state is one `Arc<Shared>`: the store handle (itself a channel to
 //! the store thread), the station keys (read-only), the status board (its own
