@@ -181,18 +181,19 @@ pub struct Pass {
     pub failed: Vec<Failed>,
 }
 
-/// Tries every result due at `now_ms` (unix milliseconds), each on its own:
-/// a failure is recorded with its reason and next attempt time
-/// (`now_ms` + [`backoff`] with `jitter()` in [0, 1)) and the pass goes on.
-/// Only a store that cannot list the due results ends the pass early.
+/// Tries every result due when the pass starts, each on its own: a failure is
+/// recorded with its reason and next attempt time (the time of that failure
+/// plus [`backoff`] with `jitter()` in [0, 1)) and the pass goes on. `now_ms`
+/// is the clock (unix milliseconds; tests pass a fixed one). Only a store that
+/// cannot list the due results ends the pass early.
 pub fn deliver_due(
     store: &Store,
     sink: Sink<'_>,
-    now_ms: i64,
+    now_ms: &dyn Fn() -> i64,
     jitter: &mut dyn FnMut() -> f64,
 ) -> Result<Pass, StoreError> {
     let mut pass = Pass::default();
-    for pending in store.due_deliveries(now_ms)? {
+    for pending in store.due_deliveries(now_ms())? {
         let id = pending.status.shipment_id.clone();
         let failure = match deliver_one(sink, &pending) {
             Ok(()) => match store.delivered(&id, sink.name()) {
@@ -205,7 +206,7 @@ pub fn deliver_due(
             Err(f) => f,
         };
         let attempts = pending.status.attempts.saturating_add(1);
-        let next = now_ms.saturating_add(backoff(attempts, jitter()).as_millis() as i64);
+        let next = now_ms().saturating_add(backoff(attempts, jitter()).as_millis() as i64);
         let attempts = match store.delivery_failed(
             &id,
             failure.reason.code(),
@@ -509,7 +510,7 @@ mod tests {
         // "A" (the oldest) cannot be delivered: its name is taken.
         fs::write(outbox.join("A.json"), "other").unwrap();
         let t0 = 1_000_000;
-        let pass = deliver_due(&s, Sink::Outbox(&outbox), t0, &mut no_jitter()).unwrap();
+        let pass = deliver_due(&s, Sink::Outbox(&outbox), &|| t0, &mut no_jitter()).unwrap();
         assert_eq!(pass.delivered, ["B", "C"]);
         assert_eq!(pass.failed.len(), 1);
         let f = &pass.failed[0];
@@ -520,7 +521,7 @@ mod tests {
         assert_eq!(f.next_attempt_ms, t0 + 500);
         // Not due before its backoff; due after, and backs off further.
         assert!(s.due_deliveries(t0 + 499).unwrap().is_empty());
-        let pass = deliver_due(&s, Sink::Outbox(&outbox), t0 + 500, &mut no_jitter()).unwrap();
+        let pass = deliver_due(&s, Sink::Outbox(&outbox), &|| t0 + 500, &mut no_jitter()).unwrap();
         assert_eq!(
             (pass.failed[0].attempts, pass.failed[0].next_attempt_ms),
             (2, t0 + 500 + 1000)
@@ -549,7 +550,8 @@ mod tests {
         assert_eq!(fs::read(outbox.join("A.json")).unwrap(), b"other");
         // Moving the other file aside lets it through.
         fs::remove_file(outbox.join("A.json")).unwrap();
-        let pass = deliver_due(&s, Sink::Outbox(&outbox), t0 + 10_000, &mut no_jitter()).unwrap();
+        let pass =
+            deliver_due(&s, Sink::Outbox(&outbox), &|| t0 + 10_000, &mut no_jitter()).unwrap();
         assert_eq!(pass.delivered, ["A"]);
         assert_eq!(s.show("A").unwrap().0.reason, None);
     }
@@ -560,7 +562,7 @@ mod tests {
         let s = store_with(&["A"]);
         private_dir(dir.path()).unwrap();
         fs::write(dir.path().join("A.json"), "{\"r\":\"A\"}").unwrap();
-        let pass = deliver_due(&s, Sink::Outbox(dir.path()), 0, &mut no_jitter()).unwrap();
+        let pass = deliver_due(&s, Sink::Outbox(dir.path()), &|| 0, &mut no_jitter()).unwrap();
         assert_eq!(pass.delivered, ["A"]);
         assert_eq!(s.show("A").unwrap().0.state, "purged");
     }
@@ -580,7 +582,7 @@ mod tests {
         })
         .unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let pass = deliver_due(&s, Sink::Outbox(dir.path()), 0, &mut no_jitter()).unwrap();
+        let pass = deliver_due(&s, Sink::Outbox(dir.path()), &|| 0, &mut no_jitter()).unwrap();
         assert_eq!(pass.failed[0].failure.reason, Reason::BadId);
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
         assert_eq!(s.show("COLL.1").unwrap().0.state, "programmed");

@@ -355,17 +355,15 @@ fn delivery_loop(shared: &Shared, rx: mpsc::Receiver<()>) {
             Some(http) => deliver::Sink::Http(http),
             None => deliver::Sink::Outbox(&shared.config.outbox_dir),
         };
-        let now = now_ms();
-        match deliver::deliver_due(&shared.store, sink, now, &mut || rand::random::<f64>()) {
+        match deliver::deliver_due(&shared.store, sink, &now_ms, &mut || rand::random::<f64>()) {
             Ok(pass) => record_pass(shared, &pass),
             Err(e) => tracing::error!("delivery: cannot list pending results (will retry): {e}"),
         }
         let status = shared.store.delivery_status().unwrap_or_default();
+        let now = now_ms();
         wait = status
             .iter()
-            .map(
-                |p| Duration::from_millis(p.next_attempt_ms.saturating_sub(now_ms()).max(0) as u64),
-            )
+            .map(|p| Duration::from_millis(p.next_attempt_ms.saturating_sub(now).max(0) as u64))
             .min()
             .unwrap_or(DELIVERY_IDLE)
             .clamp(Duration::from_millis(10), DELIVERY_IDLE);

@@ -1362,7 +1362,8 @@ fn fifty_results_one_refused_by_the_http_sink_49_delivered_and_the_refused_one_b
         tries.len()
     );
     let gaps: Vec<Duration> = tries.windows(2).map(|w| w[1] - w[0]).collect();
-    assert!(gaps[0] >= Duration::from_millis(400), "{gaps:?}");
+    eprintln!("R23: {} attempts in 12 s, gaps {gaps:?}", tries.len());
+    assert!(gaps[0] >= Duration::from_millis(450), "{gaps:?}");
     for g in gaps.windows(2) {
         // Scheduling noise aside (two shared cores), a gap never shrinks.
         assert!(
