@@ -17,6 +17,11 @@
  *               credential of that algorithm (attestation verified) and an
  *               assertion with it in the allow list (signature verified)
  *   credman     metadata, RPs, credentials of the RP, delete, metadata again
+ *   u2f         when getInfo lists U2F_V2: a second handle forced to CTAP1
+ *               (fido_dev_force_u2f): U2F register (fido-u2f attestation
+ *               verified), authenticate (libfido2 checks the key handle
+ *               with P1=0x07 first), and the U2F key handle used again over
+ *               CTAP2 getAssertion (CTAP 2.1 §10.3 interoperability)
  *   config      authenticatorConfig when getInfo offers authnrCfg:
  *               setMinPINLength, toggleAlwaysUv (if alwaysUv is advertised),
  *               forcePINChange then changePIN; otherwise the key must refuse
@@ -596,6 +601,108 @@ out:
 	fido_credman_metadata_free(&md);
 }
 
+static bool
+lists_version(fido_dev_t *dev, const char *version)
+{
+	fido_cbor_info_t *ci = get_info(dev, "u2f");
+	bool found = false;
+
+	if (ci == NULL)
+		return false;
+	for (size_t i = 0; i < fido_cbor_info_versions_len(ci); i++)
+		if (strcmp(fido_cbor_info_versions_ptr(ci)[i], version) == 0)
+			found = true;
+	fido_cbor_info_free(&ci);
+	return found;
+}
+
+static void
+step_u2f(fido_dev_t *dev, const char *path, const fido_dev_io_t *io)
+{
+	static const unsigned char user_id[] = "prereg-user-u2f";
+	unsigned char cdh[32];
+	fido_dev_t *u2f = NULL;
+	fido_cred_t *cred = fido_cred_new();
+	fido_assert_t *a = fido_assert_new(), *a2 = fido_assert_new();
+	int r;
+
+	if (!lists_version(dev, "U2F_V2")) {
+		ok("u2f", "U2F_V2 not advertised");
+		goto out;
+	}
+	for (size_t i = 0; i < sizeof(cdh); i++)
+		cdh[i] = (unsigned char)(0x70 + i);
+	if (cred == NULL || a == NULL || a2 == NULL ||
+	    (u2f = fido_dev_new()) == NULL ||
+	    fido_dev_set_io_functions(u2f, io) != FIDO_OK) {
+		fail("u2f", "allocation");
+		goto out;
+	}
+	if ((r = fido_dev_open(u2f, path)) != FIDO_OK) {
+		fail("u2f", "second handle: %s (%d)", fido_strerr(r), r);
+		goto out;
+	}
+	fido_dev_force_u2f(u2f);
+	if (fido_cred_set_type(cred, COSE_ES256) != FIDO_OK ||
+	    fido_cred_set_clientdata_hash(cred, cdh, sizeof(cdh)) != FIDO_OK ||
+	    fido_cred_set_rp(cred, RP_ID, NULL) != FIDO_OK ||
+	    fido_cred_set_user(cred, user_id, sizeof(user_id) - 1, NULL,
+	    NULL, NULL) != FIDO_OK) {
+		fail("u2f", "building the request");
+		goto out;
+	}
+	if ((r = fido_dev_make_cred(u2f, cred, NULL)) != FIDO_OK) {
+		fail("u2f", "U2F register: %s (%d)", fido_strerr(r), r);
+		goto out;
+	}
+	if ((r = fido_cred_verify(cred)) != FIDO_OK) {
+		fail("u2f", "U2F register: %s attestation does not verify: "
+		    "%s (%d)", fido_cred_fmt(cred), fido_strerr(r), r);
+		goto out;
+	}
+	if (fido_assert_set_clientdata_hash(a, cdh, sizeof(cdh)) != FIDO_OK ||
+	    fido_assert_set_rp(a, RP_ID) != FIDO_OK ||
+	    fido_assert_allow_cred(a, fido_cred_id_ptr(cred),
+	    fido_cred_id_len(cred)) != FIDO_OK ||
+	    fido_assert_set_clientdata_hash(a2, cdh, sizeof(cdh)) != FIDO_OK ||
+	    fido_assert_set_rp(a2, RP_ID) != FIDO_OK ||
+	    fido_assert_allow_cred(a2, fido_cred_id_ptr(cred),
+	    fido_cred_id_len(cred)) != FIDO_OK) {
+		fail("u2f", "building the assertion requests");
+		goto out;
+	}
+	if ((r = fido_dev_get_assert(u2f, a, NULL)) != FIDO_OK) {
+		fail("u2f", "U2F authenticate: %s (%d)", fido_strerr(r), r);
+		goto out;
+	}
+	if ((r = verify_with(a, cred, COSE_ES256)) != FIDO_OK) {
+		fail("u2f", "U2F authenticate: signature does not verify: "
+		    "%s (%d)", fido_strerr(r), r);
+		goto out;
+	}
+	/* The U2F key handle over CTAP2 (no PIN: up only). */
+	if ((r = fido_dev_get_assert(dev, a2, NULL)) != FIDO_OK) {
+		fail("u2f", "CTAP2 getAssertion with the U2F key handle: "
+		    "%s (%d)", fido_strerr(r), r);
+		goto out;
+	}
+	if ((r = verify_with(a2, cred, COSE_ES256)) != FIDO_OK) {
+		fail("u2f", "CTAP2 assertion with the U2F key handle does not "
+		    "verify: %s (%d)", fido_strerr(r), r);
+		goto out;
+	}
+	ok("u2f", "register (%s attestation verified), authenticate, and the "
+	    "key handle over CTAP2", fido_cred_fmt(cred));
+out:
+	if (u2f != NULL) {
+		fido_dev_close(u2f);
+		fido_dev_free(&u2f);
+	}
+	fido_assert_free(&a2);
+	fido_assert_free(&a);
+	fido_cred_free(&cred);
+}
+
 static void
 step_config(fido_dev_t *dev)
 {
@@ -725,6 +832,7 @@ main(int argc, char **argv)
 			fail("assert", "skipped: no credential");
 			fail("credman", "skipped: no credential");
 		}
+		step_u2f(dev, path, &io);
 		step_config(dev);
 	}
 
