@@ -16,6 +16,8 @@
  *   alg N       for every algorithm getInfo advertises: a non-resident
  *               credential of that algorithm (attestation verified) and an
  *               assertion with it in the allow list (signature verified)
+ *   cred-protect  when credProtect is advertised: levels 1, 2 and 3 each
+ *               come back in the authenticator data's extension output
  *   credman     metadata, RPs, credentials of the RP, delete, metadata again
  *   u2f         when getInfo lists U2F_V2: a second handle forced to CTAP1
  *               (fido_dev_force_u2f): U2F register (fido-u2f attestation
@@ -232,6 +234,107 @@ print_list(const char *label, char **items, size_t n)
 	printf("\n");
 }
 
+/* ---- the credProtect output in raw authenticator data ----
+ *
+ * fido_cred_prot() returns the level the client *asked for*, so the key's
+ * answer is read here: authData (WebAuthn §6.1) = rpIdHash(32) flags(1)
+ * signCount(4) [AT: aaguid(16) credIdLen(2) credId COSE_Key] [ED: extensions
+ * map]. A minimal CBOR walker skips the COSE key. */
+
+static bool
+cbor_head(const unsigned char *p, size_t len, size_t *off, int *major,
+    uint64_t *val)
+{
+	unsigned ai;
+	size_t n;
+
+	if (*off >= len)
+		return false;
+	*major = p[*off] >> 5;
+	ai = p[*off] & 0x1f;
+	(*off)++;
+	if (ai < 24) {
+		*val = ai;
+		return true;
+	}
+	if (ai > 27)
+		return false; /* indefinite lengths: not canonical CTAP2 */
+	n = (size_t)1 << (ai - 24);
+	if (len - *off < n)
+		return false;
+	*val = 0;
+	for (size_t i = 0; i < n; i++)
+		*val = (*val << 8) | p[(*off)++];
+	return true;
+}
+
+static bool
+cbor_skip(const unsigned char *p, size_t len, size_t *off, int depth)
+{
+	int major;
+	uint64_t val;
+
+	if (depth > 8 || !cbor_head(p, len, off, &major, &val))
+		return false;
+	switch (major) {
+	case 2:
+	case 3:
+		if (len - *off < val)
+			return false;
+		*off += (size_t)val;
+		return true;
+	case 4:
+	case 5:
+		for (uint64_t i = 0; i < (major == 5 ? 2 * val : val); i++)
+			if (!cbor_skip(p, len, off, depth + 1))
+				return false;
+		return true;
+	case 6:
+		return cbor_skip(p, len, off, depth + 1);
+	default:
+		return true;
+	}
+}
+
+/* The credProtect level in the key's extension output: 0 when absent,
+ * -1 when the authenticator data cannot be parsed. */
+static int
+authdata_cred_protect(const fido_cred_t *cred)
+{
+	const unsigned char *p = fido_cred_authdata_raw_ptr(cred);
+	size_t len = fido_cred_authdata_raw_len(cred), off = 37;
+	int major;
+	uint64_t n, val;
+
+	if (p == NULL || len < off + 18 || !(p[32] & 0x40))
+		return -1;
+	off += 16;
+	off += 2 + (size_t)((p[off] << 8) | p[off + 1]);
+	if (off > len || !cbor_skip(p, len, &off, 0))
+		return -1;
+	if (!(p[32] & 0x80))
+		return 0;
+	if (!cbor_head(p, len, &off, &major, &n) || major != 5)
+		return -1;
+	for (uint64_t i = 0; i < n; i++) {
+		size_t key = off;
+		if (!cbor_head(p, len, &off, &major, &val))
+			return -1;
+		if (major == 3 && val == 11 && len - off >= 11 &&
+		    memcmp(p + off, "credProtect", 11) == 0) {
+			off += 11;
+			if (!cbor_head(p, len, &off, &major, &val) ||
+			    major != 0)
+				return -1;
+			return (int)val;
+		}
+		off = key;
+		if (!cbor_skip(p, len, &off, 0) || !cbor_skip(p, len, &off, 0))
+			return -1;
+	}
+	return 0;
+}
+
 /* ---- steps ---- */
 
 static bool
@@ -349,9 +452,9 @@ step_make_rk(fido_dev_t *dev)
 		fido_cred_free(&cred);
 		return NULL;
 	}
-	if (fido_cred_prot(cred) != FIDO_CRED_PROT_UV_OPTIONAL_WITH_ID) {
+	if (authdata_cred_protect(cred) != FIDO_CRED_PROT_UV_OPTIONAL_WITH_ID) {
 		fail("make-rk", "credProtect %d in authData, want 2",
-		    fido_cred_prot(cred));
+		    authdata_cred_protect(cred));
 		fido_cred_free(&cred);
 		return NULL;
 	}
@@ -522,6 +625,63 @@ step_algorithms(fido_dev_t *dev)
 }
 
 static void
+step_cred_protect(fido_dev_t *dev)
+{
+	static const unsigned char user_id[] = "prereg-user-prot";
+	fido_cbor_info_t *ci = get_info(dev, "cred-protect");
+	unsigned char cdh[32];
+	bool advertised = false;
+	int r;
+
+	if (ci == NULL)
+		return;
+	for (size_t i = 0; i < fido_cbor_info_extensions_len(ci); i++)
+		if (strcmp(fido_cbor_info_extensions_ptr(ci)[i],
+		    "credProtect") == 0)
+			advertised = true;
+	fido_cbor_info_free(&ci);
+	if (!advertised) {
+		ok("cred-protect", "credProtect not advertised");
+		return;
+	}
+	for (size_t i = 0; i < sizeof(cdh); i++)
+		cdh[i] = (unsigned char)(0x90 + i);
+	for (int level = FIDO_CRED_PROT_UV_OPTIONAL;
+	    level <= FIDO_CRED_PROT_UV_REQUIRED; level++) {
+		fido_cred_t *cred = fido_cred_new();
+
+		if (cred == NULL ||
+		    fido_cred_set_type(cred, COSE_ES256) != FIDO_OK ||
+		    fido_cred_set_clientdata_hash(cred, cdh, sizeof(cdh)) !=
+		    FIDO_OK ||
+		    fido_cred_set_rp(cred, RP_ID, NULL) != FIDO_OK ||
+		    fido_cred_set_user(cred, user_id, sizeof(user_id) - 1,
+		    "prot", NULL, NULL) != FIDO_OK ||
+		    fido_cred_set_prot(cred, level) != FIDO_OK) {
+			fail("cred-protect", "building the request");
+			fido_cred_free(&cred);
+			return;
+		}
+		r = fido_dev_make_cred(dev, cred, PIN);
+		if (r != FIDO_OK) {
+			fail("cred-protect", "level %d: makeCredential: %s "
+			    "(%d)", level, fido_strerr(r), r);
+			fido_cred_free(&cred);
+			return;
+		}
+		if (authdata_cred_protect(cred) != level) {
+			fail("cred-protect", "level %d requested, authData "
+			    "reports %d (0: no output)", level,
+			    authdata_cred_protect(cred));
+			fido_cred_free(&cred);
+			return;
+		}
+		fido_cred_free(&cred);
+	}
+	ok("cred-protect", "levels 1, 2, 3 reported in the extension output");
+}
+
+static void
 step_credman(fido_dev_t *dev, const fido_cred_t *cred)
 {
 	fido_credman_metadata_t *md = fido_credman_metadata_new();
@@ -569,6 +729,8 @@ step_credman(fido_dev_t *dev, const fido_cred_t *cred)
 		    "made");
 		goto out;
 	}
+	/* Here fido_cred_prot() is the key's answer: libfido2 fills it from
+	 * the enumerateCredentials reply (credProtect, 0x0A). */
 	if (fido_cred_prot(found) != FIDO_CRED_PROT_UV_OPTIONAL_WITH_ID) {
 		fail("credman", "credProtect %d listed, want 2",
 		    fido_cred_prot(found));
@@ -827,6 +989,7 @@ main(int argc, char **argv)
 		if ((cred = step_make_rk(dev)) != NULL) {
 			step_assert(dev, cred);
 			step_algorithms(dev);
+			step_cred_protect(dev);
 			step_credman(dev, cred);
 		} else {
 			fail("assert", "skipped: no credential");
