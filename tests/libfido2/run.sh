@@ -6,6 +6,7 @@
 # makeCredential rk, getAssertion, credential management, authenticatorConfig).
 #
 # Usage: tests/libfido2/run.sh [--build-only] [PROFILE...]
+#        (PREREG_STATION_BIN=path: test that binary instead of a fresh debug build)
 # Exit status: 0 only if every step passed on every profile.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -24,8 +25,13 @@ cc -std=c11 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Werror -O1 $(pkg-config --c
 echo "libfido2 $(pkg-config --modversion libfido2): client built" >&2
 [ "$build_only" = 0 ] || exit 0
 
-cargo build --locked -q --bin prereg-station
-bin=target/debug/prereg-station
+# PREREG_STATION_BIN: test that binary instead of building target/debug/prereg-station.
+if [ -n "${PREREG_STATION_BIN:-}" ]; then
+  bin="$PREREG_STATION_BIN"
+else
+  cargo build --locked -q --bin prereg-station
+  bin=target/debug/prereg-station
+fi
 
 sim_pid=""
 stop_sim() {

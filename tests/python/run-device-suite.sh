@@ -9,6 +9,7 @@
 # pins the range), downloaded once into target/fido2-sdist/ (never committed).
 #
 # Usage: tests/python/run-device-suite.sh [PROFILE...] [-- PYTEST_ARGS...]
+#        (PREREG_STATION_BIN=path: test that binary instead of a fresh debug build)
 # Exit status: 0 only if every profile has 0 failures and 0 errors.
 # Results: target/device-suite/PROFILE.xml (JUnit) and a summary on stdout.
 set -euo pipefail
@@ -37,8 +38,13 @@ if [ ! -f "$suite/conftest.py" ]; then
 fi
 [ -f "$suite/conftest.py" ] || { echo "run-device-suite: no tests/device in the fido2 $version sdist" >&2; exit 2; }
 
-cargo build --locked -q --bin prereg-station
-bin="$PWD/target/debug/prereg-station"
+# PREREG_STATION_BIN: test that binary instead of building target/debug/prereg-station.
+if [ -n "${PREREG_STATION_BIN:-}" ]; then
+  bin="$(realpath "$PREREG_STATION_BIN")"
+else
+  cargo build --locked -q --bin prereg-station
+  bin="$PWD/target/debug/prereg-station"
+fi
 
 out=target/device-suite
 mkdir -p "$out"
