@@ -316,9 +316,10 @@ fn store_costs(
         product_id: 0x0402,
         inventory_product_id: 1,
         customization_id: "C19881".into(),
-        // The size of a real P-384 ECDH-ES JWE of a PIN request.
-        pin_request: "e".repeat(600),
-        credential_requests: vec!["c".repeat(1500)],
+        // The size of a real P-384 ECDH-ES JWE of a PIN request; unique per
+        // job, as real requests are (the same request twice is a replay).
+        pin_request: format!("{i:08}{}", "e".repeat(592)),
+        credential_requests: vec![format!("{i:08}{}", "c".repeat(1492))],
     };
     // Bulk fill in one transaction (the same rows `import` writes, audit included).
     let filler: Vec<Job> = (0..depth - k.min(depth)).map(job).collect();
@@ -356,9 +357,7 @@ fn store_costs(
     let base = depth - k.min(depth);
     let t = Instant::now();
     for i in base..depth {
-        store
-            .import(&job(i), vec!["d".repeat(43), "d".repeat(43)])
-            .map_err(|e| e.to_string())?;
+        store.import(&job(i)).map_err(|e| e.to_string())?;
     }
     let import = t.elapsed() / k as u32;
     let mut leased = Vec::with_capacity(k);

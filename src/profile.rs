@@ -122,6 +122,10 @@ struct RawProfile {
     max_cred_id_length: u32,
     algorithms: Vec<i64>,
     max_rpids_for_set_min_pin_length: u32,
+    #[serde(default)]
+    max_cred_blob_length: Option<u32>,
+    #[serde(default)]
+    max_serialized_large_blob_array: Option<u32>,
     resident_capacity: usize,
     min_pin_length: u8,
     reset_window_ms: u64,
@@ -154,6 +158,10 @@ pub struct FirmwareProfile {
     pub max_cred_id_length: u32,
     pub algorithms: Vec<i64>,
     pub max_rpids_for_set_min_pin_length: u32,
+    /// getInfo 0x0F; present exactly when `extensions` lists credBlob (CTAP 2.1 §12.2: at least 32).
+    pub max_cred_blob_length: Option<u32>,
+    /// getInfo 0x0B; present exactly when option largeBlobs is true (CTAP 2.1 §6.10: at least 1024).
+    pub max_serialized_large_blob_array: Option<u32>,
     /// Discoverable credential slots.
     pub resident_capacity: usize,
     /// Factory minPINLength.
@@ -204,6 +212,38 @@ impl FirmwareProfile {
         if raw.resident_capacity == 0 || raw.resident_capacity > 10_000 {
             return Err(bad("resident_capacity must be within 1..=10000".into()));
         }
+        let cred_blob = raw.extensions.iter().any(|e| e == "credBlob");
+        match raw.max_cred_blob_length {
+            Some(n) if !cred_blob => {
+                return Err(bad(format!(
+                    "max_cred_blob_length {n} without the credBlob extension"
+                )))
+            }
+            Some(n) if n < 32 => {
+                return Err(bad("max_cred_blob_length must be at least 32".into()))
+            }
+            None if cred_blob => return Err(bad("credBlob needs max_cred_blob_length".into())),
+            _ => {}
+        }
+        let large_blobs = raw.options.get("largeBlobs") == Some(&true);
+        match raw.max_serialized_large_blob_array {
+            Some(n) if !large_blobs => {
+                return Err(bad(format!(
+                    "max_serialized_large_blob_array {n} without option largeBlobs"
+                )))
+            }
+            Some(n) if n < 1024 => {
+                return Err(bad(
+                    "max_serialized_large_blob_array must be at least 1024".into()
+                ))
+            }
+            None if large_blobs => {
+                return Err(bad(
+                    "option largeBlobs needs max_serialized_large_blob_array".into(),
+                ))
+            }
+            _ => {}
+        }
         if raw.products.is_empty() {
             return Err(bad("lists no products".into()));
         }
@@ -231,6 +271,8 @@ impl FirmwareProfile {
             max_cred_id_length: raw.max_cred_id_length,
             algorithms: raw.algorithms,
             max_rpids_for_set_min_pin_length: raw.max_rpids_for_set_min_pin_length,
+            max_cred_blob_length: raw.max_cred_blob_length,
+            max_serialized_large_blob_array: raw.max_serialized_large_blob_array,
             resident_capacity: raw.resident_capacity,
             min_pin_length: raw.min_pin_length,
             reset_window_ms: raw.reset_window_ms,

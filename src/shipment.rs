@@ -6,6 +6,7 @@
 //! reach the store. Structural rules are checked once, into a [`Job`]; the
 //! encrypted requests inside are only decrypted at recipe step 4.
 
+use crate::escape::Untrusted;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -163,6 +164,11 @@ pub enum IntakeRefusal {
         product_id: u32,
         customization: String,
     },
+    /// The shipment id is already known with different content (SPEC §3);
+    /// holds what differs. The first job stays as it was.
+    Conflict(String),
+    /// A request JWE was seen before (SPEC §3 "Replay"); holds which one and where.
+    Replayed(String),
 }
 
 impl IntakeRefusal {
@@ -179,6 +185,8 @@ impl IntakeRefusal {
             IntakeRefusal::ProductNotInCustomization { .. } => {
                 "intake.product_not_in_customization"
             }
+            IntakeRefusal::Conflict(_) => "intake.conflict",
+            IntakeRefusal::Replayed(_) => "request.replayed",
         }
     }
 }
@@ -207,10 +215,13 @@ impl fmt::Display for IntakeRefusal {
             IntakeRefusal::UnknownProduct(p) => {
                 write!(f, "{code}: product_id {p} is not in any firmware profile")
             }
+            // The customization id is not checked against a grammar, so it
+            // is escaped: this text is logged, stored and printed.
             IntakeRefusal::UnknownCustomization(c) => {
                 write!(
                     f,
-                    "{code}: customization {c} is not configured on this station"
+                    "{code}: customization {} is not configured on this station",
+                    Untrusted(c)
                 )
             }
             IntakeRefusal::ProductNotInCustomization {
@@ -218,8 +229,14 @@ impl fmt::Display for IntakeRefusal {
                 customization,
             } => write!(
                 f,
-                "{code}: product_id {product_id} is not allowed by customization {customization}"
+                "{code}: product_id {product_id} is not allowed by customization {}",
+                Untrusted(customization)
             ),
+            IntakeRefusal::Conflict(what) => write!(
+                f,
+                "{code}: shipment_id already known with different {what}; the first job stays as it was"
+            ),
+            IntakeRefusal::Replayed(what) => write!(f, "{code}: {what}"),
         }
     }
 }
@@ -235,6 +252,82 @@ pub struct Job {
     pub pin_request: String,
     /// Compact JWEs, `cty` prereg.cred-request.v1 (still encrypted).
     pub credential_requests: Vec<String>,
+}
+
+impl Job {
+    /// The SHA-256 digests (base64url) of the job's request JWEs, PIN request
+    /// first, in order: the same `requestDigest` every response carries
+    /// (SPEC §5). Intake compares jobs and detects replays on these (SPEC §3).
+    pub fn request_digests(&self) -> Vec<String> {
+        std::iter::once(&self.pin_request)
+            .chain(&self.credential_requests)
+            .map(|jwe| crate::jose::response::request_digest(jwe))
+            .collect()
+    }
+}
+
+/// What a shipment is, for telling a re-import from a conflict (SPEC §3): the
+/// product, the customization and the requests (by digest). Whitespace and
+/// field order in the file, and ignored fields such as recipient PII, do not
+/// count.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobContent {
+    pub product_id: u32,
+    pub inventory_product_id: u32,
+    pub customization_id: String,
+    /// [`Job::request_digests`] order: each customization's PIN request, then
+    /// its credential requests.
+    pub request_digests: Vec<String>,
+}
+
+impl JobContent {
+    /// Names the first part that differs from `other`, if any.
+    pub fn difference(&self, other: &JobContent) -> Option<&'static str> {
+        if self.product_id != other.product_id {
+            Some("product_id")
+        } else if self.inventory_product_id != other.inventory_product_id {
+            Some("inventory_product_id")
+        } else if self.customization_id != other.customization_id {
+            Some("customization_id")
+        } else if self.request_digests != other.request_digests {
+            Some("requests")
+        } else {
+            None
+        }
+    }
+}
+
+impl From<&Job> for JobContent {
+    fn from(job: &Job) -> Self {
+        JobContent {
+            product_id: job.product_id,
+            inventory_product_id: job.inventory_product_id,
+            customization_id: job.customization_id.clone(),
+            request_digests: job.request_digests(),
+        }
+    }
+}
+
+impl From<&Shipment> for JobContent {
+    /// A shipment that may have failed validation: its first item, and every
+    /// request it holds. For a valid shipment this equals the job's content.
+    fn from(s: &Shipment) -> Self {
+        let item = s.shipment_items.first();
+        JobContent {
+            product_id: item.map_or(0, |i| i.product_id),
+            inventory_product_id: item.map_or(0, |i| i.inventory_product_id),
+            customization_id: item.map_or_else(String::new, |i| i.customization_id.clone()),
+            request_digests: s
+                .shipment_items
+                .iter()
+                .flat_map(|i| &i.product_customizations)
+                .flat_map(|c| {
+                    std::iter::once(&c.fido_pin_request).chain(&c.fido_credential_requests)
+                })
+                .map(|jwe| crate::jose::response::request_digest(jwe))
+                .collect(),
+        }
+    }
 }
 
 /// What intake needs to know about the station (from its configuration).

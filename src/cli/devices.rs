@@ -190,15 +190,17 @@ fn list(as_json: bool) -> CliResult {
     if devices.is_empty() {
         println!("No FIDO HID devices found (check the udev rule or run as a user with access to /dev/hidraw*).");
     }
+    // USB strings and reader names come from the device or the driver: escaped.
+    use crate::escape::Untrusted;
     for d in devices {
         println!(
             "{}  {:04x}:{:04x}  {}{}",
-            d.path,
+            Untrusted(&d.path),
             d.vendor_id,
             d.product_id,
-            d.product.as_deref().unwrap_or("(unnamed)"),
+            Untrusted(d.product.as_deref().unwrap_or("(unnamed)")),
             d.serial_number
-                .map(|s| format!("  usb-serial {s}"))
+                .map(|s| format!("  usb-serial {}", Untrusted(&s)))
                 .unwrap_or_default()
         );
     }
@@ -210,10 +212,10 @@ fn list(as_json: bool) -> CliResult {
                     (true, None) => "card".to_string(),
                     (false, _) => "no card".to_string(),
                 };
-                println!("pcsc:{}  {card}", r.name);
+                println!("pcsc:{}  {card}", Untrusted(&r.name));
             }
         }
-        Err(e) => println!("PC/SC readers: unavailable ({e})"),
+        Err(e) => println!("PC/SC readers: unavailable ({})", Untrusted(&e)),
     }
     Ok(())
 }
@@ -386,7 +388,9 @@ fn to_json(r: &Report) -> Json {
 }
 
 fn print_text(r: &Report) {
-    let line = |k: &str, v: String| println!("{:<36}{v}", format!("{k}:"));
+    // Values are read from the key (versions, extensions, strings): escaped.
+    let line =
+        |k: &str, v: String| println!("{:<36}{}", format!("{k}:"), crate::escape::Untrusted(&v));
     let i = &r.get_info;
     line("Device", format!("{} ({})", r.device, r.link));
     match &r.device_info {

@@ -2,8 +2,9 @@
 
 use crate::config::Config;
 use crate::error::{CliError, CliResult};
-use crate::station::policy::Intake;
-use crate::store::{Imported, Store};
+use crate::escape::{untrusted, Untrusted};
+use crate::station::intake;
+use crate::store::Store;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, clap::Subcommand)]
@@ -33,67 +34,18 @@ pub enum Command {
     },
 }
 
-/// Counts of one import.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct ImportCounts {
-    pub imported: usize,
-    pub duplicate: usize,
-    pub refused: usize,
-}
+pub use crate::station::intake::ImportCounts;
 
-/// Imports every shipment in `path` into `store`, refusing (and recording)
-/// the ones that break SPEC §3's rules.
+/// Imports every shipment in `path` into `store` (SPEC §3): all or nothing
+/// for parsing, then each shipment queued, a duplicate, or refused (and
+/// recorded) with its reason.
 pub fn import_file(store: &Store, config: &Config, path: &Path) -> Result<ImportCounts, CliError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| CliError::failed(format!("{}: cannot read ({e})", path.display())))?;
-    let shipments: Vec<crate::shipment::Shipment> =
-        crate::shipment::parse_stream(&text).map_err(|e| {
-            CliError::failed(format!(
-            "{}: not a shipment or JSON lines of shipments (line {}, column {}); nothing imported",
-            path.display(),
-            e.line(),
-            e.column()
-        ))
-        })?;
-    let profiles = crate::profile::builtin();
-    let intake = Intake {
-        profiles: &profiles,
-        customizations: &config.customizations,
-    };
-    let mut counts = ImportCounts::default();
-    for s in shipments {
-        let store_err = |e: crate::store::StoreError| CliError::failed(e);
-        let outcome = match s.validate(&intake) {
-            Ok(job) => {
-                let mut digests = vec![crate::jose::response::request_digest(&job.pin_request)];
-                digests.extend(
-                    job.credential_requests
-                        .iter()
-                        .map(|c| crate::jose::response::request_digest(c)),
-                );
-                store.import(&job, digests).map_err(store_err)?
-            }
-            Err(refusal) => {
-                tracing::warn!(shipment = %s.shipment_id, "refused at intake: {refusal}");
-                counts.refused += 1;
-                let item = s.shipment_items.first();
-                store
-                    .import_refused(
-                        &s.shipment_id,
-                        item.map_or(0, |i| i.product_id),
-                        item.map_or("", |i| i.customization_id.as_str()),
-                        &refusal.to_string(),
-                    )
-                    .map_err(store_err)?;
-                continue;
-            }
-        };
-        match outcome {
-            Imported::New => counts.imported += 1,
-            Imported::Duplicate => counts.duplicate += 1,
-        }
-    }
-    Ok(counts)
+    let shown = || crate::escape::untrusted(&path.display().to_string());
+    let bytes = std::fs::read(path)
+        .map_err(|e| CliError::failed(format!("{}: cannot read ({e})", shown())))?;
+    let shipments = intake::parse(&bytes)
+        .map_err(|e| CliError::failed(format!("{}: {e}; nothing imported", shown())))?;
+    intake::import_shipments(store, config, shipments).map_err(CliError::failed)
 }
 
 /// Loads the configuration named on the command line (or the default path).
@@ -125,9 +77,17 @@ pub fn run(config: &Option<PathBuf>, cmd: Command) -> CliResult {
             let mut total = ImportCounts::default();
             for f in &files {
                 let c = import_file(&store, &config, f)?;
-                total.imported += c.imported;
-                total.duplicate += c.duplicate;
-                total.refused += c.refused;
+                println!(
+                    "{}: imported {}, already known {}, refused {}",
+                    Untrusted(&f.display().to_string()),
+                    c.imported,
+                    c.duplicate,
+                    c.refused
+                );
+                for r in &c.refusals {
+                    println!("  {r}");
+                }
+                total.add(c);
             }
             println!(
                 "imported {} job(s), {} already known, {} refused (see `jobs list`)",
@@ -149,14 +109,16 @@ pub fn run(config: &Option<PathBuf>, cmd: Command) -> CliResult {
                 "SHIPMENT", "PRODUCT", "CUSTOM", "STATE", "ATTEMPTS"
             );
             for r in rows {
+                // Rows come from the database: ids and reasons imported
+                // before intake checked them, or written by anything else.
                 println!(
                     "{:<26} {:>7} {:<10} {:<11} {:>8}  {}",
-                    r.shipment_id,
+                    untrusted(&r.shipment_id),
                     r.product_id,
-                    r.customization_id,
+                    untrusted(&r.customization_id),
                     r.state,
                     r.attempts,
-                    r.reason.unwrap_or_default()
+                    untrusted(&r.reason.unwrap_or_default())
                 );
             }
             Ok(())
@@ -168,16 +130,16 @@ pub fn run(config: &Option<PathBuf>, cmd: Command) -> CliResult {
                 return Ok(());
             }
             println!("shipment   {}\nproduct    {}\ncustom.    {}\nstate      {}\nattempts   {}\nreason     {}",
-                row.shipment_id, row.product_id, row.customization_id, row.state, row.attempts, row.reason.unwrap_or_default());
+                untrusted(&row.shipment_id), row.product_id, untrusted(&row.customization_id), row.state, row.attempts, untrusted(&row.reason.unwrap_or_default()));
             for a in audit {
                 println!(
                     "  {} {:<12} slot={} serial={} fw={} {}",
                     a.at,
-                    a.event,
-                    a.slot.unwrap_or_default(),
-                    a.serial.unwrap_or_default(),
-                    a.firmware.unwrap_or_default(),
-                    a.detail.unwrap_or_default()
+                    untrusted(&a.event),
+                    untrusted(&a.slot.unwrap_or_default()),
+                    untrusted(&a.serial.unwrap_or_default()),
+                    untrusted(&a.firmware.unwrap_or_default()),
+                    untrusted(&a.detail.unwrap_or_default())
                 );
             }
             Ok(())
@@ -193,10 +155,10 @@ pub fn run(config: &Option<PathBuf>, cmd: Command) -> CliResult {
                 for q in rows {
                     println!(
                         "{} job={} step={} {}",
-                        q.serial,
-                        q.shipment_id.unwrap_or_default(),
-                        q.step,
-                        q.reason
+                        untrusted(&q.serial),
+                        untrusted(&q.shipment_id.unwrap_or_default()),
+                        untrusted(&q.step),
+                        untrusted(&q.reason)
                     );
                 }
             }

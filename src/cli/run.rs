@@ -1,8 +1,8 @@
 //! `prereg-station run [--config F] [--once]` (SPEC §11): the daemon.
 
-use crate::cli::jobs::{import_file, load_config, open_store};
+use crate::cli::jobs::{load_config, open_store};
 use crate::error::{CliError, CliResult};
-use crate::station::{app, notify, Station};
+use crate::station::{app, notify, spool::SpoolThread, Station};
 use crate::web::WebConfig;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -38,6 +38,12 @@ pub fn run(config_path: &Option<PathBuf>, args: Args) -> CliResult {
     }
     let station =
         Station::start(setup).map_err(|e| CliError::usage(format!("cannot start: {e}")))?;
+    // The spool is scanned on its own thread: a hostile or slow spool never
+    // delays this loop, which answers signals and pings the watchdog.
+    let spool = spool
+        .map(|dir| SpoolThread::spawn(store.clone(), config.clone(), dir))
+        .transpose()
+        .map_err(|e| CliError::failed(format!("cannot start the spool thread: {e}")))?;
     notify::notify("READY=1");
     tracing::info!(slots = config.slots.len(), "station running");
     let watchdog = notify::watchdog_interval().map(|d| d / 2);
@@ -49,14 +55,12 @@ pub fn run(config_path: &Option<PathBuf>, args: Args) -> CliResult {
     let mut stuck = false;
     while !stop.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(200));
-        if let Some(dir) = &spool {
-            import_spool(&store, &config, dir);
-        }
         if watchdog.is_some_and(|w| last_ping.elapsed() >= w) {
             notify::notify("WATCHDOG=1");
             last_ping = Instant::now();
         }
-        if args.once && station.drained() {
+        // `--once` also waits for the spool to be scanned once with nothing new.
+        if args.once && station.drained() && spool.as_ref().is_none_or(SpoolThread::idle) {
             break;
         }
         if args.once {
@@ -78,6 +82,11 @@ pub fn run(config_path: &Option<PathBuf>, args: Args) -> CliResult {
         }
     }
     notify::notify("STOPPING=1");
+    if let Some(spool) = spool {
+        if !spool.stop(Duration::from_secs(2)) {
+            tracing::warn!("spool thread still busy in the file system; not waiting for it");
+        }
+    }
     let programmed = station
         .shared()
         .programmed
@@ -109,34 +118,6 @@ pub fn run(config_path: &Option<PathBuf>, args: Args) -> CliResult {
         )));
     }
     Ok(())
-}
-
-/// Imports and removes `*.json` / `*.jsonl` files dropped into the spool directory.
-fn import_spool(
-    store: &crate::store::Store,
-    config: &crate::config::Config,
-    dir: &std::path::Path,
-) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
-        if !matches!(ext, "json" | "jsonl") {
-            continue;
-        }
-        match import_file(store, config, &path) {
-            Ok(c) => {
-                tracing::info!(file = %path.display(), imported = c.imported, duplicate = c.duplicate, refused = c.refused, "spool import");
-                let _ = std::fs::remove_file(&path);
-            }
-            Err(e) => {
-                tracing::error!(file = %path.display(), "spool import failed: {e}");
-                let _ = std::fs::rename(&path, path.with_extension("rejected"));
-            }
-        }
-    }
 }
 
 /// Sets `flag` when `signal` arrives (tokio's signal handling on a small runtime thread).

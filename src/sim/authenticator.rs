@@ -19,6 +19,11 @@ use rand::{RngCore, SeedableRng};
 use sha2::{Digest, Sha256};
 use std::time::Duration;
 
+#[path = "extensions.rs"]
+mod extensions;
+#[path = "large_blobs.rs"]
+mod large_blobs;
+
 /// CTAP command bytes (CTAP 2.1 §6; research §2.0).
 pub mod cmd {
     pub const MAKE_CREDENTIAL: u8 = 0x01;
@@ -29,6 +34,7 @@ pub mod cmd {
     pub const GET_NEXT_ASSERTION: u8 = 0x08;
     pub const CRED_MGMT: u8 = 0x0a;
     pub const SELECTION: u8 = 0x0b;
+    pub const LARGE_BLOBS: u8 = 0x0c;
     pub const CONFIG: u8 = 0x0d;
     pub const CRED_MGMT_PREVIEW: u8 = 0x41;
 }
@@ -88,6 +94,7 @@ enum Pending {
         cdh: Vec<u8>,
         flags: u8,
         ids: Vec<Vec<u8>>,
+        ext: extensions::GaExtensions,
     },
     Rps(Vec<(String, Option<String>)>),
     Creds(Vec<Vec<u8>>),
@@ -126,6 +133,7 @@ pub struct Authenticator {
     always_uv: bool,
     ep_enabled: bool,
     store: CredentialStore,
+    large_blobs: large_blobs::LargeBlobs,
     sign_count: u32,
     // Volatile.
     consecutive_failures: u8,
@@ -223,6 +231,7 @@ fn descriptor(id: &[u8]) -> Value {
 struct Unwrapped {
     key: Secret<[u8; 32]>,
     cred_protect: u8,
+    hmac_secret: bool,
 }
 
 impl Authenticator {
@@ -251,6 +260,7 @@ impl Authenticator {
             always_uv: false,
             ep_enabled: false,
             store,
+            large_blobs: large_blobs::LargeBlobs::new(),
             sign_count: 0,
             consecutive_failures: 0,
             key_agreement,
@@ -276,6 +286,7 @@ impl Authenticator {
         self.consecutive_failures = 0;
         self.token = None;
         self.pending = Pending::None;
+        self.large_blobs.power_up();
         self.key_agreement = new_key_agreement(&mut self.rng);
         self.powered_at = now;
     }
@@ -346,6 +357,9 @@ impl Authenticator {
                 }
             }
             cmd::CONFIG if self.cfg.profile.has_authenticator_config() => self.config(p, body),
+            cmd::LARGE_BLOBS if self.cfg.profile.options.get("largeBlobs") == Some(&true) => {
+                self.large_blobs(p)
+            }
             c if Some(c) == self.cfg.profile.cred_mgmt_command() => self.cred_mgmt(p, c),
             _ => Err(S::INVALID_COMMAND),
         };
@@ -439,6 +453,12 @@ impl Authenticator {
                 Value::from(0x0e),
                 Value::from((fw.major as u64) << 16 | (fw.minor as u64) << 8 | fw.patch as u64),
             ));
+        }
+        if let Some(n) = prof.max_serialized_large_blob_array {
+            m.push((Value::from(0x0b), Value::from(n)));
+        }
+        if let Some(n) = prof.max_cred_blob_length {
+            m.push((Value::from(0x0f), Value::from(n)));
         }
         if prof.has_set_min_pin_length() {
             m.push((
@@ -831,6 +851,7 @@ impl Authenticator {
         let min_pin_ext = has_ext("minPinLength")
             && boolean(ext.and_then(|e| e.get("minPinLength")))? == Some(true);
         let cred_protect_out = has_ext("credProtect") && cred_protect > 1;
+        let more_ext = self.mc_extensions(ext, rk)?;
         let ep = match uint(p.get(0x0a))? {
             None => false,
             Some(1 | 2) if self.ep_enabled => true,
@@ -881,7 +902,14 @@ impl Authenticator {
         let mut scalar = [0u8; 32];
         scalar.copy_from_slice(&secret.to_bytes());
         let scalar = Secret::new(scalar);
-        let id = self.wrap(&scalar, cred_protect, &rp_id_hash);
+        let wrapped_flags = if hmac_secret {
+            extensions::HMAC_SECRET_BIT
+        } else {
+            0
+        };
+        let id = self.wrap(&scalar, cred_protect | wrapped_flags, &rp_id_hash);
+        let mut ext_out: Vec<(Value, Value)> = Vec::new();
+        let more = self.mc_extension_results(more_ext, rk, &mut ext_out);
         if rk {
             let stored = StoredCredential {
                 id: id.clone(),
@@ -892,6 +920,11 @@ impl Authenticator {
                 user_display_name: user_display,
                 cred_protect,
                 hmac_secret,
+                cred_blob: more.cred_blob,
+                large_blob_key: more
+                    .large_blob_key
+                    .as_ref()
+                    .map(|k| Secret::new(*k.expose())),
                 created: 0,
                 private_key: Secret::new(*scalar.expose()),
             };
@@ -904,7 +937,6 @@ impl Authenticator {
             t.permissions &= perm::LBW;
         }
         self.sign_count = self.sign_count.wrapping_add(1);
-        let mut ext_out: Vec<(Value, Value)> = Vec::new();
         if cred_protect_out {
             ext_out.push((Value::from("credProtect"), Value::from(cred_protect)));
         }
@@ -952,6 +984,9 @@ impl Authenticator {
         ];
         if ep {
             out.push((Value::from(4), Value::from(true)));
+        }
+        if let Some(k) = &more.large_blob_key {
+            out.push((Value::from(5), Value::from(k.expose().to_vec())));
         }
         ok(Value::Map(out))
     }
@@ -1001,7 +1036,8 @@ impl Authenticator {
         key.copy_from_slice(&pt[..32]);
         Some(Unwrapped {
             key: Secret::new(key),
-            cred_protect: pt[32],
+            cred_protect: pt[32] & !extensions::HMAC_SECRET_BIT,
+            hmac_secret: pt[32] & extensions::HMAC_SECRET_BIT != 0,
         })
     }
 
@@ -1033,6 +1069,7 @@ impl Authenticator {
             Some(uv) => uv,
             None => return Ok(Outcome::NeedsTouch),
         };
+        let ext = self.ga_extensions(map(p.get(4))?)?;
         let rp_id_hash: [u8; 32] = Sha256::digest(rp_id.as_bytes()).into();
         // Applicable credentials with credProtect enforced (CTAP 2.1 §12.1).
         let mut ids: Vec<Vec<u8>> = Vec::new();
@@ -1074,7 +1111,7 @@ impl Authenticator {
         }
         let total = ids.len();
         let first = ids.remove(0);
-        let mut out = self.assertion(&first, &rp_id_hash, &cdh, flags)?;
+        let mut out = self.assertion(&first, &rp_id_hash, &cdh, flags, &ext)?;
         if total > 1 {
             out.push((Value::from(5), Value::from(total as u64)));
             self.pending = Pending::Assertions {
@@ -1082,6 +1119,7 @@ impl Authenticator {
                 cdh,
                 flags,
                 ids,
+                ext,
             };
         }
         ok(Value::Map(out))
@@ -1093,15 +1131,38 @@ impl Authenticator {
         rp_id_hash: &[u8; 32],
         cdh: &[u8],
         flags: u8,
+        ext: &extensions::GaExtensions,
     ) -> R<Vec<(Value, Value)>> {
         let c = self
             .unwrap_id(id, rp_id_hash)
             .ok_or(S::INVALID_CREDENTIAL)?;
         let secret = p256::ecdsa::SigningKey::from_slice(c.key.expose()).map_err(|_| S::OTHER)?;
+        let stored = self.store.find(id);
+        let cred_blob = stored.map(|s| s.cred_blob.clone());
+        let large_blob_key = stored
+            .and_then(|s| s.large_blob_key.as_ref())
+            .map(|k| Secret::new(*k.expose()));
+        let ext_out = self.assertion_extensions(
+            ext,
+            extensions::AssertedCredential {
+                id,
+                hmac_secret: c.hmac_secret,
+                cred_blob: cred_blob.as_deref(),
+                large_blob_key: large_blob_key.as_ref(),
+            },
+            flags,
+        )?;
         self.sign_count = self.sign_count.wrapping_add(1);
         let mut auth_data = rp_id_hash.to_vec();
-        auth_data.push(flags);
+        auth_data.push(if ext_out.auth_data.is_empty() {
+            flags
+        } else {
+            flags | 0x80
+        });
         auth_data.extend(self.sign_count.to_be_bytes());
+        if !ext_out.auth_data.is_empty() {
+            cbor::encode_into(&Value::Map(ext_out.auth_data), &mut auth_data);
+        }
         use p256::ecdsa::signature::Signer;
         let sig: p256::ecdsa::DerSignature = secret.sign(&[auth_data.as_slice(), cdh].concat());
         let mut out = vec![
@@ -1109,6 +1170,9 @@ impl Authenticator {
             (Value::from(2), Value::from(auth_data)),
             (Value::from(3), Value::from(sig.as_bytes().to_vec())),
         ];
+        if let Some(k) = ext_out.large_blob_key {
+            out.push((Value::from(7), Value::from(k)));
+        }
         if let Some(stored) = self.store.find(id) {
             let mut user = vec![(Value::from("id"), Value::from(stored.user_id.clone()))];
             // Identifiable user fields only after UV (CTAP 2.1 §6.2.2 step 12).
@@ -1131,6 +1195,7 @@ impl Authenticator {
             cdh,
             flags,
             mut ids,
+            ext,
         } = std::mem::replace(&mut self.pending, Pending::None)
         else {
             return Err(S::NOT_ALLOWED);
@@ -1139,13 +1204,14 @@ impl Authenticator {
             return Err(S::NOT_ALLOWED);
         }
         let id = ids.remove(0);
-        let out = self.assertion(&id, &rp_id_hash, &cdh, flags)?;
+        let out = self.assertion(&id, &rp_id_hash, &cdh, flags, &ext)?;
         if !ids.is_empty() {
             self.pending = Pending::Assertions {
                 rp_id_hash,
                 cdh,
                 flags,
                 ids,
+                ext,
             };
         }
         ok(Value::Map(out))
@@ -1166,6 +1232,7 @@ impl Authenticator {
             return Err(S::OTHER);
         }
         self.store.clear();
+        self.large_blobs = large_blobs::LargeBlobs::new();
         self.pin = None;
         self.retries = PIN_RETRIES;
         self.consecutive_failures = 0;
@@ -1389,12 +1456,17 @@ impl Authenticator {
         if let Some(n) = &c.user_display_name {
             user.push((Value::from("displayName"), Value::from(n.as_str())));
         }
-        Ok(vec![
+        let mut out = vec![
             (Value::from(6), Value::Map(user)),
             (Value::from(7), descriptor(&c.id)),
             (Value::from(8), cose_es256(&sk.public_key())),
             (Value::from(0x0a), Value::from(c.cred_protect)),
-        ])
+        ];
+        // §6.8.4: the credential's largeBlobKey, when it has one.
+        if let Some(k) = &c.large_blob_key {
+            out.push((Value::from(0x0b), Value::from(k.expose().to_vec())));
+        }
+        Ok(out)
     }
 }
 

@@ -14,6 +14,10 @@ pub struct StoredCredential {
     pub user_display_name: Option<String>,
     pub cred_protect: u8,
     pub hmac_secret: bool,
+    /// credBlob stored at makeCredential (CTAP 2.1 §12.2); empty when none was sent.
+    pub cred_blob: Vec<u8>,
+    /// largeBlobKey made at makeCredential (CTAP 2.1 §12.3), 32 random bytes.
+    pub(crate) large_blob_key: Option<Secret<[u8; 32]>>,
     /// Creation order, for "most recent first" (CTAP 2.1 §6.2.2 step 11).
     pub created: u64,
     pub(crate) private_key: Secret<[u8; 32]>,
@@ -170,6 +174,8 @@ mod tests {
             user_display_name: None,
             cred_protect: 1,
             hmac_secret: false,
+            cred_blob: Vec::new(),
+            large_blob_key: None,
             created: 0,
             private_key: Secret::new([1; 32]),
         }

@@ -9,12 +9,14 @@
 pub mod app;
 pub mod deliver;
 pub mod http_sink;
+pub mod intake;
 pub mod latency;
 pub mod notify;
 pub mod policy;
 pub mod power;
 pub mod simslot;
 pub mod source;
+pub mod spool;
 mod worker;
 
 use crate::config::Config;

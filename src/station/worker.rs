@@ -10,6 +10,7 @@ use super::source::{KeyLink, KeySource};
 use super::Shared;
 use crate::ctap2::{Client, CtapDevice};
 use crate::ctaphid::{HidChannel, Timeouts};
+use crate::escape::Untrusted;
 use crate::job::recipe::{self, Disposition, Identity, Programmed, SlotEvents, Step};
 use crate::rig::RigHealth;
 use crate::web::{Outcome, ResultRecord, SlotState, SlotView};
@@ -186,7 +187,7 @@ impl Worker {
                 };
             let job = leased.job;
             let id = job.shipment_id.to_string();
-            tracing::info!(slot = %self.name, serial = %key.serial, job = %id, "programming");
+            tracing::info!(slot = %self.name, serial = %Untrusted(&key.serial), job = %id, "programming");
             let events = Events {
                 worker: self,
                 source: Cell::new(Some(&mut *source)),
@@ -217,7 +218,7 @@ impl Worker {
                     return true;
                 }
                 Err(Disposition::RefuseJob { reason }) => {
-                    tracing::warn!(slot = %self.name, job = %id, "job refused: {reason}");
+                    tracing::warn!(slot = %self.name, job = %id, "job refused: {}", Untrusted(&reason));
                     let _ = store.refuse(&id, &reason);
                     self.shared.board.record_result(ResultRecord {
                         slot: self.index,
@@ -231,7 +232,7 @@ impl Worker {
                     continue;
                 }
                 Err(Disposition::RejectKey { reason }) => {
-                    tracing::warn!(slot = %self.name, serial = %key.serial, job = %id, "key rejected: {reason}");
+                    tracing::warn!(slot = %self.name, serial = %Untrusted(&key.serial), job = %id, "key rejected: {}", Untrusted(&reason));
                     let _ = store.release(
                         &id,
                         &format!("key {} rejected: {reason}", key.serial),
@@ -243,7 +244,7 @@ impl Worker {
                     return true;
                 }
                 Err(Disposition::KeyGone { reason }) => {
-                    tracing::warn!(slot = %self.name, job = %id, "key gone before programming: {reason}");
+                    tracing::warn!(slot = %self.name, job = %id, "key gone before programming: {}", Untrusted(&reason));
                     let _ = store.release(
                         &id,
                         &format!("key removed before programming: {reason}"),
@@ -254,7 +255,7 @@ impl Worker {
                     return true;
                 }
                 Err(Disposition::Quarantine { step, reason }) => {
-                    tracing::error!(slot = %self.name, serial = %key.serial, job = %id, %step, "quarantined: {reason}");
+                    tracing::error!(slot = %self.name, serial = %Untrusted(&key.serial), job = %id, %step, "quarantined: {}", Untrusted(&reason));
                     // A key without a serial is recorded under the slot and job; the
                     // operator bins it by its QUARANTINE lamp.
                     let record = if key.serial == "unknown" {
@@ -552,7 +553,7 @@ impl Worker {
         match recipe::identify(&mut client, device_info) {
             Ok(key) => Some((client, key)),
             Err(d) => {
-                tracing::debug!(slot = %self.name, "identify: {d}");
+                tracing::debug!(slot = %self.name, "identify: {}", Untrusted(&d.to_string()));
                 None
             }
         }

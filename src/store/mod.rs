@@ -11,7 +11,8 @@
 //! purge is an audit trail: shipment id, request digests, serial, firmware,
 //! slot, timestamps, outcome — no PIN, no plaintext, no response JWE.
 
-use crate::shipment::Job;
+use crate::escape::Untrusted;
+use crate::shipment::{IntakeRefusal, Job, JobContent, ShipmentId};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -19,7 +20,10 @@ use std::time::Duration;
 use thiserror::Error;
 
 /// Migrations, applied in order; `PRAGMA user_version` records how many ran.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_init.sql"),
+    include_str!("migrations/0003_intake.sql"),
+];
 
 #[derive(Debug, Error)]
 pub enum StoreError {
@@ -61,12 +65,16 @@ pub fn now_secs() -> i64 {
         .unwrap_or(0)
 }
 
-/// Whether an import added a job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What an import did (SPEC §3).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Imported {
+    /// A new job, queued.
     New,
-    /// The shipment id was already known (re-import is idempotent).
+    /// The shipment id was already known with the same content (re-import is idempotent).
     Duplicate,
+    /// Refused, and recorded: a refused row for a new id, an audit event on
+    /// the first job for a conflicting one.
+    Refused(IntakeRefusal),
 }
 
 /// A job leased to a slot.
@@ -191,13 +199,30 @@ impl Store {
         })
     }
 
-    /// Adds a job as queued; a known shipment id is left as it is.
-    pub fn import(&self, job: &Job, digests: Vec<String>) -> Result<Imported, StoreError> {
+    /// Adds a job as queued (SPEC §3), in one transaction that also decides:
+    /// - a known shipment id with the same [`JobContent`] is a duplicate
+    ///   (idempotent re-import; nothing changes);
+    /// - a known shipment id with different content is refused
+    ///   (`intake.conflict`): an audit event on the first job, which stays as it was;
+    /// - a request whose digest was seen before, in any job (also a purged one),
+    ///   or twice in this one, is refused (`request.replayed`) and the job
+    ///   recorded as refused.
+    ///
+    /// The digests of an accepted job are kept in `seen_requests` for good.
+    pub fn import(&self, job: &Job) -> Result<Imported, StoreError> {
         let job = job.clone();
+        let content = JobContent::from(&job);
         self.call_tx(move |conn| {
+            if let Some(known) = known_content(conn, &job.shipment_id, &content)? {
+                return Ok(known);
+            }
+            if let Some(refusal) = replayed(conn, &content.request_digests)? {
+                insert_refused(conn, &job.shipment_id, &content, &refusal)?;
+                return Ok(Imported::Refused(refusal));
+            }
             let now = now_secs();
-            let n = conn.execute(
-                "INSERT OR IGNORE INTO jobs (shipment_id, product_id, inventory_product_id,
+            conn.execute(
+                "INSERT INTO jobs (shipment_id, product_id, inventory_product_id,
                    customization_id, pin_request, cred_requests, request_digests, state,
                    imported_at, updated_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', ?8, ?8)",
@@ -208,56 +233,56 @@ impl Store {
                     job.customization_id,
                     job.pin_request,
                     serde_json::to_string(&job.credential_requests).unwrap_or_default(),
-                    serde_json::to_string(&digests).unwrap_or_default(),
+                    serde_json::to_string(&content.request_digests).unwrap_or_default(),
                     now
                 ],
             )?;
-            if n == 1 {
-                audit(
-                    conn,
-                    Some(&job.shipment_id),
-                    "imported",
-                    None,
-                    None,
-                    None,
-                    None,
+            for digest in &content.request_digests {
+                conn.execute(
+                    "INSERT INTO seen_requests (digest, shipment_id, seen_at) VALUES (?1, ?2, ?3)",
+                    params![digest, job.shipment_id.as_str(), now],
                 )?;
-                Ok(Imported::New)
-            } else {
-                Ok(Imported::Duplicate)
             }
+            audit(
+                conn,
+                Some(&job.shipment_id),
+                "imported",
+                None,
+                None,
+                None,
+                None,
+            )?;
+            Ok(Imported::New)
         })
     }
 
-    /// Records a shipment refused at intake (so operators see it in `jobs list`).
+    /// Records a shipment refused at intake (so operators see it in `jobs
+    /// list`). A known shipment id is left as it is: the same content is a
+    /// duplicate, different content a conflict (as in [`Store::import`]). The
+    /// digests are kept on the row (to recognise a re-import) but not counted
+    /// as seen: nothing of a refused shipment was ever used.
     pub fn import_refused(
         &self,
-        shipment_id: &str,
-        product_id: u32,
-        customization_id: &str,
-        reason: &str,
+        shipment_id: &ShipmentId,
+        content: &JobContent,
+        refusal: &IntakeRefusal,
     ) -> Result<Imported, StoreError> {
-        let (id, cust, reason) = (
-            shipment_id.to_owned(),
-            customization_id.to_owned(),
-            reason.to_owned(),
-        );
+        let (id, content, refusal) = (shipment_id.clone(), content.clone(), refusal.clone());
         self.call_tx(move |conn| {
-            let now = now_secs();
-            let n = conn.execute(
-                "INSERT OR IGNORE INTO jobs (shipment_id, product_id, inventory_product_id,
-                   customization_id, pin_request, cred_requests, request_digests, state, reason,
-                   imported_at, updated_at)
-                 VALUES (?1, ?2, 0, ?3, '', '[]', '[]', 'refused', ?4, ?5, ?5)",
-                params![id, product_id, cust, reason, now],
-            )?;
-            if n == 1 {
-                audit(conn, Some(&id), "refused", None, None, None, Some(&reason))?;
-                Ok(Imported::New)
-            } else {
-                Ok(Imported::Duplicate)
+            if let Some(known) = known_content(conn, &id, &content)? {
+                return Ok(known);
             }
+            insert_refused(conn, &id, &content, &refusal)?;
+            Ok(Imported::Refused(refusal))
         })
+    }
+
+    /// Records, in the audit trail only, a shipment refused because its id
+    /// breaks the grammar (`intake.shipment_id`): such an id never becomes a
+    /// row key, a file name or a header. The refusal text holds it escaped.
+    pub fn record_bad_shipment_id(&self, refusal: &IntakeRefusal) -> Result<(), StoreError> {
+        let detail = refusal.to_string();
+        self.call(move |conn| audit(conn, None, "refused", None, None, None, Some(&detail)))
     }
 
     /// Leases the oldest queued job for one of `products` to `owner`.
@@ -272,59 +297,77 @@ impl Store {
         self.call(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let now = now_secs();
-            let row = tx
-                .query_row(
-                    "SELECT shipment_id, product_id, inventory_product_id, customization_id,
-                            pin_request, cred_requests, attempts
-                     FROM jobs
-                     WHERE state = 'queued'
-                       AND product_id IN (SELECT value FROM json_each(?1))
-                     ORDER BY imported_at, rowid LIMIT 1",
-                    params![products],
-                    |r| {
-                        Ok((
-                            r.get::<_, String>(0)?,
-                            r.get::<_, u32>(1)?,
-                            r.get::<_, u32>(2)?,
-                            r.get::<_, String>(3)?,
-                            r.get::<_, String>(4)?,
-                            r.get::<_, String>(5)?,
-                            r.get::<_, u32>(6)?,
-                        ))
-                    },
-                )
-                .optional()?;
-            let Some((
-                id,
-                product_id,
-                inventory_product_id,
-                customization_id,
-                pin,
-                creds,
-                attempts,
-            )) = row
-            else {
-                return Ok(None);
-            };
-            tx.execute(
-                "UPDATE jobs SET state = 'leased', lease_owner = ?2, lease_expires = ?3,
-                   updated_at = ?4 WHERE shipment_id = ?1",
-                params![id, owner, now + lease.as_secs() as i64, now],
-            )?;
-            audit(&tx, Some(&id), "leased", Some(&owner), None, None, None)?;
-            tx.commit()?;
-            Ok(Some(LeasedJob {
-                job: Job {
-                    shipment_id: crate::shipment::ShipmentId::parse(&id)
-                        .map_err(|e| StoreError::BadRow(e.to_string()))?,
+            // A row whose id fails the SPEC §3 grammar (imported before intake
+            // checked it) is refused here and the next one taken, in the same
+            // transaction: one legacy row must not stop every slot.
+            let leased = loop {
+                let row = tx
+                    .query_row(
+                        "SELECT shipment_id, product_id, inventory_product_id, customization_id,
+                                pin_request, cred_requests, attempts
+                         FROM jobs
+                         WHERE state = 'queued'
+                           AND product_id IN (SELECT value FROM json_each(?1))
+                         ORDER BY imported_at, rowid LIMIT 1",
+                        params![products],
+                        |r| {
+                            Ok((
+                                r.get::<_, String>(0)?,
+                                r.get::<_, u32>(1)?,
+                                r.get::<_, u32>(2)?,
+                                r.get::<_, String>(3)?,
+                                r.get::<_, String>(4)?,
+                                r.get::<_, String>(5)?,
+                                r.get::<_, u32>(6)?,
+                            ))
+                        },
+                    )
+                    .optional()?;
+                let Some((
+                    id,
                     product_id,
                     inventory_product_id,
                     customization_id,
-                    pin_request: pin,
-                    credential_requests: serde_json::from_str(&creds).unwrap_or_default(),
-                },
-                attempts,
-            }))
+                    pin,
+                    creds,
+                    attempts,
+                )) = row
+                else {
+                    break None;
+                };
+                let shipment_id = match ShipmentId::parse(&id) {
+                    Ok(shipment_id) => shipment_id,
+                    Err(refusal) => {
+                        let reason = refusal.to_string();
+                        tx.execute(
+                            "UPDATE jobs SET state = 'refused', reason = ?2, updated_at = ?3
+                             WHERE shipment_id = ?1",
+                            params![id, reason, now],
+                        )?;
+                        audit(&tx, Some(&id), "refused", None, None, None, Some(&reason))?;
+                        continue;
+                    }
+                };
+                tx.execute(
+                    "UPDATE jobs SET state = 'leased', lease_owner = ?2, lease_expires = ?3,
+                       updated_at = ?4 WHERE shipment_id = ?1",
+                    params![id, owner, now + lease.as_secs() as i64, now],
+                )?;
+                audit(&tx, Some(&id), "leased", Some(&owner), None, None, None)?;
+                break Some(LeasedJob {
+                    job: Job {
+                        shipment_id,
+                        product_id,
+                        inventory_product_id,
+                        customization_id,
+                        pin_request: pin,
+                        credential_requests: serde_json::from_str(&creds).unwrap_or_default(),
+                    },
+                    attempts,
+                });
+            };
+            tx.commit()?;
+            Ok(leased)
         })
     }
 
@@ -758,6 +801,118 @@ impl Store {
     }
 }
 
+/// For a known shipment id: `Duplicate` when `content` is what it holds,
+/// else a conflict, audited on the first job (which is left as it was).
+/// `None` for a new id.
+fn known_content(
+    conn: &Connection,
+    id: &ShipmentId,
+    content: &JobContent,
+) -> Result<Option<Imported>, StoreError> {
+    let known = conn
+        .query_row(
+            "SELECT product_id, inventory_product_id, customization_id, request_digests
+             FROM jobs WHERE shipment_id = ?1",
+            params![id.as_str()],
+            |r| {
+                Ok(JobContent {
+                    product_id: r.get(0)?,
+                    inventory_product_id: r.get(1)?,
+                    customization_id: r.get(2)?,
+                    request_digests: serde_json::from_str(&r.get::<_, String>(3)?)
+                        .unwrap_or_default(),
+                })
+            },
+        )
+        .optional()?;
+    let Some(mut known) = known else {
+        return Ok(None);
+    };
+    // Rows refused at intake before digests were kept on them have none: their
+    // requests are unknown, so only the rest can be compared.
+    if known.request_digests.is_empty() {
+        known.request_digests = content.request_digests.clone();
+    }
+    match known.difference(content) {
+        None => Ok(Some(Imported::Duplicate)),
+        Some(what) => {
+            let refusal = IntakeRefusal::Conflict(what.to_owned());
+            audit(
+                conn,
+                Some(id),
+                "conflict",
+                None,
+                None,
+                None,
+                Some(&refusal.to_string()),
+            )?;
+            Ok(Some(Imported::Refused(refusal)))
+        }
+    }
+}
+
+/// The `request.replayed` refusal for the first digest in `digests` that was
+/// seen before (SPEC §3), in an earlier job or earlier in this one.
+fn replayed(conn: &Connection, digests: &[String]) -> Result<Option<IntakeRefusal>, StoreError> {
+    let name = |i: usize| {
+        if i == 0 {
+            "the PIN request".to_owned()
+        } else {
+            format!("credential request {i}")
+        }
+    };
+    for (i, digest) in digests.iter().enumerate() {
+        if let Some(first) = digests[..i].iter().position(|d| d == digest) {
+            return Ok(Some(IntakeRefusal::Replayed(format!(
+                "{} repeats {} of the same shipment",
+                name(i),
+                name(first)
+            ))));
+        }
+        let seen: Option<String> = conn
+            .query_row(
+                "SELECT shipment_id FROM seen_requests WHERE digest = ?1",
+                params![digest],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(seen) = seen {
+            return Ok(Some(IntakeRefusal::Replayed(format!(
+                "{} was already seen in shipment {}",
+                name(i),
+                Untrusted(&seen)
+            ))));
+        }
+    }
+    Ok(None)
+}
+
+/// Inserts a job row refused at intake, with its digests (not as seen), and audits it.
+fn insert_refused(
+    conn: &Connection,
+    id: &ShipmentId,
+    content: &JobContent,
+    refusal: &IntakeRefusal,
+) -> Result<(), StoreError> {
+    let reason = refusal.to_string();
+    conn.execute(
+        "INSERT INTO jobs (shipment_id, product_id, inventory_product_id,
+           customization_id, pin_request, cred_requests, request_digests, state, reason,
+           imported_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, '', '[]', ?5, 'refused', ?6, ?7, ?7)",
+        params![
+            id.as_str(),
+            content.product_id,
+            content.inventory_product_id,
+            content.customization_id,
+            serde_json::to_string(&content.request_digests).unwrap_or_default(),
+            reason,
+            now_secs()
+        ],
+    )?;
+    audit(conn, Some(id), "refused", None, None, None, Some(&reason))
+}
+
 fn job_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
     Ok(JobRow {
         shipment_id: r.get(0)?,
@@ -830,18 +985,26 @@ mod tests {
             product_id: product,
             inventory_product_id: 106,
             customization_id: "C19881".into(),
-            pin_request: "p.i.n.j.we".into(),
-            credential_requests: vec!["c.r.e.d.1".into()],
+            // Distinct per id: the same request in two jobs is a replay.
+            pin_request: format!("p.i.n.{id}.we"),
+            credential_requests: vec![format!("c.r.e.{id}.1")],
+        }
+    }
+
+    fn refusal(imported: Imported) -> String {
+        match imported {
+            Imported::Refused(r) => r.code().to_owned(),
+            other => panic!("not refused: {other:?}"),
         }
     }
 
     #[test]
     fn import_is_idempotent_and_lease_is_fifo_by_product() {
         let s = Store::open_in_memory().unwrap();
-        assert_eq!(s.import(&job("A", 1), vec![]).unwrap(), Imported::New);
-        assert_eq!(s.import(&job("A", 1), vec![]).unwrap(), Imported::Duplicate);
-        s.import(&job("B", 29), vec![]).unwrap();
-        s.import(&job("C", 1), vec![]).unwrap();
+        assert_eq!(s.import(&job("A", 1)).unwrap(), Imported::New);
+        assert_eq!(s.import(&job("A", 1)).unwrap(), Imported::Duplicate);
+        s.import(&job("B", 29)).unwrap();
+        s.import(&job("C", 1)).unwrap();
         let lease = Duration::from_secs(60);
         assert_eq!(
             s.lease("slot1", &[29], lease)
@@ -870,7 +1033,7 @@ mod tests {
     #[test]
     fn a_full_life_leaves_only_an_audit_trail() {
         let s = Store::open_in_memory().unwrap();
-        s.import(&job("A", 1), vec!["d1".into()]).unwrap();
+        s.import(&job("A", 1)).unwrap();
         s.lease("slot1", &[1], Duration::from_secs(60))
             .unwrap()
             .unwrap();
@@ -904,7 +1067,7 @@ mod tests {
     fn recovery_quarantines_half_programmed_keys_and_requeues() {
         let s = Store::open_in_memory().unwrap();
         for id in ["A", "B"] {
-            s.import(&job(id, 1), vec![]).unwrap();
+            s.import(&job(id, 1)).unwrap();
             s.lease(id, &[1], Duration::from_secs(60)).unwrap();
         }
         s.begin_programming("slot1", "A", "111").unwrap();
@@ -918,7 +1081,7 @@ mod tests {
     #[test]
     fn attempts_end_in_failed() {
         let s = Store::open_in_memory().unwrap();
-        s.import(&job("A", 1), vec![]).unwrap();
+        s.import(&job("A", 1)).unwrap();
         for _ in 0..2 {
             s.lease("x", &[1], Duration::from_secs(60))
                 .unwrap()
@@ -926,5 +1089,140 @@ mod tests {
             s.release("A", "key failed", true, 2).unwrap();
         }
         assert_eq!(s.show("A").unwrap().0.state, "failed");
+    }
+
+    #[test]
+    fn a_conflicting_reimport_is_refused_and_the_first_job_stays() {
+        let s = Store::open_in_memory().unwrap();
+        s.import(&job("A", 1)).unwrap();
+        let mut other = job("A", 1);
+        other.credential_requests = vec!["c.r.e.X.1".into()];
+        assert_eq!(refusal(s.import(&other).unwrap()), "intake.conflict");
+        let mut other = job("A", 29);
+        other.pin_request = job("A", 1).pin_request;
+        assert_eq!(refusal(s.import(&other).unwrap()), "intake.conflict");
+        // The first job is untouched and still leases as it was imported.
+        let (row, audit) = s.show("A").unwrap();
+        assert_eq!((row.state.as_str(), row.reason), ("queued", None));
+        let conflicts: Vec<_> = audit.iter().filter(|a| a.event == "conflict").collect();
+        assert_eq!(conflicts.len(), 2);
+        assert!(conflicts[0].detail.as_deref().unwrap().contains("requests"));
+        let leased = s
+            .lease("x", &[1], Duration::from_secs(60))
+            .unwrap()
+            .unwrap();
+        assert_eq!(leased.job, job("A", 1));
+        // The same content again is still an idempotent duplicate.
+        assert_eq!(s.import(&job("A", 1)).unwrap(), Imported::Duplicate);
+    }
+
+    #[test]
+    fn a_replayed_request_is_refused_even_after_the_purge() {
+        let s = Store::open_in_memory().unwrap();
+        s.import(&job("A", 1)).unwrap();
+        s.lease("slot1", &[1], Duration::from_secs(60)).unwrap();
+        s.begin_programming("slot1", "A", "1").unwrap();
+        s.store_result("slot1", "A", "1", "5.7.1", "{}".into())
+            .unwrap();
+        s.delivered("A", "outbox").unwrap();
+        // The requests are gone, their digests are not.
+        let mut replay = job("B", 1);
+        replay.credential_requests = job("A", 1).credential_requests;
+        assert_eq!(refusal(s.import(&replay).unwrap()), "request.replayed");
+        let (row, _) = s.show("B").unwrap();
+        assert_eq!(row.state, "refused");
+        assert!(row
+            .reason
+            .unwrap()
+            .contains("credential request 1 was already seen in shipment A"));
+        let mut replay = job("C", 1);
+        replay.pin_request = job("A", 1).pin_request;
+        assert_eq!(refusal(s.import(&replay).unwrap()), "request.replayed");
+        // A re-import of the purged job itself is a duplicate, not a replay.
+        assert_eq!(s.import(&job("A", 1)).unwrap(), Imported::Duplicate);
+        assert!(s
+            .lease("slot1", &[1], Duration::from_secs(60))
+            .unwrap()
+            .is_none());
+        let seen: i64 = s
+            .call(|c| Ok(c.query_row("SELECT COUNT(*) FROM seen_requests", [], |r| r.get(0))?))
+            .unwrap();
+        assert_eq!(seen, 2, "only the accepted job's digests are kept");
+    }
+
+    #[test]
+    fn a_request_repeated_inside_one_job_is_a_replay() {
+        let s = Store::open_in_memory().unwrap();
+        let mut j = job("A", 1);
+        j.credential_requests.push(j.credential_requests[0].clone());
+        assert_eq!(refusal(s.import(&j).unwrap()), "request.replayed");
+        let mut j = job("B", 1);
+        j.credential_requests = vec![j.pin_request.clone()];
+        assert_eq!(refusal(s.import(&j).unwrap()), "request.replayed");
+    }
+
+    #[test]
+    fn a_refused_shipment_reimported_is_a_duplicate_and_a_changed_one_a_conflict() {
+        let s = Store::open_in_memory().unwrap();
+        let id = ShipmentId::parse("R").unwrap();
+        let content = JobContent::from(&job("R", 1));
+        let why = IntakeRefusal::Quantity(2);
+        assert_eq!(
+            s.import_refused(&id, &content, &why).unwrap(),
+            Imported::Refused(why.clone())
+        );
+        assert_eq!(
+            s.import_refused(&id, &content, &why).unwrap(),
+            Imported::Duplicate
+        );
+        assert_eq!(refusal(s.import(&job("R", 29)).unwrap()), "intake.conflict");
+        // Its requests were never used: they are not replays elsewhere.
+        let mut j = job("S", 1);
+        j.pin_request = job("R", 1).pin_request;
+        assert_eq!(s.import(&j).unwrap(), Imported::New);
+    }
+
+    #[test]
+    fn a_legacy_row_with_a_bad_id_is_refused_at_lease_and_the_next_job_leased() {
+        let s = Store::open_in_memory().unwrap();
+        s.call(|c| {
+            c.execute(
+                "INSERT INTO jobs (shipment_id, product_id, inventory_product_id, customization_id,
+                   pin_request, cred_requests, request_digests, state, imported_at, updated_at)
+                 VALUES ('BAD.1\r\n', 1, 1, 'C19881', 'x', '[]', '[]', 'queued', 0, 0)",
+                [],
+            )?;
+            Ok(())
+        })
+        .unwrap();
+        s.import(&job("A", 1)).unwrap();
+        let leased = s
+            .lease("slot1", &[1], Duration::from_secs(60))
+            .unwrap()
+            .unwrap();
+        assert_eq!(leased.job.shipment_id, "A");
+        let (row, _) = s.show("BAD.1\r\n").unwrap();
+        assert_eq!(row.state, "refused");
+        assert!(row.reason.unwrap().starts_with("intake.shipment_id"));
+    }
+
+    #[test]
+    fn migration_keeps_the_digests_of_jobs_imported_before_it() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(MIGRATIONS[0]).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        let digests = job("A", 1).request_digests();
+        conn.execute(
+            "INSERT INTO jobs (shipment_id, product_id, inventory_product_id, customization_id,
+               pin_request, cred_requests, request_digests, state, imported_at, updated_at)
+             VALUES ('A', 1, 106, 'C19881', '', '[]', ?1, 'purged', 0, 0)",
+            params![serde_json::to_string(&digests).unwrap()],
+        )
+        .unwrap();
+        let s = Store::start(conn).unwrap();
+        let mut replay = job("B", 1);
+        replay.pin_request = job("A", 1).pin_request;
+        assert_eq!(refusal(s.import(&replay).unwrap()), "request.replayed");
+        assert_eq!(s.import(&job("A", 1)).unwrap(), Imported::Duplicate);
     }
 }

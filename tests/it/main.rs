@@ -5,9 +5,11 @@ mod util;
 
 mod ctap;
 mod hil;
+mod intake;
 mod jose;
 mod pcsc;
 mod rig;
 mod sim;
+mod sim_ext;
 mod station;
 mod trussed;

@@ -286,3 +286,299 @@ def test_rig_touch_over_stdin_and_power_cycle(serve):
     assert touched == ["ok touched"]
     assert ctap.get_info().options["clientPin"] is False
     assert "pin_set false" in server.control("status 0")
+
+
+# ---- Extensions and large blobs (issue #15: CTAP 2.1 §12.5, §12.2, §12.3, §6.10) ----
+#
+# python-fido2's own client-side extension code (HmacSecretExtension, CredBlobExtension,
+# LargeBlobExtension) and its LargeBlobs class are the independent check: they do the
+# key agreement, encryption and array encoding; the simulator only has to answer right.
+
+import os
+import struct
+
+from fido2 import cbor
+from fido2.client import DefaultClientDataCollector, Fido2Client, UserInteraction
+from fido2.ctap2.blob import LargeBlobs
+from fido2.ctap2.extensions import HmacSecretExtension
+from fido2.ctap2.pin import PinProtocolV1, PinProtocolV2
+from fido2.server import Fido2Server
+from fido2.utils import sha256, websafe_encode
+
+PROFILES_WITH_LARGE_BLOBS = ["yubikey-5.7", "security-key-5.7"]
+
+
+class PinInteraction(UserInteraction):
+    def request_pin(self, permissions, rd_id):
+        return PIN
+
+
+def fido2_client(dev, *extensions):
+    kwargs = {"extensions": list(extensions)} if extensions else {}
+    return Fido2Client(
+        dev,
+        client_data_collector=DefaultClientDataCollector("https://example.com"),
+        user_interaction=PinInteraction(),
+        **kwargs,
+    )
+
+
+def register(client, *, rk, extensions):
+    server = Fido2Server({"id": "example.com", "name": "Example"})
+    options, state = server.register_begin(
+        {"id": b"user-ext", "name": "jan"},
+        resident_key_requirement="required" if rk else "discouraged",
+        user_verification="required",
+    )
+    result = client.make_credential({**options["publicKey"], "extensions": extensions})
+    return server, server.register_complete(state, result), result
+
+
+def authenticate(client, server, credential, extensions):
+    options, state = server.authenticate_begin([credential], user_verification="required")
+    response = client.get_assertion(
+        {**options["publicKey"], "extensions": extensions}
+    ).get_response(0)
+    # The server checks the signature over authData with its extensions (ED flag).
+    server.authenticate_complete(state, [credential], response)
+    return response
+
+
+@pytest.mark.parametrize("profile", ["yubikey-5.2", "yubikey-5.4", "yubikey-5.7"])
+def test_hmac_secret_through_python_fido2_client(serve, profile):
+    server = serve(profile)
+    dev = server.device()
+    ClientPin(Ctap2(dev)).set_pin(PIN)
+    client = fido2_client(dev, HmacSecretExtension(allow_hmac_secret=True))
+    rp, auth_data, result = register(client, rk=False, extensions={"hmacCreateSecret": True})
+    assert result.client_extension_results["hmacCreateSecret"] is True
+    cred = auth_data.credential_data
+    salt1, salt2 = os.urandom(32), os.urandom(32)
+    out = authenticate(client, rp, cred, {"hmacGetSecret": {"salt1": salt1}})
+    first = out.client_extension_results.hmac_get_secret.output1
+    assert len(first) == 32
+    out = authenticate(client, rp, cred, {"hmacGetSecret": {"salt1": salt1, "salt2": salt2}})
+    both = out.client_extension_results.hmac_get_secret
+    assert both.output1 == first  # same CredRandom, same salt
+    assert both.output2 not in (None, first)
+    # prf (WebAuthn L3) maps onto hmac-secret through the same client code.
+    out = authenticate(client, rp, cred, {"prf": {"eval": {"first": websafe_encode(salt1)}}})
+    assert out.client_extension_results.prf.results.first not in (None, first)
+
+
+def hmac_secret_input(ctap, protocol, salts):
+    cp = ClientPin(ctap, protocol)
+    key_agreement, shared = cp._get_shared_secret()
+    salt_enc = protocol.encrypt(shared, salts)
+    return shared, {1: key_agreement, 2: salt_enc, 3: protocol.authenticate(shared, salt_enc),
+                    4: protocol.VERSION}
+
+
+def test_hmac_secret_both_protocols_with_and_without_uv(serve):
+    """CredRandom does not depend on the PIN protocol, but on UV (§12.5: two values)."""
+    server = serve("yubikey-5.7")
+    ctap = Ctap2(server.device())
+    cp = ClientPin(ctap)
+    cp.set_pin(PIN)
+    cdh = hashlib.sha256(b"hs").digest()
+    token = cp.get_pin_token(PIN, ClientPin.PERMISSION.MAKE_CREDENTIAL, RP["id"])
+    att = ctap.make_credential(
+        cdh, RP, {"id": b"u-hs", "name": "jan"}, [{"type": "public-key", "alg": -7}],
+        extensions={"hmac-secret": True}, options={"rk": True},
+        pin_uv_param=cp.protocol.authenticate(token, cdh), pin_uv_protocol=cp.protocol.VERSION,
+    )
+    assert AuthenticatorData(att.auth_data).extensions == {"hmac-secret": True}
+    salt = os.urandom(32)
+    outputs = {}
+    for protocol in (PinProtocolV1(), PinProtocolV2()):
+        for uv in (False, True):
+            shared, ext = hmac_secret_input(ctap, protocol, salt)
+            kwargs = {}
+            if uv:
+                pin = ClientPin(ctap, protocol)
+                tok = pin.get_pin_token(PIN, ClientPin.PERMISSION.GET_ASSERTION, RP["id"])
+                kwargs = {"pin_uv_param": protocol.authenticate(tok, cdh),
+                          "pin_uv_protocol": protocol.VERSION}
+            a = ctap.get_assertion(RP["id"], cdh, extensions={"hmac-secret": ext}, **kwargs)
+            auth = AuthenticatorData(a.auth_data)
+            assert auth.flags & AuthenticatorData.FLAG.EXTENSION_DATA
+            assert auth.is_user_verified() == uv
+            a.verify(cdh, AuthenticatorData(att.auth_data).credential_data.public_key)
+            enc = auth.extensions["hmac-secret"]
+            assert len(enc) == (32 if protocol.VERSION == 1 else 48)
+            outputs[(protocol.VERSION, uv)] = protocol.decrypt(shared, enc)
+    assert outputs[(1, False)] == outputs[(2, False)]
+    assert outputs[(1, True)] == outputs[(2, True)]
+    assert outputs[(1, False)] != outputs[(1, True)]
+
+
+def test_hmac_secret_malformed_inputs_are_refused(serve):
+    server = serve("yubikey-5.7")
+    ctap = Ctap2(server.device())
+    cdh = hashlib.sha256(b"bad").digest()
+    ctap.make_credential(cdh, RP, {"id": b"u-bad", "name": "jan"},
+                         [{"type": "public-key", "alg": -7}],
+                         extensions={"hmac-secret": True}, options={"rk": True})
+    p2 = PinProtocolV2()
+
+    def refused(ext):
+        with pytest.raises(CtapError) as e:
+            ctap.get_assertion(RP["id"], cdh, extensions={"hmac-secret": ext})
+        return e.value.code
+
+    _, good = hmac_secret_input(ctap, p2, os.urandom(32))
+    for missing in (1, 2, 3):
+        ext = {k: v for k, v in good.items() if k != missing}
+        assert refused(ext) == CtapError.ERR.MISSING_PARAMETER
+    _, ext = hmac_secret_input(ctap, p2, os.urandom(32))
+    ext[3] = bytes(32)
+    assert refused(ext) == CtapError.ERR.PIN_AUTH_INVALID
+    _, ext = hmac_secret_input(ctap, p2, os.urandom(48))
+    assert refused(ext) == CtapError.ERR.INVALID_LENGTH
+    _, ext = hmac_secret_input(ctap, p2, os.urandom(32))
+    ext[4] = 3
+    assert refused(ext) == CtapError.ERR.INVALID_PARAMETER
+    # Protocol defaults to 1 when absent: a protocol-2 input then fails saltAuth.
+    _, ext = hmac_secret_input(ctap, p2, os.urandom(32))
+    del ext[4]
+    assert refused(ext) == CtapError.ERR.PIN_AUTH_INVALID
+    _, ext = hmac_secret_input(ctap, PinProtocolV1(), os.urandom(64))
+    del ext[4]
+    a = ctap.get_assertion(RP["id"], cdh, extensions={"hmac-secret": ext})
+    assert "hmac-secret" in AuthenticatorData(a.auth_data).extensions
+
+
+@pytest.mark.parametrize("profile", PROFILES_WITH_LARGE_BLOBS)
+def test_cred_blob_through_python_fido2_client(serve, profile):
+    server = serve(profile)
+    dev = server.device()
+    ctap = Ctap2(dev)
+    assert ctap.info.max_cred_blob_length == 32
+    ClientPin(ctap).set_pin(PIN)
+    client = fido2_client(dev)
+    blob = os.urandom(32)
+    rp, auth_data, _ = register(client, rk=True, extensions={"credBlob": blob})
+    assert auth_data.extensions["credBlob"] is True
+    out = authenticate(client, rp, auth_data.credential_data, {"getCredBlob": True})
+    assert out.response.authenticator_data.extensions["credBlob"] == blob
+
+
+def test_cred_blob_limits_at_the_ctap_level(serve):
+    server = serve("yubikey-5.7")
+    ctap = Ctap2(server.device())
+
+    def make(user, blob, rk=True):
+        att = ctap.make_credential(
+            hashlib.sha256(user).digest(), RP, {"id": user, "name": "jan"},
+            [{"type": "public-key", "alg": -7}], extensions={"credBlob": blob},
+            options={"rk": rk})
+        return AuthenticatorData(att.auth_data)
+
+    assert make(b"u-33", os.urandom(33)).extensions == {"credBlob": False}
+    nrk = make(b"u-nrk", b"x", rk=False)
+    assert nrk.extensions == {"credBlob": False}  # kept for discoverable credentials only
+    a = ctap.get_assertion(RP["id"], bytes(32), extensions={"credBlob": True},
+                           allow_list=[{"type": "public-key",
+                                        "id": nrk.credential_data.credential_id}])
+    assert AuthenticatorData(a.auth_data).extensions == {"credBlob": b""}
+
+
+@pytest.mark.parametrize("profile", PROFILES_WITH_LARGE_BLOBS)
+def test_large_blob_through_python_fido2_client(serve, profile):
+    server = serve(profile)
+    dev = server.device()
+    ctap = Ctap2(dev)
+    assert ctap.info.max_large_blob == 4096
+    ClientPin(ctap).set_pin(PIN)
+    client = fido2_client(dev)
+    rp, auth_data, result = register(
+        client, rk=True, extensions={"largeBlob": {"support": "required"}})
+    assert result.client_extension_results.large_blob.supported is True
+    cred = auth_data.credential_data
+    data = os.urandom(1500)  # compressed and encrypted by the client: several fragments
+    out = authenticate(client, rp, cred, {"largeBlob": {"write": websafe_encode(data)}})
+    assert out.client_extension_results.large_blob.written is True
+    out = authenticate(client, rp, cred, {"largeBlob": {"read": True}})
+    assert out.client_extension_results.large_blob.blob == data
+    # The array survives a power cycle, and reset empties it.
+    assert server.control("power-cycle 0") == "ok"
+    ctap = Ctap2(server.device())
+    assert len(LargeBlobs(ctap).read_blob_array()) == 1
+    ctap.reset()
+    assert LargeBlobs(ctap).read_blob_array() == []
+
+
+def lb_token(ctap, permissions=ClientPin.PERMISSION.LARGE_BLOB_WRITE):
+    cp = ClientPin(ctap)
+    return cp.protocol, cp.get_pin_token(PIN, permissions)
+
+
+def test_large_blobs_command_rules(serve):
+    server = serve("yubikey-5.7")
+    ctap = Ctap2(server.device())
+    # Factory state: the empty array and its checksum, no PIN needed to write.
+    raw = ctap.large_blobs(0, get=100)[1]
+    assert raw == b"\x80" + sha256(b"\x80")[:16]
+    LargeBlobs(ctap).write_blob_array([{1: b"open"}])
+    assert LargeBlobs(ctap).read_blob_array() == [{1: b"open"}]
+    ClientPin(ctap).set_pin(PIN)
+    with pytest.raises(CtapError, match="PUAT_REQUIRED"):
+        LargeBlobs(ctap).write_blob_array([])
+    protocol, token = lb_token(ctap, ClientPin.PERMISSION.CREDENTIAL_MGMT)
+    with pytest.raises(CtapError, match="PIN_AUTH_INVALID"):
+        LargeBlobs(ctap, protocol, token).write_blob_array([])
+    protocol, token = lb_token(ctap)
+    lb = LargeBlobs(ctap, protocol, token)
+    # Size bound: exactly maxSerializedLargeBlobArray fits, one byte more does not.
+    max_size = ctap.info.max_large_blob - 16
+    array = [{1: os.urandom(max_size - 8)}]
+    array.extend([0] * (max_size - len(cbor.encode(array))))
+    lb.write_blob_array(array)
+    assert lb.read_blob_array() == array
+    with pytest.raises(CtapError, match="LARGE_BLOB_STORAGE_FULL"):
+        lb.write_blob_array(array + [1])
+
+    def set_(offset, data, length=None, token=token):
+        msg = b"\xff" * 32 + b"\x0c\x00" + struct.pack("<I", offset) + sha256(data)
+        return ctap.large_blobs(offset, set=data, length=length,
+                                pin_uv_protocol=protocol.VERSION,
+                                pin_uv_param=protocol.authenticate(token, msg))
+
+    data = cbor.encode([{1: b"x" * 40}])
+    data += sha256(data)[:16]
+    bad = data[:-1] + bytes([data[-1] ^ 1])
+    with pytest.raises(CtapError, match="INTEGRITY_FAILURE"):
+        set_(0, bad, len(bad))
+    with pytest.raises(CtapError, match="INVALID_SEQ"):
+        set_(10, data[10:])  # no write in progress
+    set_(0, data[:10], len(data))
+    with pytest.raises(CtapError, match="INVALID_SEQ"):
+        set_(11, data[11:])
+    with pytest.raises(CtapError, match="INVALID_PARAMETER"):
+        set_(10, data[10:], len(data))  # length only on the first fragment
+    with pytest.raises(CtapError, match="INVALID_PARAMETER"):
+        set_(10, data[10:] + b"extra")  # past the announced length
+    set_(10, data[10:])
+    assert lb.read_blob_array() == [{1: b"x" * 40}]
+    with pytest.raises(CtapError, match="INVALID_PARAMETER"):
+        set_(0, data[:16], 16)  # shorter than a checksum plus one byte
+    frag = ctap.info.max_msg_size - 64
+    with pytest.raises(CtapError, match="INVALID_LENGTH"):
+        ctap.large_blobs(0, get=frag + 1)
+    with pytest.raises(CtapError, match="INVALID_LENGTH"):
+        set_(0, bytes(frag + 1), 2000)
+    with pytest.raises(CtapError, match="INVALID_PARAMETER"):
+        ctap.large_blobs(len(data) + 1, get=1)
+    with pytest.raises(CtapError, match="INVALID_PARAMETER"):
+        ctap.large_blobs(0)  # neither get nor set
+
+
+@pytest.mark.parametrize("profile", ["yubikey-5.2", "yubikey-5.4"])
+def test_profiles_without_large_blobs_refuse_the_command(serve, profile):
+    server = serve(profile)
+    ctap = Ctap2(server.device())
+    raw_info = ctap.send_cbor(Ctap2.CMD.GET_INFO)
+    assert 0x0B not in raw_info and 0x0F not in raw_info
+    with pytest.raises(CtapError) as e:
+        ctap.large_blobs(0, get=10)
+    assert e.value.code == CtapError.ERR.INVALID_COMMAND
