@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Installs what building and testing prereg-station needs on a clean Debian
 # machine that has only the Rust toolchain: C libraries for the -sys crates and
-# the independent test peers (python-fido2, jwcrypto) in a private venv.
+# the independent test peers (python-fido2, jwcrypto) in a private venv, and
+# libfido2-dev for the libfido2 peer check (tests/libfido2/).
 # Idempotent: every step checks before it installs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
-for pkg in pkg-config libudev-dev libpcsclite-dev libclang-dev pcscd vsmartcard-vpcd; do
+for pkg in pkg-config libudev-dev libpcsclite-dev libclang-dev pcscd vsmartcard-vpcd libfido2-dev; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then

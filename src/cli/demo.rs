@@ -127,6 +127,7 @@ pub fn run(args: Args) -> CliResult {
         .collect();
     std::fs::write(&jobs_path, lines.join("\n") + "\n")
         .map_err(|e| CliError::failed(format!("{}: {e}", jobs_path.display())))?;
+    app::preflight(&config)?;
     let store = open_store(&config)?;
     let counts = import_file(&store, &config, &jobs_path)?;
     println!(

@@ -121,7 +121,7 @@ pub fn run(config: &Option<PathBuf>, cmd: Command) -> CliResult {
                     untrusted(&r.reason.unwrap_or_default())
                 );
             }
-            Ok(())
+            print_delivery(&store)
         }
         Command::Show { id, json } => {
             let (row, audit) = store.show(&id).map_err(CliError::failed)?;
@@ -165,4 +165,35 @@ pub fn run(config: &Option<PathBuf>, cmd: Command) -> CliResult {
             Ok(())
         }
     }
+}
+
+/// The delivery section of `jobs list`: results waiting for the sink whose
+/// last attempt failed, with attempts, next try and named reason (SPEC §6).
+fn print_delivery(store: &Store) -> CliResult {
+    let pending = store.delivery_status().map_err(CliError::failed)?;
+    let failing: Vec<_> = pending.iter().filter(|p| p.attempts > 0).collect();
+    if failing.is_empty() {
+        return Ok(());
+    }
+    let now_ms = crate::store::now_secs() * 1000;
+    println!(
+        "\n{} result(s) waiting for the sink, {} failing:",
+        pending.len(),
+        failing.len()
+    );
+    println!(
+        "{:<26} {:>8} {:>9}  REASON",
+        "SHIPMENT", "ATTEMPTS", "NEXT TRY"
+    );
+    for p in failing {
+        println!(
+            "{:<26} {:>8} {:>8}s  {}: {}",
+            crate::escape::untrusted(&p.shipment_id),
+            p.attempts,
+            (p.next_attempt_ms - now_ms).max(0) / 1000,
+            p.reason.as_deref().unwrap_or_default(),
+            crate::escape::untrusted(p.error.as_deref().unwrap_or_default())
+        );
+    }
+    Ok(())
 }

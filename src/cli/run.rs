@@ -18,6 +18,7 @@ pub struct Args {
 
 pub fn run(config_path: &Option<PathBuf>, args: Args) -> CliResult {
     let config = load_config(config_path)?;
+    app::preflight(&config)?;
     let store = open_store(&config)?;
     let spool = config.spool_dir.clone();
     let web = config
@@ -53,6 +54,7 @@ pub fn run(config_path: &Option<PathBuf>, args: Args) -> CliResult {
     let stuck_after = Duration::from_secs(60);
     let mut last_change = (Instant::now(), store.counts().unwrap_or_default());
     let mut stuck = false;
+    let mut undeliverable = Vec::new();
     while !stop.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(200));
         if watchdog.is_some_and(|w| last_ping.elapsed() >= w) {
@@ -64,14 +66,24 @@ pub fn run(config_path: &Option<PathBuf>, args: Args) -> CliResult {
             break;
         }
         if args.once {
+            // Drained except results that cannot be delivered: say which.
+            undeliverable = station.stuck_on_delivery();
+            if !undeliverable.is_empty() && spool.as_ref().is_none_or(SpoolThread::idle) {
+                break;
+            }
+        }
+        if args.once {
             let counts = store.counts().unwrap_or_default();
             if counts != last_change.1 {
                 last_change = (Instant::now(), counts);
             } else if last_change.0.elapsed() >= stuck_after
                 && store.count("leased").is_ok_and(|n| n == 0)
-                && store.count("programmed").is_ok_and(|n| n == 0)
+                && store
+                    .count("programmed")
+                    .is_ok_and(|n| n as usize == station.undeliverable().len())
             {
                 stuck = true;
+                undeliverable = station.undeliverable();
                 break;
             }
         }
@@ -110,14 +122,47 @@ pub fn run(config_path: &Option<PathBuf>, args: Args) -> CliResult {
         summary.join(", ")
     );
     if stuck {
+        let also = if undeliverable.is_empty() {
+            String::new()
+        } else {
+            format!("; also {}", once_undeliverable(&undeliverable))
+        };
         return Err(CliError::failed(format!(
             "--once: {} job(s) still queued and no key in any slot has taken one for {}s; \
-             see `jobs list` for why keys were turned away",
+             see `jobs list` for why keys were turned away{also}",
             store.count("queued").unwrap_or(0),
             stuck_after.as_secs()
         )));
     }
+    if !undeliverable.is_empty() {
+        return Err(CliError::failed(once_undeliverable(&undeliverable)));
+    }
     Ok(())
+}
+
+/// The one line `run --once` ends with when results cannot be delivered:
+/// each stuck shipment id (escaped) with its named reason and detail.
+/// `--once` gives up on a result after its first failure for a reason only an
+/// operator can fix (outbox name taken, id outside the grammar, sink refusal)
+/// and after [`crate::station::deliver::ONCE_GIVE_UP_AFTER`] failures for a
+/// transient one; the results stay pending and the daemon keeps retrying them.
+fn once_undeliverable(stuck: &[crate::station::Undeliverable]) -> String {
+    let each: Vec<String> = stuck
+        .iter()
+        .map(|u| {
+            format!(
+                "{} ({}: {})",
+                crate::escape::Untrusted(&u.shipment_id),
+                u.failure.reason,
+                crate::escape::Untrusted(&u.failure.detail)
+            )
+        })
+        .collect();
+    format!(
+        "--once: {} result(s) cannot be delivered and stay pending: {}",
+        stuck.len(),
+        each.join("; ")
+    )
 }
 
 /// Sets `flag` when `signal` arrives (tokio's signal handling on a small runtime thread).

@@ -13,8 +13,17 @@ use crate::web::StatusBoard;
 use crate::webauthn::TrustRoots;
 use std::sync::Arc;
 
+/// The start-up directory checks ([`super::preflight`]) as a usage error
+/// (exit 2): one line naming the path and the fix.
+pub fn preflight(config: &Config) -> Result<(), CliError> {
+    super::preflight::check(config).map_err(|e| CliError::usage(format!("cannot start: {e}")))
+}
+
 /// Loads everything `config` names; each failure is one line naming the file.
 pub fn setup(config: Config, store: Store) -> Result<Setup, CliError> {
+    // Before any key is loaded: a directory the station cannot write is found
+    // now, not after a key was programmed (issue #12).
+    preflight(&config)?;
     let keys = StationKeys::load(config.keys_dir.as_deref()).map_err(|e| {
         CliError::usage(format!(
             "station keys: {e} (create them with `prereg-station keys generate --dir DIR`)"

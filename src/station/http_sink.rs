@@ -8,6 +8,7 @@
 //! through a local TLS-terminating forwarder; this client refuses `https://`
 //! rather than send results in clear text to a URL that promised TLS.
 
+use crate::shipment::ShipmentId;
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
@@ -62,8 +63,9 @@ impl HttpSink {
         &self.url
     }
 
-    /// POSTs one result; `Ok` only for a 2xx answer.
-    pub fn post(&self, shipment_id: &str, json: &str) -> Result<(), HttpSinkError> {
+    /// POSTs one result; `Ok` only for a 2xx answer. The id is a validated
+    /// [`ShipmentId`] (SPEC §3 grammar), so it cannot end the header line.
+    pub fn post(&self, shipment_id: &ShipmentId, json: &str) -> Result<(), HttpSinkError> {
         let io = |e: std::io::Error| HttpSinkError::Io {
             url: self.url.clone(),
             reason: e.to_string(),
@@ -79,14 +81,7 @@ impl HttpSink {
         let mut stream = TcpStream::connect_timeout(&addr, TIMEOUT).map_err(io)?;
         stream.set_read_timeout(Some(TIMEOUT)).map_err(io)?;
         stream.set_write_timeout(Some(TIMEOUT)).map_err(io)?;
-        let head = format!(
-            "POST {} HTTP/1.1\r\nHost: {}:{}\r\nContent-Type: application/json\r\nIdempotency-Key: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            self.path,
-            self.host,
-            self.port,
-            shipment_id,
-            json.len()
-        );
+        let head = self.request_head(shipment_id, json.len());
         stream.write_all(head.as_bytes()).map_err(io)?;
         stream.write_all(json.as_bytes()).map_err(io)?;
         // The status line is all we need; read a bounded amount.
@@ -119,6 +114,21 @@ impl HttpSink {
     }
 }
 
+impl HttpSink {
+    /// The request line and headers: every part is either from the validated
+    /// configuration (path without whitespace, host, port), a validated id, or
+    /// a number, so no CR/LF can reach it.
+    fn request_head(&self, shipment_id: &ShipmentId, len: usize) -> String {
+        format!(
+            "POST {} HTTP/1.1\r\nHost: {}:{}\r\nContent-Type: application/json\r\nIdempotency-Key: {}\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n",
+            self.path,
+            self.host,
+            self.port,
+            shipment_id.as_str(),
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,6 +147,29 @@ mod tests {
         }
     }
 
+    /// Reads one request: the head, then `Content-Length` bytes of body.
+    fn read_request(c: &mut std::net::TcpStream) -> String {
+        let mut req = Vec::new();
+        let mut buf = [0u8; 1024];
+        loop {
+            let n = c.read(&mut buf).unwrap();
+            req.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&req).to_string();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Content-Length: "))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                if body.len() >= len || n == 0 {
+                    return text;
+                }
+            } else if n == 0 {
+                return text;
+            }
+        }
+    }
+
     #[test]
     fn posts_with_the_idempotency_key_and_reads_the_status() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -145,24 +178,47 @@ mod tests {
             let mut seen = Vec::new();
             for status in ["503 Service Unavailable", "201 Created"] {
                 let (mut c, _) = listener.accept().unwrap();
-                let mut req = vec![0u8; 4096];
-                let n = c.read(&mut req).unwrap();
-                seen.push(String::from_utf8_lossy(&req[..n]).to_string());
+                seen.push(read_request(&mut c));
                 write!(c, "HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n").unwrap();
             }
             seen
         });
         let sink = HttpSink::parse(&format!("http://{addr}/in")).unwrap();
+        let s1 = ShipmentId::parse("S1").unwrap();
         assert_eq!(
-            sink.post("S1", "{}"),
+            sink.post(&s1, "{}"),
             Err(HttpSinkError::Status {
                 url: sink.url().into(),
                 status: 503
             })
         );
-        sink.post("S1", "{}").unwrap();
+        sink.post(&s1, "{}").unwrap();
         let seen = server.join().unwrap();
-        assert!(seen[1].starts_with("POST /in HTTP/1.1\r\n"));
-        assert!(seen[1].contains("Idempotency-Key: S1\r\n"));
+        // The request head holds exactly these lines, in this order.
+        let (head, body) = seen[1].split_once("\r\n\r\n").unwrap();
+        let lines: Vec<&str> = head.split("\r\n").collect();
+        assert_eq!(
+            lines,
+            [
+                "POST /in HTTP/1.1".to_string(),
+                format!("Host: {}:{}", addr.ip(), addr.port()),
+                "Content-Type: application/json".into(),
+                "Idempotency-Key: S1".into(),
+                "Content-Length: 2".into(),
+                "Connection: close".into(),
+            ]
+        );
+        assert_eq!(body, "{}");
+    }
+
+    #[test]
+    fn a_shipment_id_cannot_carry_a_header_or_a_second_request() {
+        // The id that smuggled a header and a request before the grammar.
+        let evil = "S1\r\nX-Evil: 1\r\n\r\nPOST /other HTTP/1.1";
+        assert!(ShipmentId::parse(evil).is_err());
+        let sink = HttpSink::parse("http://127.0.0.1:9/in").unwrap();
+        let head = sink.request_head(&ShipmentId::parse("A-b_9").unwrap(), 7);
+        assert_eq!(head.matches("\r\n").count(), 7);
+        assert!(!head.contains('\n') || head.split("\r\n").all(|l| !l.contains('\n')));
     }
 }

@@ -1,5 +1,7 @@
 //! The station: a supervisor that owns the shared state, one worker thread per
-//! slot ([`worker`]), a delivery thread ([`deliver`]), and start-up recovery.
+//! slot ([`worker`]), a delivery thread ([`deliver`]: each result on its own,
+//! with backoff), start-up directory checks ([`preflight`]), and start-up
+//! recovery.
 //!
 //! Shared state is one `Arc<Shared>`: the store handle (itself a channel to
 //! the store thread), the station keys (read-only), the status board (its own
@@ -13,6 +15,7 @@ pub mod intake;
 pub mod notify;
 pub mod policy;
 pub mod power;
+pub mod preflight;
 pub mod simslot;
 pub mod source;
 pub mod spool;
@@ -27,6 +30,7 @@ use crate::rig::{NoRig, Rig};
 use crate::store::{Recovery, Store};
 use crate::web::StatusBoard;
 use crate::webauthn::TrustRoots;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
@@ -58,6 +62,10 @@ pub struct Shared {
     /// Keys programmed in this run (for `demo` and `run --once` summaries).
     pub programmed: Mutex<Vec<Programmed>>,
     delivery: Mutex<Option<mpsc::Sender<()>>>,
+    /// Failed deliveries in this run, by shipment id: how many, and the last
+    /// reason (for `run --once`, which must not wait on results that cannot
+    /// be delivered). Written by the delivery thread only.
+    delivery_failures: Mutex<HashMap<String, (u32, deliver::Failure)>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -80,6 +88,16 @@ impl Shared {
             let _ = tx.send(());
         }
     }
+}
+
+/// A result the station gave up waiting for in this run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Undeliverable {
+    /// As stored: untrusted text (escape it for output).
+    pub shipment_id: String,
+    /// Failed deliveries in this run.
+    pub failures: u32,
+    pub failure: deliver::Failure,
 }
 
 /// A running station.
@@ -168,7 +186,19 @@ impl Station {
             stop: AtomicBool::new(false),
             programmed: Mutex::new(Vec::new()),
             delivery: Mutex::new(Some(tx)),
+            delivery_failures: Mutex::default(),
         });
+        // After a restart every pending result is tried at once, and the
+        // temp files a crash left in the outbox go first.
+        shared.store.retry_deliveries_now()?;
+        if shared.http_sink.is_none() {
+            match deliver::remove_stale_temps(&shared.config.outbox_dir) {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(files = n, "removed delivery temp files left by a crash"),
+                // Harmless: leftovers are hidden, not `*.json`, never reused.
+                Err(e) => tracing::warn!("cannot clear delivery temp files: {e}"),
+            }
+        }
         let delivery = {
             let shared = shared.clone();
             std::thread::Builder::new()
@@ -209,6 +239,53 @@ impl Station {
     /// Whether every job is finished and delivered (nothing queued, leased or awaiting the sink).
     pub fn drained(&self) -> bool {
         self.shared.store.unfinished().is_ok_and(|n| n == 0)
+    }
+
+    /// Results that `run --once` stops waiting for: pending results that
+    /// failed in this run for a reason only an operator can fix, or too often
+    /// for a transient one ([`deliver::once_gives_up`]). Sorted by id.
+    pub fn undeliverable(&self) -> Vec<Undeliverable> {
+        let failures = self
+            .shared
+            .delivery_failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let mut out: Vec<Undeliverable> = failures
+            .iter()
+            .filter(|(_, (n, f))| deliver::once_gives_up(f.reason, *n))
+            .map(|(id, (n, f))| Undeliverable {
+                shipment_id: id.clone(),
+                failures: *n,
+                failure: f.clone(),
+            })
+            .collect();
+        out.sort_by(|a, b| a.shipment_id.cmp(&b.shipment_id));
+        out
+    }
+
+    /// Whether the queue is drained except for results that cannot be
+    /// delivered: no job queued or leased, and every result still pending is
+    /// [`Station::undeliverable`]. Returns those results (empty when the
+    /// station is not there yet, or fully drained).
+    pub fn stuck_on_delivery(&self) -> Vec<Undeliverable> {
+        let store = &self.shared.store;
+        let idle = store.count("queued").is_ok_and(|n| n == 0)
+            && store.count("leased").is_ok_and(|n| n == 0);
+        let Ok(pending) = store.delivery_status() else {
+            return Vec::new();
+        };
+        let stuck = self.undeliverable();
+        let all_stuck = pending
+            .iter()
+            .all(|p| stuck.iter().any(|s| s.shipment_id == p.shipment_id));
+        if idle && !pending.is_empty() && all_stuck {
+            stuck
+                .into_iter()
+                .filter(|s| pending.iter().any(|p| p.shipment_id == s.shipment_id))
+                .collect()
+        } else {
+            Vec::new()
+        }
     }
 
     /// Asks every worker to stop after its current key, waits for them, and
@@ -264,24 +341,47 @@ fn start_sim_rig(
     Ok((sim, slots, Arc::new(serial)))
 }
 
-/// Delivers pending results whenever a worker stores one (and every few
-/// seconds, to retry after a sink error), until the station stops.
+/// The delivery thread: a pass over every due result whenever a worker
+/// stores one, and otherwise when the earliest backoff ends (at most
+/// [`DELIVERY_IDLE`] apart, to keep the board current), until the station
+/// stops; the last pass runs after the workers have stopped.
 fn delivery_loop(shared: &Shared, rx: mpsc::Receiver<()>) {
+    let mut wait = Duration::ZERO;
     loop {
-        let stop = match rx.recv_timeout(Duration::from_secs(2)) {
-            Ok(()) => false,
-            Err(mpsc::RecvTimeoutError::Timeout) => false,
+        let stop = match rx.recv_timeout(wait) {
+            Ok(()) | Err(mpsc::RecvTimeoutError::Timeout) => false,
             Err(mpsc::RecvTimeoutError::Disconnected) => true,
         };
-        match deliver::deliver_pending(
-            &shared.store,
-            &shared.config.outbox_dir,
-            shared.http_sink.as_ref(),
-        ) {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(results = n, "delivered to the outbox"),
-            Err(e) => tracing::error!("delivery failed (will retry): {e}"),
+        let sink = match &shared.http_sink {
+            Some(http) => deliver::Sink::Http(http),
+            None => deliver::Sink::Outbox(&shared.config.outbox_dir),
+        };
+        match deliver::deliver_due(&shared.store, sink, &now_ms, &mut || rand::random::<f64>()) {
+            Ok(pass) => record_pass(shared, &pass),
+            Err(e) => tracing::error!("delivery: cannot list pending results (will retry): {e}"),
         }
+        let status = shared.store.delivery_status().unwrap_or_default();
+        let now = now_ms();
+        wait = status
+            .iter()
+            .map(|p| Duration::from_millis(p.next_attempt_ms.saturating_sub(now).max(0) as u64))
+            .min()
+            .unwrap_or(DELIVERY_IDLE)
+            .clamp(Duration::from_millis(10), DELIVERY_IDLE);
+        shared.board.set_delivery(
+            status.len() as u64,
+            status
+                .iter()
+                .filter(|p| p.attempts > 0)
+                .map(|p| crate::web::board::DeliveryFailureView {
+                    shipment_id: crate::escape::untrusted(&p.shipment_id),
+                    attempts: p.attempts,
+                    reason: p.reason.clone().unwrap_or_default(),
+                    error: p.error.clone().unwrap_or_default(),
+                    next_attempt_ms: p.next_attempt_ms,
+                })
+                .collect(),
+        );
         if let Ok(counts) = shared.store.counts() {
             shared.board.set_queue_counts(counts);
         }
@@ -289,4 +389,48 @@ fn delivery_loop(shared: &Shared, rx: mpsc::Receiver<()>) {
             return;
         }
     }
+}
+
+/// Longest sleep of the delivery thread with nothing due.
+const DELIVERY_IDLE: Duration = Duration::from_secs(2);
+
+/// Logs a pass, counts its failures (board, `/metrics`, `run --once`).
+fn record_pass(shared: &Shared, pass: &deliver::Pass) {
+    let mut failures = shared
+        .delivery_failures
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if !pass.delivered.is_empty() {
+        tracing::info!(results = pass.delivered.len(), sink = %shared.http_sink.as_ref().map_or("outbox", |h| h.url()), "delivered");
+    }
+    for id in &pass.delivered {
+        failures.remove(id);
+    }
+    for f in &pass.failed {
+        let retry_in_ms = f.next_attempt_ms.saturating_sub(now_ms()).max(0);
+        tracing::warn!(
+            shipment = %crate::escape::Untrusted(&f.shipment_id),
+            reason = f.failure.reason.code(),
+            attempts = f.attempts,
+            retry_in_ms,
+            "delivery failed: {}",
+            f.failure.detail
+        );
+        shared
+            .board
+            .record_delivery_failure(f.failure.reason.code());
+        let entry = failures
+            .entry(f.shipment_id.clone())
+            .or_insert_with(|| (0, f.failure.clone()));
+        entry.0 += 1;
+        entry.1 = f.failure.clone();
+    }
+}
+
+/// Unix milliseconds now (the delivery schedule's clock).
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }

@@ -22,6 +22,7 @@ use thiserror::Error;
 /// Migrations, applied in order; `PRAGMA user_version` records how many ran.
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
+    include_str!("migrations/0002_delivery.sql"),
     include_str!("migrations/0003_intake.sql"),
 ];
 
@@ -32,6 +33,12 @@ pub enum StoreError {
         path: PathBuf,
         #[source]
         source: rusqlite::Error,
+    },
+    #[error("database {path}: cannot make it private to the station's user ({source})")]
+    Permissions {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
     },
     #[error("database: {0}")]
     Sql(#[from] rusqlite::Error),
@@ -119,6 +126,32 @@ pub struct QuarantineRow {
     pub at: i64,
 }
 
+/// Where one pending result stands with the sink (SPEC §6).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DeliveryStatus {
+    /// As stored; delivery parses it again and refuses one that does not fit
+    /// the grammar (`delivery.bad_id`), so treat it as untrusted text.
+    pub shipment_id: String,
+    /// Failed deliveries since the result was stored (the backoff streak).
+    pub attempts: u32,
+    /// Unix milliseconds before which it is not tried again (0: due now).
+    pub next_attempt_ms: i64,
+    /// Named reason of the last failure, e.g. `delivery.outbox_conflict`.
+    pub reason: Option<String>,
+    /// One line of detail for that failure.
+    pub error: Option<String>,
+    /// Unix seconds when the result was stored.
+    pub created_at: i64,
+}
+
+/// A result waiting for the sink.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingDelivery {
+    pub status: DeliveryStatus,
+    /// The SPEC §6 result JSON (encrypted responses only).
+    pub result_json: String,
+}
+
 /// What start-up recovery did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Recovery {
@@ -135,6 +168,10 @@ impl Store {
             path: path.to_path_buf(),
             source,
         };
+        restrict_db_files(path).map_err(|source| StoreError::Permissions {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let conn = Connection::open(path).map_err(open_err)?;
         Self::start(conn).map_err(|e| match e {
             StoreError::Sql(source) => open_err(source),
@@ -639,17 +676,84 @@ impl Store {
         })
     }
 
-    /// Results waiting for the sink, oldest first.
-    pub fn pending_deliveries(&self) -> Result<Vec<(String, String)>, StoreError> {
-        self.call(|conn| {
-            let mut stmt = conn.prepare(
-                "SELECT shipment_id, result_json FROM outbox ORDER BY created_at, rowid",
+    /// Every result waiting for the sink: results never tried (or never failed)
+    /// first, then by age, so a failing result never goes before a fresh one.
+    pub fn pending_deliveries(&self) -> Result<Vec<PendingDelivery>, StoreError> {
+        self.call(|conn| select_pending(conn, i64::MAX))
+    }
+
+    /// The results whose next attempt is due at `now_ms` (unix milliseconds),
+    /// in the order of [`Store::pending_deliveries`].
+    pub fn due_deliveries(&self, now_ms: i64) -> Result<Vec<PendingDelivery>, StoreError> {
+        self.call(move |conn| select_pending(conn, now_ms))
+    }
+
+    /// The delivery state of every pending result, without the result itself
+    /// (`jobs list`, the status board, `/metrics`).
+    pub fn delivery_status(&self) -> Result<Vec<DeliveryStatus>, StoreError> {
+        Ok(self
+            .pending_deliveries()?
+            .into_iter()
+            .map(|p| p.status)
+            .collect())
+    }
+
+    /// Records a failed delivery of one result: its attempt count goes up,
+    /// it is not tried again before `next_attempt_ms`, and its named `reason`
+    /// (plus one line of `detail`) shows in `jobs list`. The audit trail gets
+    /// the first failure and every change of reason, not every retry.
+    /// Returns the new attempt count.
+    pub fn delivery_failed(
+        &self,
+        shipment_id: &str,
+        reason: &str,
+        detail: &str,
+        next_attempt_ms: i64,
+    ) -> Result<u32, StoreError> {
+        let (id, reason, detail) = (shipment_id.to_owned(), reason.to_owned(), detail.to_owned());
+        self.call_tx(move |conn| {
+            let before: Option<String> = conn
+                .query_row(
+                    "SELECT reason FROM outbox WHERE shipment_id = ?1",
+                    params![id],
+                    |r| r.get(0),
+                )
+                .optional()?
+                .ok_or_else(|| StoreError::UnknownJob(id.clone()))?;
+            conn.execute(
+                "UPDATE outbox SET attempts = attempts + 1, next_attempt_ms = ?2, reason = ?3,
+                   error = ?4 WHERE shipment_id = ?1",
+                params![id, next_attempt_ms, reason, detail],
             )?;
-            let rows = stmt
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect::<Result<_, _>>()?;
-            Ok(rows)
+            let line = format!("{reason}: {detail}");
+            conn.execute(
+                "UPDATE jobs SET reason = ?2, updated_at = ?3 WHERE shipment_id = ?1",
+                params![id, line, now_secs()],
+            )?;
+            if before.as_deref() != Some(reason.as_str()) {
+                audit(
+                    conn,
+                    Some(&id),
+                    "delivery_failed",
+                    None,
+                    None,
+                    None,
+                    Some(&line),
+                )?;
+            }
+            Ok(conn.query_row(
+                "SELECT attempts FROM outbox WHERE shipment_id = ?1",
+                params![id],
+                |r| r.get(0),
+            )?)
         })
+    }
+
+    /// Makes every pending result due now (start-up: an operator who restarts
+    /// the station after fixing a sink expects it to try at once). Attempt
+    /// counts and reasons stay until the next success or failure.
+    pub fn retry_deliveries_now(&self) -> Result<usize, StoreError> {
+        self.call(|conn| Ok(conn.execute("UPDATE outbox SET next_attempt_ms = 0", [])?))
     }
 
     /// After the sink acknowledged: the responses and requests are purged, the audit stays.
@@ -658,9 +762,10 @@ impl Store {
         self.call(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             tx.execute("DELETE FROM outbox WHERE shipment_id = ?1", params![id])?;
+            // A delivery failure's reason ends with the delivery.
             let n = tx.execute(
                 "UPDATE jobs SET state = 'purged', pin_request = '', cred_requests = '[]',
-                   updated_at = ?2 WHERE shipment_id = ?1 AND state = 'programmed'",
+                   reason = NULL, updated_at = ?2 WHERE shipment_id = ?1 AND state = 'programmed'",
                 params![id, now_secs()],
             )?;
             if n == 0 {
@@ -913,6 +1018,31 @@ fn insert_refused(
     audit(conn, Some(id), "refused", None, None, None, Some(&reason))
 }
 
+/// Pending results due by `due_ms`, in delivery order (never-failed first, then oldest).
+fn select_pending(conn: &Connection, due_ms: i64) -> Result<Vec<PendingDelivery>, StoreError> {
+    let mut stmt = conn.prepare(
+        "SELECT shipment_id, result_json, attempts, next_attempt_ms, reason, error, created_at
+         FROM outbox WHERE next_attempt_ms <= ?1
+         ORDER BY attempts, created_at, rowid",
+    )?;
+    let rows = stmt
+        .query_map(params![due_ms], |r| {
+            Ok(PendingDelivery {
+                result_json: r.get(1)?,
+                status: DeliveryStatus {
+                    shipment_id: r.get(0)?,
+                    attempts: r.get(2)?,
+                    next_attempt_ms: r.get(3)?,
+                    reason: r.get(4)?,
+                    error: r.get(5)?,
+                    created_at: r.get(6)?,
+                },
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok(rows)
+}
+
 fn job_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
     Ok(JobRow {
         shipment_id: r.get(0)?,
@@ -961,6 +1091,31 @@ fn audit(
             detail
         ],
     )?;
+    Ok(())
+}
+
+/// The database and its `-wal` / `-shm` files hold encrypted requests and
+/// responses: owner-only (0600) whatever the umask. The main file is created
+/// 0600 before SQLite opens it (SQLite gives the WAL and shared-memory files the
+/// main file's mode); files left by an older, looser install are tightened.
+fn restrict_db_files(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let private = || std::fs::Permissions::from_mode(0o600);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)?
+        .set_permissions(private())?;
+    for suffix in ["-wal", "-shm"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        match std::fs::set_permissions(&name, private()) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            other => other?,
+        }
+    }
     Ok(())
 }
 
@@ -1076,6 +1231,90 @@ mod tests {
         assert_eq!(r.requeued.len(), 2);
         assert!(s.is_quarantined("111").unwrap());
         assert_eq!(s.count("queued").unwrap(), 2);
+    }
+
+    /// A programmed result for `id` (imported, leased, stored).
+    fn programmed(s: &Store, id: &str) {
+        s.import(&job(id, 1)).unwrap();
+        s.lease("slot1", &[1], Duration::from_secs(60))
+            .unwrap()
+            .unwrap();
+        s.begin_programming("slot1", id, "1").unwrap();
+        s.store_result("slot1", id, "1", "5.7.1", format!("{{\"r\":\"{id}\"}}"))
+            .unwrap();
+    }
+
+    #[test]
+    fn a_failed_delivery_waits_its_turn_behind_fresh_results() {
+        let s = Store::open_in_memory().unwrap();
+        for id in ["A", "B", "C"] {
+            programmed(&s, id);
+        }
+        assert_eq!(
+            s.delivery_failed("A", "delivery.sink_refused", "422", 5_000)
+                .unwrap(),
+            1
+        );
+        let ids = |v: Vec<PendingDelivery>| -> Vec<String> {
+            v.into_iter().map(|p| p.status.shipment_id).collect()
+        };
+        // Not due before its time; after it, behind the results that never failed.
+        assert_eq!(ids(s.due_deliveries(4_999).unwrap()), ["B", "C"]);
+        assert_eq!(ids(s.due_deliveries(5_000).unwrap()), ["B", "C", "A"]);
+        assert_eq!(
+            s.delivery_failed("A", "delivery.sink_refused", "422", 9_000)
+                .unwrap(),
+            2
+        );
+        let a = &s.delivery_status().unwrap()[2];
+        assert_eq!(
+            (
+                a.attempts,
+                a.next_attempt_ms,
+                a.reason.as_deref(),
+                a.error.as_deref()
+            ),
+            (2, 9_000, Some("delivery.sink_refused"), Some("422"))
+        );
+        assert_eq!(
+            s.show("A").unwrap().0.reason.as_deref(),
+            Some("delivery.sink_refused: 422")
+        );
+        // A restart makes it due at once; delivery clears the reason.
+        s.retry_deliveries_now().unwrap();
+        assert_eq!(s.due_deliveries(0).unwrap().len(), 3);
+        s.delivered("A", "outbox").unwrap();
+        assert_eq!(s.show("A").unwrap().0.reason, None);
+        assert!(matches!(
+            s.delivery_failed("A", "delivery.outbox_io", "x", 0),
+            Err(StoreError::UnknownJob(_))
+        ));
+    }
+
+    #[test]
+    fn database_files_are_owner_only_even_when_they_were_not() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("station.db");
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().mode() & 0o777;
+        {
+            let s = Store::open(&db).unwrap();
+            s.import(&job("A", 1)).unwrap();
+            assert_eq!(mode(&db), 0o600);
+            for suffix in ["-wal", "-shm"] {
+                let f = dir.path().join(format!("station.db{suffix}"));
+                assert_eq!(mode(&f), 0o600, "{suffix}");
+                // As an older install under umask 022 left them.
+                std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+            }
+            std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+            let _again = Store::open(&db).unwrap();
+            assert_eq!(mode(&db), 0o600);
+            for suffix in ["-wal", "-shm"] {
+                let f = dir.path().join(format!("station.db{suffix}"));
+                assert_eq!(mode(&f), 0o600, "{suffix}");
+            }
+        }
     }
 
     #[test]

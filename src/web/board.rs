@@ -211,6 +211,7 @@ struct BoardState {
     failures: VecDeque<FailureView>,
     steps: BTreeMap<String, Histogram>,
     jobs: Histogram,
+    delivery: DeliverySnapshot,
 }
 
 #[derive(Debug)]
@@ -312,6 +313,7 @@ impl StatusBoard {
                     failures: VecDeque::new(),
                     steps: BTreeMap::new(),
                     jobs: Histogram::default(),
+                    delivery: DeliverySnapshot::default(),
                 }),
                 paused: AtomicBool::new(false),
                 draining: AtomicBool::new(false),
@@ -427,6 +429,37 @@ impl StatusBoard {
         self.changed();
     }
 
+    /// Replaces the delivery state (SPEC §6): how many results wait for the
+    /// sink, and those whose last attempt failed (shown oldest first, at most
+    /// [`MAX_FAILURES`]; ids already escaped by the caller).
+    pub fn set_delivery(&self, pending: u64, mut failing: Vec<DeliveryFailureView>) {
+        failing.truncate(MAX_FAILURES);
+        for f in &mut failing {
+            f.error = clip(&f.error);
+            f.shipment_id = clip(&f.shipment_id);
+        }
+        {
+            let mut st = self.lock();
+            if st.delivery.pending == pending && st.delivery.failing == failing {
+                return;
+            }
+            st.delivery.pending = pending;
+            st.delivery.failing = failing;
+        }
+        self.changed();
+    }
+
+    /// Counts one failed delivery attempt by its named reason (for `/metrics`).
+    pub fn record_delivery_failure(&self, reason: &str) {
+        *self
+            .lock()
+            .delivery
+            .failures_total
+            .entry(clip(reason))
+            .or_default() += 1;
+        self.changed();
+    }
+
     pub fn set_rig_health(&self, h: RigHealth) {
         {
             let mut st = self.lock();
@@ -523,6 +556,7 @@ impl StatusBoard {
             },
             keys_last_hour,
             failures: st.failures.iter().cloned().collect(),
+            delivery: st.delivery.clone(),
         }
     }
 
@@ -547,6 +581,33 @@ pub struct BoardSnapshot {
     pub totals: Totals,
     pub keys_last_hour: u64,
     pub failures: Vec<FailureView>,
+    pub delivery: DeliverySnapshot,
+}
+
+/// Results waiting for the sink (SPEC §6).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct DeliverySnapshot {
+    /// Results stored and not yet acknowledged by the sink.
+    pub pending: u64,
+    /// Those whose last delivery failed, with the named reason.
+    pub failing: Vec<DeliveryFailureView>,
+    /// Failed delivery attempts since start, by named reason.
+    pub failures_total: BTreeMap<String, u64>,
+}
+
+/// A result whose last delivery failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeliveryFailureView {
+    /// Escaped for display (it comes from the store as untrusted text).
+    pub shipment_id: String,
+    /// Failed attempts in a row.
+    pub attempts: u32,
+    /// Named reason, e.g. `delivery.outbox_conflict`.
+    pub reason: String,
+    /// One line of detail.
+    pub error: String,
+    /// Unix milliseconds of the next attempt.
+    pub next_attempt_ms: i64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -661,6 +722,32 @@ mod tests {
         assert!(rx.try_recv().is_ok());
         c.set_paused(true);
         assert!(rx.try_recv().is_err());
+    }
+
+    #[test]
+    fn delivery_state_and_failure_counts_reach_the_snapshot() {
+        let b = StatusBoard::new("s", 1);
+        let mut rx = b.subscribe();
+        let view = DeliveryFailureView {
+            shipment_id: "S1".into(),
+            attempts: 3,
+            reason: "delivery.outbox_conflict".into(),
+            error: "outbox/S1.json already\nholds a different result".into(),
+            next_attempt_ms: 42,
+        };
+        b.set_delivery(2, vec![view.clone()]);
+        assert!(rx.try_recv().is_ok());
+        b.set_delivery(2, vec![view]);
+        assert!(rx.try_recv().is_err(), "no change, no notification");
+        b.record_delivery_failure("delivery.outbox_conflict");
+        b.record_delivery_failure("delivery.outbox_conflict");
+        let d = b.snapshot().delivery;
+        assert_eq!(d.pending, 2);
+        assert_eq!(
+            d.failing[0].error,
+            "outbox/S1.json already holds a different result"
+        );
+        assert_eq!(d.failures_total["delivery.outbox_conflict"], 2);
     }
 
     #[test]

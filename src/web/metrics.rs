@@ -114,6 +114,34 @@ pub fn render(board: &StatusBoard) -> String {
 
     header(
         &mut out,
+        "prereg_delivery_pending",
+        "gauge",
+        "Results stored and not yet acknowledged by the sink.",
+    );
+    let _ = writeln!(out, "prereg_delivery_pending {}", s.delivery.pending);
+    header(
+        &mut out,
+        "prereg_delivery_failing",
+        "gauge",
+        "Pending results whose last delivery failed (backing off).",
+    );
+    let _ = writeln!(out, "prereg_delivery_failing {}", s.delivery.failing.len());
+    header(
+        &mut out,
+        "prereg_delivery_failures_total",
+        "counter",
+        "Failed delivery attempts by named reason.",
+    );
+    for (reason, n) in &s.delivery.failures_total {
+        let _ = writeln!(
+            out,
+            "prereg_delivery_failures_total{{reason=\"{}\"}} {n}",
+            escape(reason)
+        );
+    }
+
+    header(
+        &mut out,
         "prereg_slot_state",
         "gauge",
         "1 for the state each slot is in.",
@@ -229,5 +257,25 @@ mod tests {
             m.contains("prereg_rig_up 0\nprereg_rig_configured") || m.contains("prereg_rig_up 0\n")
         );
         assert!(m.ends_with('\n'));
+    }
+
+    #[test]
+    fn delivery_backlog_and_failures_by_reason() {
+        let b = StatusBoard::new("s", 1);
+        b.set_delivery(
+            3,
+            vec![crate::web::board::DeliveryFailureView {
+                shipment_id: "S1".into(),
+                attempts: 2,
+                reason: "delivery.sink_refused".into(),
+                error: "sink answered 422".into(),
+                next_attempt_ms: 0,
+            }],
+        );
+        b.record_delivery_failure("delivery.sink_refused");
+        let m = render(&b);
+        assert!(m.contains("# TYPE prereg_delivery_pending gauge\nprereg_delivery_pending 3\n"));
+        assert!(m.contains("prereg_delivery_failing 1\n"));
+        assert!(m.contains("prereg_delivery_failures_total{reason=\"delivery.sink_refused\"} 1\n"));
     }
 }

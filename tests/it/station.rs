@@ -1058,3 +1058,443 @@ fn reset_non_blank_on_resets_the_key_in_its_power_up_window_and_programs_it() {
         .contains("reset after power-up"));
     assert!(line.store.quarantined().unwrap().is_empty());
 }
+
+// ---------------------------------------------------------------------------
+// Nothing lost at the boundary, delivery half (issue #12, SPEC §6): each
+// result is delivered on its own, a result that cannot be delivered backs off
+// with its reason and never holds up the others, no file is ever overwritten
+// or reached through a planted link, and `run --once` ends naming what is stuck.
+
+use prereg_station::shipment::{Job, ShipmentId};
+
+/// A station directory (keys, CA, configuration) whose store is seeded with
+/// programmed results directly, so 50 results need no 50 keys.
+struct Bench {
+    dir: tempfile::TempDir,
+    config_path: PathBuf,
+    config: Config,
+}
+
+impl Bench {
+    /// `extra` is appended to the `[station]` table's configuration text.
+    fn new(slots: usize, extra: &str) -> Bench {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        StationKeys::generate(&d.join("keys")).unwrap();
+        std::fs::write(
+            d.join("ca.pem"),
+            prereg_station::sim::attestation::root_pem(0).unwrap(),
+        )
+        .unwrap();
+        let mut text = format!(
+            "[station]\nid = \"bench\"\nstate_dir = {:?}\nkeys_dir = {:?}\noutbox_dir = {:?}\nattestation_roots = [{:?}]\n\n[[customization]]\nid = \"C19881\"\nmin_firmware = \"5.7.0\"\nproducts = [1]\n",
+            d.join("state"),
+            d.join("keys"),
+            d.join("outbox"),
+            d.join("ca.pem"),
+        );
+        for _ in 0..slots {
+            text.push_str("\n[[slot]]\ndevice = \"sim:yubikey-5.7\"\n");
+        }
+        text.push_str(extra);
+        let config_path = d.join("station.toml");
+        std::fs::write(&config_path, &text).unwrap();
+        Bench {
+            config: Config::parse(&text).unwrap(),
+            config_path,
+            dir,
+        }
+    }
+
+    /// The result JSON seeded for `id`.
+    fn result(id: &str) -> String {
+        format!("{{\"shipment_id\":\"{id}\",\"shipment_state\":{{\"shipment_state_id\":103}}}}")
+    }
+
+    /// Stores a programmed result for each id, as a slot would have.
+    fn seed(&self, ids: &[String]) {
+        let store = open_store(&self.config).unwrap();
+        for id in ids {
+            let job = Job {
+                shipment_id: ShipmentId::parse(id).unwrap(),
+                product_id: 1,
+                inventory_product_id: 106,
+                customization_id: "C19881".into(),
+                // Unique per id: intake refuses a request seen before (replay).
+                pin_request: format!("p.i.n.{id}.we"),
+                credential_requests: vec![],
+            };
+            store.import(&job).unwrap();
+            store
+                .lease("seed", &[1], Duration::from_secs(60))
+                .unwrap()
+                .unwrap();
+            store.begin_programming("seed", id, "1000").unwrap();
+            store
+                .store_result("seed", id, "1000", "5.7.1", Bench::result(id))
+                .unwrap();
+        }
+    }
+
+    fn outbox(&self) -> PathBuf {
+        self.config.outbox_dir.clone()
+    }
+
+    /// `prereg-station ARGS --config F`, killed after `limit`.
+    fn run(&self, args: &[&str], limit: Duration) -> (Option<i32>, String, Duration) {
+        self.run_in_shell("", args, limit)
+    }
+
+    /// Like [`Bench::run`], after `shell` (e.g. `umask 000`) in a POSIX shell.
+    fn run_in_shell(
+        &self,
+        shell: &str,
+        args: &[&str],
+        limit: Duration,
+    ) -> (Option<i32>, String, Duration) {
+        let t0 = Instant::now();
+        let mut child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("{shell}\nexec \"$0\" \"$@\""))
+            .arg(crate::util::station_bin())
+            .args(args)
+            .arg("--config")
+            .arg(&self.config_path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break Some(s);
+            }
+            if t0.elapsed() > limit {
+                child.kill().unwrap();
+                child.wait().unwrap();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+        (status.and_then(|s| s.code()), stderr, t0.elapsed())
+    }
+}
+
+fn fifty_ids() -> Vec<String> {
+    (0..50).map(|i| format!("R{i:02}")).collect()
+}
+
+/// The error line of a `prereg-station` run (tracing may log before it).
+fn error_line(stderr: &str) -> &str {
+    stderr
+        .lines()
+        .find(|l| l.starts_with("prereg-station: "))
+        .unwrap_or_else(|| panic!("no error line in {stderr:?}"))
+}
+
+/// Done when (issue #12): 50 pending results, one whose outbox name is taken
+/// by a different result (what `COLL.1` and `COLL_1` did when both mapped to
+/// `COLL_1.json`): the 49 others are delivered promptly, the taken file is
+/// untouched, the stuck result stays pending with its reason, and `run
+/// --once` exits 1 naming it (before: it stopped at the first error and never
+/// returned).
+#[test]
+fn fifty_results_one_outbox_name_taken_49_delivered_and_run_once_names_the_stuck_one() {
+    let bench = Bench::new(0, "");
+    let ids = fifty_ids();
+    bench.seed(&ids);
+    std::fs::create_dir_all(bench.outbox()).unwrap();
+    let planted = bench.outbox().join("R07.json");
+    std::fs::write(&planted, "the result of another key").unwrap();
+
+    let (code, stderr, took) = bench.run(&["run", "--once"], Duration::from_secs(60));
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(took < Duration::from_secs(20), "took {took:?}");
+    let line = error_line(&stderr);
+    assert!(
+        line.contains("1 result(s) cannot be delivered")
+            && line.contains("R07 (delivery.outbox_conflict: "),
+        "{line}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&planted).unwrap(),
+        "the result of another key"
+    );
+    for id in ids.iter().filter(|i| *i != "R07") {
+        let got = std::fs::read_to_string(bench.outbox().join(format!("{id}.json"))).unwrap();
+        assert_eq!(got, Bench::result(id));
+    }
+    assert_eq!(std::fs::read_dir(bench.outbox()).unwrap().count(), 50);
+    // The stuck result is still there to deliver, with its reason.
+    let store = open_store(&bench.config).unwrap();
+    assert_eq!(store.count("purged").unwrap(), 49);
+    let (row, _) = store.show("R07").unwrap();
+    assert_eq!(row.state, "programmed");
+    assert!(row
+        .reason
+        .as_deref()
+        .unwrap()
+        .starts_with("delivery.outbox_conflict: "));
+    drop(store);
+    let cfg = bench.config_path.clone().into_os_string();
+    let list = station(&["jobs".as_ref(), "list".as_ref(), "--config".as_ref(), &cfg]);
+    let list = String::from_utf8_lossy(&list.stdout);
+    let section = list
+        .split_once("1 result(s) waiting for the sink, 1 failing:")
+        .map(|(_, s)| s)
+        .unwrap_or_default();
+    assert!(
+        section.contains("R07") && section.contains("delivery.outbox_conflict: "),
+        "{list}"
+    );
+    // Moved aside, it is delivered by the next run.
+    std::fs::rename(&planted, bench.dir.path().join("R07.other")).unwrap();
+    let (code, stderr, _) = bench.run(&["run", "--once"], Duration::from_secs(60));
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(&planted).unwrap(),
+        Bench::result("R07")
+    );
+}
+
+/// A test HTTP receiver: answers 422 for one shipment id forever and 201 for
+/// every other; records (when, Idempotency-Key) of every request.
+/// Every request a test receiver saw: when, and its `Idempotency-Key`.
+type Requests = Arc<Mutex<Vec<(Instant, String)>>>;
+
+fn receiver(refuse: &'static str) -> (String, Requests) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/results", listener.local_addr().unwrap());
+    let seen: Requests = Arc::default();
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut c) = conn else { continue };
+            let mut req = Vec::new();
+            let mut buf = [0u8; 4096];
+            // Head, then Content-Length bytes of body.
+            let key = loop {
+                let n = c.read(&mut buf).unwrap_or(0);
+                req.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&req).to_string();
+                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("Content-Length: "))
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0);
+                    if body.len() >= len {
+                        break head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("Idempotency-Key: "))
+                            .unwrap_or("")
+                            .to_owned();
+                    }
+                }
+                if n == 0 {
+                    break String::new();
+                }
+            };
+            let status = if key == refuse {
+                "422 Unprocessable Entity"
+            } else {
+                "201 Created"
+            };
+            log.lock().unwrap().push((Instant::now(), key));
+            let _ = write!(c, "HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n");
+        }
+    });
+    (url, seen)
+}
+
+/// Done when (issue #12), HTTP sink: a receiver that answers 422 for one
+/// result forever. The 49 others are delivered (once each) without waiting for
+/// it; the refused one is retried with growing gaps (before: 16 times in 25 s,
+/// and nothing after it was sent); its reason shows in the store, the board and
+/// `/metrics`; the station names it as undeliverable, and `run --once` exits 1
+/// naming it.
+#[test]
+fn fifty_results_one_refused_by_the_http_sink_49_delivered_and_the_refused_one_backs_off() {
+    let (url, seen) = receiver("R23");
+    let bench = Bench::new(0, &format!("\n[sink]\nhttp_url = \"{url}\"\n"));
+    let ids = fifty_ids();
+    bench.seed(&ids);
+    let store = open_store(&bench.config).unwrap();
+    let setup = app::setup(bench.config.clone(), store.clone()).unwrap();
+    let t0 = Instant::now();
+    let station = Station::start(setup).unwrap();
+    wait_for("49 results delivered", || {
+        store.count("purged").unwrap() == 49
+    });
+    assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+    wait_for("the refused result named undeliverable", || {
+        !station.stuck_on_delivery().is_empty()
+    });
+    let stuck = station.stuck_on_delivery();
+    assert_eq!(stuck.len(), 1);
+    assert_eq!(stuck[0].shipment_id, "R23");
+    assert_eq!(stuck[0].failure.reason.code(), "delivery.sink_refused");
+    // Keep the station running 12 s in all, then count the attempts.
+    std::thread::sleep(Duration::from_secs(12).saturating_sub(t0.elapsed()));
+    let board = station.shared().board.clone();
+    let snapshot = board.snapshot().delivery;
+    let metrics = prereg_station::web::metrics::render(&board);
+    station.shutdown();
+
+    let seen = seen.lock().unwrap().clone();
+    for id in ids.iter().filter(|i| *i != "R23") {
+        assert_eq!(
+            seen.iter().filter(|(_, k)| k == id).count(),
+            1,
+            "{id} posted once"
+        );
+    }
+    let tries: Vec<Instant> = seen
+        .iter()
+        .filter(|(_, k)| k == "R23")
+        .map(|(t, _)| *t)
+        .collect();
+    // Backoff 0.5-1 s, 1-2 s, 2-4 s, 4-8 s: 3 to 5 attempts in 12 s.
+    assert!(
+        (3..=5).contains(&tries.len()),
+        "{} attempts in 12 s",
+        tries.len()
+    );
+    let gaps: Vec<Duration> = tries.windows(2).map(|w| w[1] - w[0]).collect();
+    eprintln!("R23: {} attempts in 12 s, gaps {gaps:?}", tries.len());
+    assert!(gaps[0] >= Duration::from_millis(450), "{gaps:?}");
+    for g in gaps.windows(2) {
+        // Scheduling noise aside (two shared cores), a gap never shrinks.
+        assert!(
+            g[1] + Duration::from_millis(250) >= g[0],
+            "gaps shrink: {gaps:?}"
+        );
+    }
+    // The reason, wherever an operator looks.
+    let (row, _) = store.show("R23").unwrap();
+    assert!(row
+        .reason
+        .as_deref()
+        .unwrap()
+        .starts_with("delivery.sink_refused: "));
+    assert_eq!(snapshot.pending, 1);
+    assert_eq!(snapshot.failing[0].shipment_id, "R23");
+    assert_eq!(snapshot.failing[0].reason, "delivery.sink_refused");
+    assert!(metrics.contains("prereg_delivery_pending 1\n"), "{metrics}");
+    assert!(
+        metrics.contains(&format!(
+            "prereg_delivery_failures_total{{reason=\"delivery.sink_refused\"}} {}\n",
+            tries.len()
+        )),
+        "{metrics}"
+    );
+    drop(store);
+
+    // The daemon's `--once` gives up on it after its first refusal in the run.
+    let (code, stderr, took) = bench.run(&["run", "--once"], Duration::from_secs(60));
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(took < Duration::from_secs(15), "took {took:?}");
+    let line = error_line(&stderr);
+    assert!(
+        line.contains("R23 (delivery.sink_refused: sink http://"),
+        "{line}"
+    );
+}
+
+/// An `outbox_dir` that is a regular file is found at start-up: `run` exits 2
+/// with one line naming the path and the fix, before any key is touched
+/// (before: a key was programmed, then its delivery failed forever).
+#[test]
+fn an_outbox_dir_that_is_a_file_stops_run_at_start_up_with_exit_2_and_no_key_touched() {
+    let spec = LineSpec {
+        slots: 1,
+        jobs: 1,
+        ..LineSpec::default()
+    };
+    let line = Line::prepare(&spec, "");
+    std::fs::write(line.outbox(), "not a directory").unwrap();
+    let config_path = line.dir.path().join("station.toml");
+    // `Line` keeps its configuration in memory: the same, as a file.
+    let text = format!(
+        "[station]\nid = \"test\"\nstate_dir = {:?}\nkeys_dir = {:?}\noutbox_dir = {:?}\nattestation_roots = [{:?}]\n\n[[customization]]\nid = \"C19881\"\nmin_firmware = \"5.7.0\"\nproducts = [1]\n\n[[slot]]\ndevice = \"sim:yubikey-5.7\"\n",
+        line.config.state_dir,
+        line.dir.path().join("keys"),
+        line.outbox(),
+        line.dir.path().join("ca.pem"),
+    );
+    std::fs::write(&config_path, text).unwrap();
+    let t0 = Instant::now();
+    let mut child = std::process::Command::new(crate::util::station_bin())
+        .args(["run", "--once", "--config"])
+        .arg(&config_path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    while child.try_wait().unwrap().is_none() && t0.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    let want = format!(
+        "prereg-station: cannot start: outbox_dir {} is not a directory: remove or rename it, or point outbox_dir elsewhere",
+        line.outbox().display()
+    );
+    assert_eq!(stderr.trim_end(), want);
+    // Nothing was programmed or even leased; the file is as it was.
+    assert_eq!(line.job_state(&line.shipments[0].shipment_id).0, "queued");
+    assert_eq!(
+        std::fs::read_to_string(line.outbox()).unwrap(),
+        "not a directory"
+    );
+}
+
+/// Under `umask 000` (no help from the environment) the station still makes
+/// its directories 0700 and its result and database files 0600 (before: the
+/// outbox was 0755 and the database 0644 outside systemd).
+#[test]
+fn directories_and_files_are_private_whatever_the_umask() {
+    use std::os::unix::fs::MetadataExt;
+    let bench = Bench::new(1, "");
+    // One real job, programmed by the binary under umask 000.
+    let d = bench.dir.path();
+    let keys = StationKeys::load(Some(&d.join("keys"))).unwrap();
+    let idp = Idp::open(&d.join("idp")).unwrap();
+    let shipments = idp
+        .enroll(
+            &keys.transport_jwks(),
+            &EnrollOptions {
+                users: 1,
+                product_id: 1,
+                ..EnrollOptions::default()
+            },
+        )
+        .unwrap();
+    let jobs = d.join("jobs.json");
+    std::fs::write(&jobs, serde_json::to_string(&shipments[0]).unwrap()).unwrap();
+    let import = ["jobs", "import", jobs.to_str().unwrap()];
+    let (code, stderr, _) = bench.run_in_shell("umask 000", &import, Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{stderr}");
+    let (code, stderr, _) =
+        bench.run_in_shell("umask 000", &["run", "--once"], Duration::from_secs(60));
+    assert_eq!(code, Some(0), "{stderr}");
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().mode() & 0o777;
+    assert_eq!(mode(&bench.config.state_dir), 0o700);
+    assert_eq!(mode(&bench.outbox()), 0o700);
+    let results: Vec<PathBuf> = walk(&bench.outbox());
+    assert_eq!(results.len(), 1, "{results:?}");
+    assert_eq!(mode(&results[0]), 0o600);
+    let db: Vec<PathBuf> = walk(&bench.config.state_dir)
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains("station.db"))
+        .collect();
+    assert!(!db.is_empty());
+    for f in &db {
+        assert_eq!(mode(f), 0o600, "{}", f.display());
+    }
+}
