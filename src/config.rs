@@ -28,6 +28,7 @@ struct RawConfig {
     rig: Option<RawRig>,
     web: Option<RawWeb>,
     sink: Option<RawSink>,
+    upstream: Option<crate::upstream::RawUpstream>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -85,6 +86,10 @@ struct RawWeb {
 #[serde(deny_unknown_fields)]
 struct RawSink {
     http_url: String,
+    /// TLS of an `https://` sink (SPEC §6), as for `[upstream]` (SPEC §12).
+    ca: Option<PathBuf>,
+    client_cert: Option<String>,
+    client_key: Option<String>,
 }
 
 /// A firmware version `major.minor.patch`, ordered.
@@ -157,6 +162,10 @@ pub struct Config {
     pub reset_non_blank: bool,
     pub web: Option<(SocketAddr, Option<String>)>,
     pub http_sink: Option<String>,
+    /// `[sink] ca`, `client_cert`, `client_key` for an `https://` sink.
+    pub http_sink_tls: crate::upstream::TlsFiles,
+    /// `[upstream]` (SPEC §12): pull locked shipments, return results there.
+    pub upstream: Option<crate::upstream::UpstreamConfig>,
 }
 
 impl Config {
@@ -274,6 +283,7 @@ impl Config {
                     .into(),
             );
         }
+        let (http_sink, http_sink_tls, upstream) = upstream_and_sink(raw.sink, raw.upstream)?;
         let state_dir = s.state_dir;
         Ok(Config {
             station_id: s.id,
@@ -292,7 +302,9 @@ impl Config {
             rig_simulated,
             reset_non_blank: s.reset_non_blank,
             web,
-            http_sink: raw.sink.map(|s| s.http_url),
+            http_sink,
+            http_sink_tls,
+            upstream,
         })
     }
 
@@ -304,6 +316,40 @@ impl Config {
     pub fn db_path(&self) -> PathBuf {
         self.state_dir.join("station.db")
     }
+}
+
+type SinkParts = (
+    Option<String>,
+    crate::upstream::TlsFiles,
+    Option<crate::upstream::UpstreamConfig>,
+);
+
+/// `[sink]` and `[upstream]` (SPEC §6, §12): URL rules of
+/// [`crate::upstream::http::check_url`]; results go to one of them, not both.
+fn upstream_and_sink(
+    sink: Option<RawSink>,
+    upstream: Option<crate::upstream::RawUpstream>,
+) -> Result<SinkParts, String> {
+    let upstream = upstream
+        .map(crate::upstream::UpstreamConfig::from_raw)
+        .transpose()?;
+    let Some(sink) = sink else {
+        return Ok((None, Default::default(), upstream));
+    };
+    if upstream.is_some() {
+        return Err(
+            "[sink] and [upstream] both set: results go to the upstream back end (SPEC §12) or to the sink, keep one"
+                .into(),
+        );
+    }
+    let tls = crate::upstream::TlsFiles {
+        ca: sink.ca,
+        client_cert: sink.client_cert,
+        client_key: sink.client_key,
+    };
+    crate::upstream::http::check_url(&sink.http_url, &tls)
+        .map_err(|e| format!("[sink] http_url: {e}"))?;
+    Ok((Some(sink.http_url), tls, upstream))
 }
 
 #[cfg(test)]

@@ -54,6 +54,7 @@ pub mod sim;
 pub mod station;
 pub mod store;
 pub mod transport;
+pub mod upstream;
 pub mod web;
 pub mod webauthn;
 pub mod yubikey;

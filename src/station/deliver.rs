@@ -60,10 +60,13 @@ pub enum Reason {
     SinkUnreachable,
     /// The sink took the result but the store could not record it.
     Store,
+    /// The upstream back end holds a different result for this shipment
+    /// (`409`, SPEC §12): ours is kept and never purged until reconciled.
+    ResultConflict,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 7] = [
+    pub const ALL: [Reason; 8] = [
         Reason::BadId,
         Reason::OutboxConflict,
         Reason::OutboxIo,
@@ -71,6 +74,7 @@ impl Reason {
         Reason::SinkUnavailable,
         Reason::SinkUnreachable,
         Reason::Store,
+        Reason::ResultConflict,
     ];
 
     /// The named reason.
@@ -83,6 +87,7 @@ impl Reason {
             Reason::SinkUnavailable => "delivery.sink_unavailable",
             Reason::SinkUnreachable => "delivery.sink_unreachable",
             Reason::Store => "delivery.store",
+            Reason::ResultConflict => "delivery.result_conflict",
         }
     }
 
@@ -96,7 +101,7 @@ impl Reason {
     pub fn needs_operator(self) -> bool {
         matches!(
             self,
-            Reason::BadId | Reason::OutboxConflict | Reason::SinkRefused
+            Reason::BadId | Reason::OutboxConflict | Reason::SinkRefused | Reason::ResultConflict
         )
     }
 }
@@ -255,6 +260,7 @@ fn http_failure(e: HttpSinkError) -> Failure {
             Reason::SinkRefused
         }
         HttpSinkError::Status { .. } => Reason::SinkUnavailable,
+        HttpSinkError::Conflict { .. } => Reason::ResultConflict,
         HttpSinkError::Io { .. } | HttpSinkError::BadUrl(_) => Reason::SinkUnreachable,
     };
     Failure::new(reason, e.to_string())

@@ -58,6 +58,9 @@ pub struct Shared {
     pub rig: Arc<dyn Rig>,
     /// `[sink] http_url`, when results go to an HTTP receiver instead of the outbox.
     pub http_sink: Option<http_sink::HttpSink>,
+    /// `[upstream]` (SPEC §12): the client the poller pulls work with; results
+    /// go back through `http_sink` (`PUT …/result`).
+    pub upstream: Option<crate::upstream::UpstreamClient>,
     pub stop: AtomicBool,
     /// Keys programmed in this run (for `demo` and `run --once` summaries).
     pub programmed: Mutex<Vec<Programmed>>,
@@ -164,18 +167,14 @@ impl Station {
             })?;
             sources.push((i, slot.name.clone(), source));
         }
-        let http_sink = match &setup.config.http_sink {
-            Some(url) => Some(
-                http_sink::HttpSink::parse(url).map_err(|e| StationError::Slot {
-                    slot: "[sink]".into(),
-                    reason: e.to_string(),
-                })?,
-            ),
-            None => None,
-        };
+        let (http_sink, upstream) = http_sinks(&setup.config)?;
+        if let Some(client) = &upstream {
+            setup.board.set_upstream(client.stats().clone());
+        }
         let (tx, rx) = mpsc::channel();
         let shared = Arc::new(Shared {
             http_sink,
+            upstream,
             config: setup.config,
             store: setup.store,
             keys: setup.keys,
@@ -303,6 +302,49 @@ impl Station {
         if let Some(d) = self.delivery.take() {
             let _ = d.join();
         }
+    }
+}
+
+/// The HTTP clients `config` asks for: `[sink] http_url` (POST), or
+/// `[upstream]` (SPEC §12, results PUT back to it). TLS files are read now
+/// (client key mode-checked in key custody), so a wrong file stops start-up.
+fn http_sinks(
+    config: &Config,
+) -> Result<
+    (
+        Option<http_sink::HttpSink>,
+        Option<crate::upstream::UpstreamClient>,
+    ),
+    StationError,
+> {
+    let err = |section: &str, e: crate::upstream::http::SetupError| StationError::Slot {
+        slot: section.into(),
+        reason: e.to_string(),
+    };
+    if let Some(up) = &config.upstream {
+        let http = crate::upstream::HttpClient::new(
+            &up.url,
+            &up.tls,
+            config.keys_dir.as_deref(),
+            up.timeout,
+        )
+        .map_err(|e| err("[upstream]", e))?;
+        let stats = Arc::new(crate::upstream::UpstreamStats::new(http.base().as_str()));
+        let client = crate::upstream::UpstreamClient::new(http, config.station_id.clone(), stats);
+        return Ok((
+            Some(http_sink::HttpSink::upstream(client.clone())),
+            Some(client),
+        ));
+    }
+    match &config.http_sink {
+        Some(url) => Ok((
+            Some(
+                http_sink::HttpSink::new(url, &config.http_sink_tls, config.keys_dir.as_deref())
+                    .map_err(|e| err("[sink]", e))?,
+            ),
+            None,
+        )),
+        None => Ok((None, None)),
     }
 }
 
