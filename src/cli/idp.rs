@@ -14,6 +14,9 @@ pub enum Command {
     Enroll(EnrollArgs),
     /// Verify delivered results (SPEC §6) as the IdP's activate endpoint must.
     Activate(ActivateArgs),
+    /// The reference fulfillment back end (SPEC §12): offers the enrolled
+    /// shipments over mutual TLS and keeps the results for `idp activate`.
+    Serve(crate::cli::idp_serve::Args),
 }
 
 #[derive(Debug, clap::Args)]
@@ -92,6 +95,7 @@ pub fn run(cmd: Command) -> CliResult {
     match cmd {
         Command::Enroll(a) => enroll(a),
         Command::Activate(a) => activate(a),
+        Command::Serve(a) => crate::cli::idp_serve::run(a),
     }
 }
 
@@ -124,6 +128,9 @@ fn enroll(a: EnrollArgs) -> CliResult {
     let idp = Idp::open(&a.state).map_err(|e| CliError::failed(format!("idp: {e}")))?;
     let shipments = idp
         .enroll(&jwks, &opts)
+        .map_err(|e| CliError::failed(format!("idp enroll: {e}")))?;
+    // `idp serve` offers what was enrolled (SPEC §12).
+    idp.offer(&shipments)
         .map_err(|e| CliError::failed(format!("idp enroll: {e}")))?;
     let mut text = String::new();
     for s in &shipments {

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 pub mod demo;
 pub mod devices;
 pub mod idp;
+pub mod idp_serve;
 pub mod jobs;
 pub mod keys;
 pub mod run;

@@ -7,6 +7,7 @@
 //! (`keys/<kid>.jwk`, created 0600). The PIN is never written anywhere: it is
 //! decrypted at activation and shown only when the caller asks (`--show-pin`).
 
+pub mod serve;
 pub mod wire;
 
 use crate::jose::jwe::{self, KeyManagement};
