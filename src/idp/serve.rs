@@ -10,7 +10,7 @@
 //! certificate); a connection without one never reaches a handler.
 //!
 //! State layout (all 0700 / 0600):
-//! - `offer/<id>.json`: a §3 shipment offered while not acked, refused or delivered;
+//! - `offer/<id>.json`: a §3 shipment, offered until acked or refused;
 //! - `acks/<id>.json`: `{station_id, request_digests, acks}` (`acks` counts calls);
 //! - `refusals/<id>.json`: the refusal body;
 //! - `results/<id>.json`: the §6 result exactly as received. A second PUT with
@@ -121,23 +121,27 @@ impl TlsMaterial {
     /// and a client certificate issued by this CA required.
     pub fn server_config(&self) -> Result<rustls::ServerConfig, String> {
         let read = |name: &str| {
-            std::fs::read(self.path(name)).map_err(|e| format!("{}: {e}", self.path(name).display()))
+            std::fs::read(self.path(name))
+                .map_err(|e| format!("{}: {e}", self.path(name).display()))
         };
         let certs = CertificateDer::pem_slice_iter(&read(SERVER_CERT)?)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| format!("{SERVER_CERT}: {e}"))?;
         let key_pem = zeroize::Zeroizing::new(read(SERVER_KEY)?);
-        let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| format!("{SERVER_KEY}: {e}"))?;
+        let key =
+            PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| format!("{SERVER_KEY}: {e}"))?;
         let mut roots = rustls::RootCertStore::empty();
         for ca in CertificateDer::pem_slice_iter(&read(CA_CERT)?) {
             let ca = ca.map_err(|e| format!("{CA_CERT}: {e}"))?;
             roots.add(ca).map_err(|e| format!("{CA_CERT}: {e}"))?;
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let verifier =
-            rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-                .build()
-                .map_err(|e| format!("client verifier: {e}"))?;
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider.clone(),
+        )
+        .build()
+        .map_err(|e| format!("client verifier: {e}"))?;
         rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| e.to_string())?
@@ -246,7 +250,12 @@ fn answer(status: StatusCode, message: &str) -> Answer {
 }
 
 fn parse_id(raw: &str) -> Result<ShipmentId, Answer> {
-    ShipmentId::parse(raw).map_err(|_| answer(StatusCode::BAD_REQUEST, "shipment id is not in the SPEC §3 grammar"))
+    ShipmentId::parse(raw).map_err(|_| {
+        answer(
+            StatusCode::BAD_REQUEST,
+            "shipment id is not in the SPEC §3 grammar",
+        )
+    })
 }
 
 #[derive(Deserialize)]
@@ -258,7 +267,10 @@ struct ListQuery {
 
 async fn list(State(b): State<Arc<Backend>>, Query(q): Query<ListQuery>) -> Answer {
     if q.state.as_deref() != Some("locked") {
-        return answer(StatusCode::BAD_REQUEST, "state=locked is the only state offered");
+        return answer(
+            StatusCode::BAD_REQUEST,
+            "state=locked is the only state offered",
+        );
     }
     if q.station.as_deref().is_none_or(str::is_empty) {
         return answer(StatusCode::BAD_REQUEST, "station= is required");
@@ -275,12 +287,14 @@ async fn list(State(b): State<Arc<Backend>>, Query(q): Query<ListQuery>) -> Answ
     names.sort();
     let mut shipments = Vec::new();
     for name in names {
-        let Some(id) = name.strip_suffix(".json").and_then(|i| ShipmentId::parse(i).ok()) else {
+        let Some(id) = name
+            .strip_suffix(".json")
+            .and_then(|i| ShipmentId::parse(i).ok())
+        else {
             continue;
         };
-        let done = [ACKS, REFUSALS, RESULTS]
-            .iter()
-            .any(|sub| b.file(sub, &id).exists());
+        // Acknowledged or refused: no longer offered (SPEC §12).
+        let done = [ACKS, REFUSALS].iter().any(|sub| b.file(sub, &id).exists());
         if done {
             continue;
         }
@@ -293,7 +307,10 @@ async fn list(State(b): State<Arc<Backend>>, Query(q): Query<ListQuery>) -> Answ
             break;
         }
     }
-    (StatusCode::OK, Json(serde_json::json!({ "shipments": shipments })))
+    (
+        StatusCode::OK,
+        Json(serde_json::json!({ "shipments": shipments })),
+    )
 }
 
 #[derive(Deserialize)]
@@ -302,13 +319,20 @@ struct AckBody {
     request_digests: Vec<String>,
 }
 
-async fn ack(State(b): State<Arc<Backend>>, UrlPath(raw): UrlPath<String>, body: Result<Json<AckBody>, axum::extract::rejection::JsonRejection>) -> Answer {
+async fn ack(
+    State(b): State<Arc<Backend>>,
+    UrlPath(raw): UrlPath<String>,
+    body: Result<Json<AckBody>, axum::extract::rejection::JsonRejection>,
+) -> Answer {
     let id = match parse_id(&raw) {
         Ok(id) => id,
         Err(a) => return a,
     };
     let Ok(Json(body)) = body else {
-        return answer(StatusCode::BAD_REQUEST, "body is not {station_id, request_digests}");
+        return answer(
+            StatusCode::BAD_REQUEST,
+            "body is not {station_id, request_digests}",
+        );
     };
     let _guard = b.lock.lock().unwrap_or_else(|e| e.into_inner());
     let shipment = match b.offered(&id) {
@@ -316,7 +340,10 @@ async fn ack(State(b): State<Arc<Backend>>, UrlPath(raw): UrlPath<String>, body:
         Err(s) => return answer(s, "no such shipment"),
     };
     if JobContent::from(&shipment).request_digests != body.request_digests {
-        return answer(StatusCode::UNPROCESSABLE_ENTITY, "request_digests do not match the shipment offered");
+        return answer(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "request_digests do not match the shipment offered",
+        );
     }
     let acks = std::fs::read(b.file(ACKS, &id))
         .ok()
@@ -342,13 +369,20 @@ struct RefusalBody {
     message: String,
 }
 
-async fn refusal(State(b): State<Arc<Backend>>, UrlPath(raw): UrlPath<String>, body: Result<Json<RefusalBody>, axum::extract::rejection::JsonRejection>) -> Answer {
+async fn refusal(
+    State(b): State<Arc<Backend>>,
+    UrlPath(raw): UrlPath<String>,
+    body: Result<Json<RefusalBody>, axum::extract::rejection::JsonRejection>,
+) -> Answer {
     let id = match parse_id(&raw) {
         Ok(id) => id,
         Err(a) => return a,
     };
     let Ok(Json(body)) = body else {
-        return answer(StatusCode::BAD_REQUEST, "body is not {station_id, code, message}");
+        return answer(
+            StatusCode::BAD_REQUEST,
+            "body is not {station_id, code, message}",
+        );
     };
     let _guard = b.lock.lock().unwrap_or_else(|e| e.into_inner());
     if let Err(s) = b.offered(&id) {
@@ -361,17 +395,30 @@ async fn refusal(State(b): State<Arc<Backend>>, UrlPath(raw): UrlPath<String>, b
     }
 }
 
-async fn result(State(b): State<Arc<Backend>>, UrlPath(raw): UrlPath<String>, headers: HeaderMap, body: axum::body::Bytes) -> Answer {
+async fn result(
+    State(b): State<Arc<Backend>>,
+    UrlPath(raw): UrlPath<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Answer {
     let id = match parse_id(&raw) {
         Ok(id) => id,
         Err(a) => return a,
     };
     if headers.get("idempotency-key").and_then(|v| v.to_str().ok()) != Some(id.as_str()) {
-        return answer(StatusCode::BAD_REQUEST, "Idempotency-Key must be the shipment id");
+        return answer(
+            StatusCode::BAD_REQUEST,
+            "Idempotency-Key must be the shipment id",
+        );
     }
     match serde_json::from_slice::<ShipmentResult>(&body) {
         Ok(r) if r.shipment_id == id.as_str() => {}
-        Ok(_) => return answer(StatusCode::BAD_REQUEST, "the result is for another shipment"),
+        Ok(_) => {
+            return answer(
+                StatusCode::BAD_REQUEST,
+                "the result is for another shipment",
+            )
+        }
         Err(_) => return answer(StatusCode::BAD_REQUEST, "not a SPEC §6 result"),
     }
     let _guard = b.lock.lock().unwrap_or_else(|e| e.into_inner());
@@ -380,7 +427,12 @@ async fn result(State(b): State<Arc<Backend>>, UrlPath(raw): UrlPath<String>, he
     }
     match std::fs::read(b.file(RESULTS, &id)) {
         Ok(held) if held == body.as_ref() => return answer(StatusCode::OK, "already held"),
-        Ok(_) => return answer(StatusCode::CONFLICT, "a different result is held for this shipment"),
+        Ok(_) => {
+            return answer(
+                StatusCode::CONFLICT,
+                "a different result is held for this shipment",
+            )
+        }
         Err(_) => {}
     }
     match b.write(RESULTS, &id, &body) {
@@ -483,14 +535,15 @@ pub async fn accept_loop(
         };
         let (acceptor, app) = (acceptor.clone(), app.clone());
         tokio::spawn(async move {
-            let stream = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::info!(%peer, "idp serve: TLS handshake refused: {e}");
-                    return;
-                }
-                Err(_) => return,
-            };
+            let stream =
+                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::info!(%peer, "idp serve: TLS handshake refused: {e}");
+                        return;
+                    }
+                    Err(_) => return,
+                };
             let service = hyper_util::service::TowerToHyperService::new(app);
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(hyper_util::rt::TokioIo::new(stream), service)

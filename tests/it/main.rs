@@ -13,3 +13,4 @@ mod sim;
 mod sim_ext;
 mod station;
 mod trussed;
+mod upstream;
