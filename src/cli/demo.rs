@@ -41,6 +41,11 @@ pub struct Args {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 300)]
     pub timeout: u64,
+    /// The whole demo over the network (SPEC §12): the reference back end
+    /// (`idp serve`) offers the jobs over mutual TLS on 127.0.0.1, the
+    /// station pulls them and returns the results there.
+    #[arg(long)]
+    pub upstream: bool,
 }
 
 /// The simulator's attestation CA seed used by `sim:` slots and `sim ca`.
@@ -98,6 +103,13 @@ pub fn run(args: Args) -> CliResult {
         args.slots,
         &profile.min_firmware.to_string(),
     );
+    // `--upstream`: the back end listens first; the station is configured to pull from it.
+    let (config_text, backend) = if args.upstream {
+        let (text, backend) = crate::cli::demo_upstream::start(&dir, &keys_dir, config_text)?;
+        (text, Some(backend))
+    } else {
+        (config_text, None)
+    };
     let config_path = dir.join("station.toml");
     std::fs::write(&config_path, &config_text)
         .map_err(|e| CliError::failed(format!("{}: {e}", config_path.display())))?;
@@ -129,12 +141,21 @@ pub fn run(args: Args) -> CliResult {
         .map_err(|e| CliError::failed(format!("{}: {e}", jobs_path.display())))?;
     app::preflight(&config)?;
     let store = open_store(&config)?;
-    let counts = import_file(&store, &config, &jobs_path)?;
-    println!(
-        "  IdP enrolled {} users; station imported {} jobs",
-        shipments.len(),
-        counts.imported
-    );
+    if let Some(b) = &backend {
+        idp.offer(&shipments).map_err(CliError::failed)?;
+        println!(
+            "  IdP enrolled {} users; back end https://{} offers them over mutual TLS",
+            shipments.len(),
+            b.local_addr()
+        );
+    } else {
+        let counts = import_file(&store, &config, &jobs_path)?;
+        println!(
+            "  IdP enrolled {} users; station imported {} jobs",
+            shipments.len(),
+            counts.imported
+        );
+    }
     drop(keys);
 
     // Program everything.
@@ -150,11 +171,19 @@ pub fn run(args: Args) -> CliResult {
         None => None,
     };
     let station = Station::start(setup).map_err(CliError::failed)?;
+    let poller = crate::cli::run::start_upstream(&station, &store, &config)?;
     let deadline = Instant::now() + Duration::from_secs(args.timeout);
-    while !station.drained() && Instant::now() < deadline {
+    let done = |station: &Station| {
+        station.drained()
+            && (backend.is_none() || crate::cli::demo_upstream::results_held(&dir) >= args.keys)
+    };
+    while !done(&station) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
     }
-    let finished = station.drained();
+    let finished = done(&station);
+    if let Some(p) = poller {
+        p.stop(Duration::from_secs(2));
+    }
     let programmed = station
         .shared()
         .programmed
@@ -177,8 +206,14 @@ pub fn run(args: Args) -> CliResult {
 
     // Verify every delivered result as the IdP's activate endpoint would.
     let roots = TrustRoots::from_files(&[&ca_path]).map_err(CliError::failed)?;
-    let results =
-        idp::read_results(std::slice::from_ref(&config.outbox_dir)).map_err(CliError::failed)?;
+    let results_dir = match backend {
+        Some(b) => {
+            b.shutdown();
+            crate::cli::demo_upstream::results_dir(&dir)
+        }
+        None => config.outbox_dir.clone(),
+    };
+    let results = idp::read_results(&[results_dir]).map_err(CliError::failed)?;
     let reports = idp.activate(&sign_jwks, &roots, &results, crate::idp::unix_now());
     println!();
     println!(

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
 pub mod demo;
+pub mod demo_upstream;
 pub mod devices;
 pub mod idp;
 pub mod idp_serve;

@@ -620,3 +620,35 @@ fn an_offered_shipment_with_an_id_outside_the_grammar_never_reaches_a_url() {
     // Only the poll reached the server: no ack or refusal call was made.
     assert_eq!(server.join().unwrap().len(), 1);
 }
+
+#[test]
+fn demo_upstream_runs_the_whole_demo_over_mutual_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(station_bin())
+        .args(["demo", "--upstream", "--keys", "3", "--slots", "2", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("over mutual TLS"), "{text}");
+    assert!(text.contains("3/3 keys programmed and verified"), "{text}");
+    // The results are the back end's, not the outbox's.
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("idp/results"))
+            .unwrap()
+            .count(),
+        3
+    );
+    assert!(
+        !dir.path().join("outbox").exists()
+            || std::fs::read_dir(dir.path().join("outbox"))
+                .unwrap()
+                .count()
+                == 0
+    );
+}
