@@ -1280,17 +1280,19 @@ fn receiver(refuse: &'static str) -> (String, Requests) {
                 req.extend_from_slice(&buf[..n]);
                 let text = String::from_utf8_lossy(&req).to_string();
                 if let Some((head, body)) = text.split_once("\r\n\r\n") {
-                    let len: usize = head
-                        .lines()
-                        .find_map(|l| l.strip_prefix("Content-Length: "))
+                    // Header names are case-insensitive (RFC 9110 §5.1);
+                    // hyper sends them in lower case.
+                    let header = |name: &str| {
+                        head.lines().find_map(|l| {
+                            let (n, v) = l.split_once(':')?;
+                            n.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+                        })
+                    };
+                    let len: usize = header("Content-Length")
                         .and_then(|v| v.parse().ok())
                         .unwrap_or(0);
                     if body.len() >= len {
-                        break head
-                            .lines()
-                            .find_map(|l| l.strip_prefix("Idempotency-Key: "))
-                            .unwrap_or("")
-                            .to_owned();
+                        break header("Idempotency-Key").unwrap_or_default();
                     }
                 }
                 if n == 0 {
