@@ -18,6 +18,8 @@ use crate::upstream::http::{HttpClient, SetupError, TlsFiles};
 use crate::upstream::{PutOutcome, UpstreamClient};
 use reqwest::Method;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
 
@@ -48,6 +50,8 @@ enum Target {
 pub struct HttpSink {
     url: String,
     target: Target,
+    /// Set at shutdown: no new call starts ([`HttpSink::close`]).
+    closing: Arc<AtomicBool>,
 }
 
 impl HttpSink {
@@ -56,6 +60,7 @@ impl HttpSink {
         Ok(HttpSink {
             url: url.to_owned(),
             target: Target::Post(HttpClient::new(url, tls, keys_dir, TIMEOUT)?),
+            closing: Arc::default(),
         })
     }
 
@@ -69,7 +74,14 @@ impl HttpSink {
         HttpSink {
             url: client.base().to_owned(),
             target: Target::Upstream(client),
+            closing: Arc::default(),
         }
+    }
+
+    /// The station is stopping: every later [`HttpSink::post`] fails at once
+    /// (the result stays pending in the store and is sent after the restart).
+    pub fn close(&self) {
+        self.closing.store(true, Ordering::SeqCst);
     }
 
     pub fn url(&self) -> &str {
@@ -79,6 +91,12 @@ impl HttpSink {
     /// Hands one result over; `Ok` only when the receiver acknowledged it (2xx).
     pub fn post(&self, shipment_id: &ShipmentId, json: &str) -> Result<(), HttpSinkError> {
         let url = self.url.clone();
+        if self.closing.load(Ordering::SeqCst) {
+            return Err(HttpSinkError::Io {
+                url,
+                reason: "the station is stopping; sent after the restart".into(),
+            });
+        }
         match &self.target {
             Target::Post(http) => {
                 let answer = http
@@ -201,6 +219,18 @@ mod tests {
         );
         assert!(lines.contains(&"content-type: application/json".to_string()));
         assert_eq!(body, "{}");
+    }
+
+    #[test]
+    fn a_closed_sink_starts_no_call() {
+        // Nothing listens on port 9 of loopback in the test sandbox either
+        // way; a closed sink must fail before trying.
+        let sink = HttpSink::parse("http://127.0.0.1:9/in").unwrap();
+        sink.close();
+        match sink.post(&ShipmentId::parse("S1").unwrap(), "{}") {
+            Err(HttpSinkError::Io { reason, .. }) => assert!(reason.contains("stopping")),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

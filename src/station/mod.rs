@@ -45,6 +45,9 @@ pub enum StationError {
     Store(#[from] crate::store::StoreError),
     #[error("cannot start a thread: {0}")]
     Thread(std::io::Error),
+    /// A configuration section that cannot be put to work (TLS files, URLs).
+    #[error("{section}: {reason}")]
+    Section { section: String, reason: String },
 }
 
 /// State every worker shares.
@@ -294,6 +297,13 @@ impl Station {
         for w in self.workers.drain(..) {
             let _ = w.join();
         }
+        // A network sink hands over nothing more once stopping: the call in
+        // flight finishes within its deadline, the rest stays in the store
+        // for the next start, so a back end that hangs cannot hold shutdown
+        // for one deadline per pending result.
+        if let Some(sink) = &self.shared.http_sink {
+            sink.close();
+        }
         self.shared
             .delivery
             .lock()
@@ -317,8 +327,8 @@ fn http_sinks(
     ),
     StationError,
 > {
-    let err = |section: &str, e: crate::upstream::http::SetupError| StationError::Slot {
-        slot: section.into(),
+    let err = |section: &str, e: crate::upstream::http::SetupError| StationError::Section {
+        section: section.into(),
         reason: e.to_string(),
     };
     if let Some(up) = &config.upstream {

@@ -652,3 +652,69 @@ fn demo_upstream_runs_the_whole_demo_over_mutual_tls() {
                 == 0
     );
 }
+
+#[test]
+fn a_back_end_that_hangs_stalls_neither_programming_nor_shutdown_and_no_result_is_purged() {
+    let site = site(2, None);
+    // A back end that accepts connections (kernel backlog) and never answers.
+    let hang = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/api", hang.local_addr().unwrap());
+    let config = station_toml(&site, &url, &site.tls().join(serve::CA_CERT));
+    // Work arrives through a file meanwhile.
+    let jobs = site.dir.path().join("jobs.jsonl");
+    let lines: Vec<String> = site
+        .shipments
+        .iter()
+        .map(|s| serde_json::to_string(s).unwrap())
+        .collect();
+    std::fs::write(&jobs, lines.join("\n") + "\n").unwrap();
+    let out = Command::new(station_bin())
+        .args(["jobs", "import", "--config"])
+        .arg(&config)
+        .arg(&jobs)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut child = Command::new(station_bin())
+        .args(["run", "--config"])
+        .arg(&config)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let db = site.dir.path().join("state/station.db");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let programmed = Store::open(&db)
+            .and_then(|s| s.count("programmed"))
+            .unwrap_or(0);
+        if programmed == 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "keys not programmed while the back end hangs"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let pid = libc::pid_t::try_from(child.id()).unwrap();
+    let t0 = Instant::now();
+    // SAFETY: kill(2) on our own child, which has not been reaped yet.
+    #[allow(unsafe_code)]
+    let rc = unsafe { libc::kill(pid, libc::SIGTERM) };
+    assert_eq!(rc, 0);
+    let status = child.wait().unwrap();
+    assert!(
+        t0.elapsed() < Duration::from_secs(15),
+        "shutdown took {:?}",
+        t0.elapsed()
+    );
+    assert!(status.success(), "{status:?}");
+    let store = Store::open(&db).unwrap();
+    assert_eq!(store.count("programmed").unwrap(), 2, "kept until a 2xx");
+    assert_eq!(store.count("purged").unwrap(), 0);
+    drop(hang);
+}
