@@ -683,6 +683,7 @@ fn a_back_end_that_hangs_stalls_neither_programming_nor_shutdown_and_no_result_i
         .args(["run", "--config"])
         .arg(&config)
         .stderr(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
     let db = site.dir.path().join("state/station.db");
@@ -717,4 +718,111 @@ fn a_back_end_that_hangs_stalls_neither_programming_nor_shutdown_and_no_result_i
     assert_eq!(store.count("programmed").unwrap(), 2, "kept until a 2xx");
     assert_eq!(store.count("purged").unwrap(), 0);
     drop(hang);
+}
+
+#[test]
+fn a_job_refused_at_intake_is_reported_with_its_code_and_no_longer_offered() {
+    let mut site = site(1, None);
+    // A second shipment for a customization this station does not program.
+    let keys = StationKeys::load(Some(&site.keys())).unwrap();
+    let foreign = site
+        .idp
+        .enroll(
+            &keys.transport_jwks(),
+            &EnrollOptions {
+                customization_id: "C00000".into(),
+                ..EnrollOptions::default()
+            },
+        )
+        .unwrap();
+    site.idp.offer(&foreign).unwrap();
+    let config = station_toml(
+        &site,
+        &format!("https://127.0.0.1:{}", site.addr().port()),
+        &site.tls().join(serve::CA_CERT),
+    );
+    let out = run_once(&config);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = &foreign[0].shipment_id;
+    let refusal: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(site.idp_dir().join("refusals").join(format!("{id}.json"))).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(refusal["code"], "intake.unknown_customization");
+    assert_eq!(refusal["station_id"], "line1");
+    assert!(!site
+        .idp_dir()
+        .join("acks")
+        .join(format!("{id}.json"))
+        .exists());
+    // The accepted one went the whole way.
+    assert_eq!(acks(&site, &site.shipments[0].shipment_id), 1);
+    let client = client_for(
+        &site,
+        &site.tls().join(serve::CA_CERT),
+        Duration::from_secs(5),
+    );
+    assert!(client.locked_shipments(10).unwrap().is_empty());
+    site.server.take().unwrap().shutdown();
+}
+
+#[test]
+fn idp_serve_command_makes_its_certificates_and_serves_only_clients_with_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("idp");
+    let mut child = Command::new(station_bin())
+        .args(["idp", "serve", "--listen", "127.0.0.1:0", "--state"])
+        .arg(&state)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut stderr, &mut first).unwrap();
+    let addr = first
+        .split("https://")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .unwrap_or_else(|| panic!("{first}"))
+        .to_owned();
+    let tls = state.join("tls");
+    for f in [serve::CA_CERT, serve::SERVER_CERT, serve::CLIENT_CERT] {
+        assert!(tls.join(f).exists(), "{f}");
+    }
+    for f in [serve::CA_KEY, serve::SERVER_KEY, serve::CLIENT_KEY] {
+        let mode = std::fs::metadata(tls.join(f)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{f}");
+    }
+    let keys = dir.path().join("keys");
+    std::fs::create_dir(&keys).unwrap();
+    install_client_cert(&keys, &tls);
+    let url = format!("https://{addr}");
+    let with_cert = TlsFiles {
+        ca: Some(tls.join(serve::CA_CERT)),
+        client_cert: Some("upstream-client.pem".into()),
+        client_key: Some("upstream-client.key".into()),
+    };
+    let http = HttpClient::new(&url, &with_cert, Some(&keys), Duration::from_secs(5)).unwrap();
+    let client = UpstreamClient::new(http, "line1", Arc::new(UpstreamStats::new(&url)));
+    assert!(client.locked_shipments(5).unwrap().is_empty());
+    let without = TlsFiles {
+        ca: Some(tls.join(serve::CA_CERT)),
+        ..TlsFiles::default()
+    };
+    let http = HttpClient::new(&url, &without, None, Duration::from_secs(5)).unwrap();
+    let anonymous = UpstreamClient::new(http, "line1", Arc::new(UpstreamStats::new(&url)));
+    assert!(matches!(
+        anonymous.locked_shipments(5),
+        Err(UpstreamError::Call { .. })
+    ));
+    let pid = libc::pid_t::try_from(child.id()).unwrap();
+    // SAFETY: kill(2) on our own child, which has not been reaped yet.
+    #[allow(unsafe_code)]
+    let rc = unsafe { libc::kill(pid, libc::SIGTERM) };
+    assert_eq!(rc, 0);
+    assert!(child.wait().unwrap().success());
 }
