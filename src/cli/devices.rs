@@ -96,13 +96,13 @@ fn reset(dev: &str, yes: bool, wait: Duration) -> CliResult {
     let mut touch_cue = |k: KeepaliveStatus| {
         if k == KeepaliveStatus::UPNEEDED && !asked {
             asked = true;
-            eprintln!("Touch the key now to confirm the reset.");
+            errln!("Touch the key now to confirm the reset.");
         }
     };
     let first = Client::new(channel).reset(&mut touch_cue);
     let outcome = match first {
         Err(e) if e.status() == Some(crate::ctap2::StatusCode::NOT_ALLOWED) => {
-            eprintln!(
+            errln!(
                 "Key {serial} at {spec}: remove it and insert it again \
                  (reset is only accepted within 10 s of power-up)."
             );
@@ -113,7 +113,7 @@ fn reset(dev: &str, yes: bool, wait: Duration) -> CliResult {
                     wait.as_secs()
                 )));
             }
-            eprintln!("Removed. Insert it again.");
+            errln!("Removed. Insert it again.");
             if !wait_for(&spec, true, until) {
                 return Err(CliError::failed(format!(
                     "{spec}: no key came back within {} s; nothing was changed \
@@ -133,7 +133,7 @@ fn reset(dev: &str, yes: bool, wait: Duration) -> CliResult {
     };
     match outcome {
         Ok(()) => {
-            println!("Key at {spec} reset: no PIN, no credentials.");
+            outln!("Key at {spec} reset: no PIN, no credentials.");
             Ok(())
         }
         Err(e) => Err(CliError::failed(format!(
@@ -184,14 +184,14 @@ fn list(as_json: bool) -> CliResult {
         };
         let out = serde_json::to_string_pretty(&json!({ "hid": devices, "pcsc": readers_json }))
             .map_err(|e| CliError::failed(format!("cannot encode JSON: {e}")))?;
-        println!("{out}");
+        outln!("{out}");
         return Ok(());
     }
     if devices.is_empty() {
-        println!("No FIDO HID devices found (check the udev rule or run as a user with access to /dev/hidraw*).");
+        outln!("No FIDO HID devices found (check the udev rule or run as a user with access to /dev/hidraw*).");
     }
     for d in devices {
-        println!(
+        outln!(
             "{}  {:04x}:{:04x}  {}{}",
             d.path,
             d.vendor_id,
@@ -210,10 +210,10 @@ fn list(as_json: bool) -> CliResult {
                     (true, None) => "card".to_string(),
                     (false, _) => "no card".to_string(),
                 };
-                println!("pcsc:{}  {card}", r.name);
+                outln!("pcsc:{}  {card}", r.name);
             }
         }
-        Err(e) => println!("PC/SC readers: unavailable ({e})"),
+        Err(e) => outln!("PC/SC readers: unavailable ({e})"),
     }
     Ok(())
 }
@@ -265,7 +265,7 @@ fn info(dev: &str, as_json: bool) -> CliResult {
     if as_json {
         let out = serde_json::to_string_pretty(&to_json(&report))
             .map_err(|e| CliError::failed(format!("cannot encode JSON: {e}")))?;
-        println!("{out}");
+        outln!("{out}");
     } else {
         print_text(&report);
     }
@@ -386,7 +386,7 @@ fn to_json(r: &Report) -> Json {
 }
 
 fn print_text(r: &Report) {
-    let line = |k: &str, v: String| println!("{:<36}{v}", format!("{k}:"));
+    let line = |k: &str, v: String| outln!("{:<36}{v}", format!("{k}:"));
     let i = &r.get_info;
     line("Device", format!("{} ({})", r.device, r.link));
     match &r.device_info {

@@ -134,13 +134,13 @@ fn enroll(a: EnrollArgs) -> CliResult {
         Some(path) => {
             std::fs::write(path, text)
                 .map_err(|e| CliError::failed(format!("{}: {e}", path.display())))?;
-            eprintln!(
+            errln!(
                 "idp: {} shipment(s) written to {}",
                 shipments.len(),
                 path.display()
             );
         }
-        None => print!("{text}"),
+        None => out!("{text}"),
     }
     Ok(())
 }

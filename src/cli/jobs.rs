@@ -129,27 +129,33 @@ pub fn run(config: &Option<PathBuf>, cmd: Command) -> CliResult {
                 total.duplicate += c.duplicate;
                 total.refused += c.refused;
             }
-            println!(
+            outln!(
                 "imported {} job(s), {} already known, {} refused (see `jobs list`)",
-                total.imported, total.duplicate, total.refused
+                total.imported,
+                total.duplicate,
+                total.refused
             );
             Ok(())
         }
         Command::List { limit, json } => {
             let rows = store.list(limit).map_err(CliError::failed)?;
             if json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::to_string_pretty(&rows).unwrap_or_default()
                 );
                 return Ok(());
             }
-            println!(
+            outln!(
                 "{:<26} {:>7} {:<10} {:<11} {:>8}  REASON",
-                "SHIPMENT", "PRODUCT", "CUSTOM", "STATE", "ATTEMPTS"
+                "SHIPMENT",
+                "PRODUCT",
+                "CUSTOM",
+                "STATE",
+                "ATTEMPTS"
             );
             for r in rows {
-                println!(
+                outln!(
                     "{:<26} {:>7} {:<10} {:<11} {:>8}  {}",
                     r.shipment_id,
                     r.product_id,
@@ -164,15 +170,17 @@ pub fn run(config: &Option<PathBuf>, cmd: Command) -> CliResult {
         Command::Show { id, json } => {
             let (row, audit) = store.show(&id).map_err(CliError::failed)?;
             if json {
-                println!("{}", serde_json::json!({ "job": row, "audit": audit }));
+                outln!("{}", serde_json::json!({ "job": row, "audit": audit }));
                 return Ok(());
             }
-            println!("shipment   {}\nproduct    {}\ncustom.    {}\nstate      {}\nattempts   {}\nreason     {}",
-                row.shipment_id, row.product_id, row.customization_id, row.state, row.attempts, row.reason.unwrap_or_default());
+            // People read local RFC 3339 time; --json above keeps Unix seconds.
+            let when = crate::cli::localtime::rfc3339_local;
+            outln!("shipment   {}\nproduct    {}\ncustom.    {}\nstate      {}\nattempts   {}\nreason     {}\nupdated    {}",
+                row.shipment_id, row.product_id, row.customization_id, row.state, row.attempts, row.reason.unwrap_or_default(), when(row.updated_at));
             for a in audit {
-                println!(
+                outln!(
                     "  {} {:<12} slot={} serial={} fw={} {}",
-                    a.at,
+                    when(a.at),
                     a.event,
                     a.slot.unwrap_or_default(),
                     a.serial.unwrap_or_default(),
@@ -185,13 +193,13 @@ pub fn run(config: &Option<PathBuf>, cmd: Command) -> CliResult {
         Command::Quarantine { json } => {
             let rows = store.quarantined().map_err(CliError::failed)?;
             if json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::to_string_pretty(&rows).unwrap_or_default()
                 );
             } else {
                 for q in rows {
-                    println!(
+                    outln!(
                         "{} job={} step={} {}",
                         q.serial,
                         q.shipment_id.unwrap_or_default(),

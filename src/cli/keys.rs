@@ -36,7 +36,7 @@ pub fn run(cmd: Command) -> CliResult {
         Command::Generate { dir } => {
             let keys = StationKeys::generate(&dir)
                 .map_err(|e| CliError::failed(format!("keys generate: {e}")))?;
-            println!(
+            outln!(
                 "keys in {}: transport {}; active signing key {}",
                 dir.display(),
                 keys.transport_kids().collect::<Vec<_>>().join(", "),
@@ -49,18 +49,18 @@ pub fn run(cmd: Command) -> CliResult {
             let (t, s) = keys
                 .export_jwks(&out)
                 .map_err(|e| CliError::failed(format!("keys export-jwks: {e}")))?;
-            println!("wrote {} and {}", t.display(), s.display());
+            outln!("wrote {} and {}", t.display(), s.display());
             Ok(())
         }
         Command::List { dir } => {
             let keys = load(&dir)?;
             for k in keys.transport_kids() {
-                println!("transport {k}");
+                outln!("transport {k}");
             }
             let active = keys.active_signing().kid.clone();
             for k in keys.signing_jwks().keys {
                 let mark = if k.kid == active { " (active)" } else { "" };
-                println!("signing   {}{mark}", k.kid);
+                outln!("signing   {}{mark}", k.kid);
             }
             Ok(())
         }

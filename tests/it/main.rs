@@ -3,6 +3,7 @@
 
 mod util;
 
+mod cli;
 mod ctap;
 mod hil;
 mod jose;

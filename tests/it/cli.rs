@@ -1,0 +1,212 @@
+//! The command line as an operator uses it (issue #17): closed pipes, local
+//! times in `jobs show`.
+
+use std::io::{BufRead, BufReader};
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+
+use crate::util::station_bin;
+
+/// One demo run (two keys, fixed directory) shared by the tests here: it
+/// leaves a station.toml, a store with delivered jobs and their audit trail.
+fn demo_dir() -> &'static Path {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new(station_bin())
+            .args(["demo", "--keys", "2", "--slots", "2", "--dir"])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "demo: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        dir
+    })
+    .path()
+}
+
+fn station(config: &Path) -> Command {
+    let mut c = Command::new(station_bin());
+    c.arg("--config").arg(config);
+    c
+}
+
+fn config() -> PathBuf {
+    demo_dir().join("station.toml")
+}
+
+/// A stdout whose reader is gone before the child starts: its first write
+/// gets EPIPE, every time (a pipe closed "soon after spawn" would race).
+fn closed_stdout() -> Stdio {
+    let (ours, theirs) = UnixStream::pair().unwrap();
+    drop(theirs);
+    Stdio::from(OwnedFd::from(ours))
+}
+
+fn assert_no_panic(what: &str, out: &Output) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(101), "{what} panicked: {stderr}");
+    assert!(!stderr.contains("panicked"), "{what}: {stderr}");
+    assert!(
+        out.status.success(),
+        "{what}: a closed stdout is not a failure: {:?} {stderr}",
+        out.status
+    );
+}
+
+/// Issue #17 item 3: `jobs list | head` exited 101 with a panic message.
+#[test]
+fn jobs_list_into_a_closed_pipe_exits_quietly() {
+    for args in [
+        &["jobs", "list"][..],
+        &["jobs", "list", "--json"],
+        &["jobs", "quarantine", "--json"],
+    ] {
+        let out = station(&config())
+            .args(args)
+            .stdout(closed_stdout())
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        assert_no_panic(&args.join(" "), &out);
+        assert!(
+            out.stderr.is_empty(),
+            "{args:?}: EPIPE is not worth a word: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// `… | head -1` with a real pipe: the reader takes one line of a report far
+/// larger than the pipe buffer, then goes away mid-stream.
+#[test]
+fn a_reader_that_stops_after_one_line_leaves_no_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    let gen = Command::new(station_bin())
+        .args(["keys", "generate", "--dir"])
+        .arg(&keys)
+        .output()
+        .unwrap();
+    assert!(gen.status.success());
+    let export = Command::new(station_bin())
+        .args(["keys", "export-jwks", "--dir"])
+        .arg(&keys)
+        .arg("--out")
+        .arg(dir.path().join("pub"))
+        .output()
+        .unwrap();
+    assert!(export.status.success());
+    // 64 users × ~2 KB of JWE each: well over the 64 KiB a pipe holds.
+    let mut child = Command::new(station_bin())
+        .args(["idp", "enroll", "--users", "64", "--state"])
+        .arg(dir.path().join("idp"))
+        .arg("--station-jwks")
+        .arg(dir.path().join("pub/transport-keys.jwks"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.starts_with('{'), "a shipment line: {first}");
+    // The reader (and with it the pipe) is gone here.
+    let out = child.wait_with_output().unwrap();
+    assert_no_panic("idp enroll | head -1", &out);
+}
+
+/// `jobs show` as text: "shipment … updated …" then the audit events.
+fn show_text(id: &str, tz: &str) -> String {
+    let out = station(&config())
+        .args(["jobs", "show", id])
+        .env("TZ", tz)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn show_json(id: &str) -> serde_json::Value {
+    let out = station(&config())
+        .args(["jobs", "show", id, "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn first_job() -> String {
+    let out = station(&config())
+        .args(["jobs", "list", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    rows[0]["shipment_id"].as_str().unwrap().to_string()
+}
+
+/// `unix` shifted by `offset` seconds as `YYYY-MM-DDTHH:MM:SS`, computed
+/// independently of the C library (H. Hinnant's civil_from_days).
+fn civil(unix: i64, offset: i64) -> String {
+    let t = unix + offset;
+    let (days, secs) = (t.div_euclid(86_400), t.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+/// Issue #17 item 7: `jobs show` printed raw Unix seconds. Text is RFC 3339
+/// in the local zone (TZ), `--json` keeps the seconds.
+#[test]
+fn jobs_show_prints_rfc3339_local_time_and_json_keeps_unix_seconds() {
+    let id = first_job();
+    let json = show_json(&id);
+    let updated = json["job"]["updated_at"].as_i64().expect("raw seconds");
+    let audit = json["audit"].as_array().unwrap();
+    assert!(!audit.is_empty());
+    let first_at = audit[0]["at"].as_i64().expect("raw seconds");
+
+    // POSIX TZ strings need no zone database: "XST-5:30" is UTC+05:30.
+    for (tz, offset, suffix) in [
+        ("UTC0", 0, "Z"),
+        ("XST-5:30", 5 * 3600 + 1800, "+05:30"),
+        ("YST3", -3 * 3600, "-03:00"),
+    ] {
+        let text = show_text(&id, tz);
+        let want_updated = format!("updated    {}{suffix}", civil(updated, offset));
+        assert!(
+            text.contains(&want_updated),
+            "TZ={tz}: {want_updated:?} in\n{text}"
+        );
+        let want_at = format!("  {}{suffix} ", civil(first_at, offset));
+        assert!(text.contains(&want_at), "TZ={tz}: {want_at:?} in\n{text}");
+        assert!(
+            !text.contains(&first_at.to_string()),
+            "TZ={tz}: no raw seconds in text:\n{text}"
+        );
+    }
+}
