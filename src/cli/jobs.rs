@@ -10,24 +10,30 @@ use std::path::{Path, PathBuf};
 pub enum Command {
     /// Imports shipment files (one JSON shipment or JSON lines of them). Idempotent.
     Import {
+        /// Shipment files (SPEC §3): one JSON shipment, or JSON lines of them.
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
     /// Lists jobs, newest first.
     List {
+        /// At most this many jobs.
         #[arg(long, default_value_t = 50)]
         limit: usize,
+        /// JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
     /// Shows one job and its audit trail.
     Show {
+        /// The job's shipment id.
         id: String,
+        /// JSON (times as Unix seconds) instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Lists quarantined keys.
     Quarantine {
+        /// JSON instead of text.
         #[arg(long)]
         json: bool,
     },

@@ -9,6 +9,7 @@ pub enum Command {
     /// Add a new P-384 transport key and signing key to DIR (created 0700,
     /// key files 0600); the new signing key becomes the active one.
     Generate {
+        /// Keys directory (created if missing).
         #[arg(long, value_name = "DIR")]
         dir: PathBuf,
     },
@@ -17,11 +18,13 @@ pub enum Command {
         /// Keys directory; default $CREDENTIALS_DIRECTORY.
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
+        /// Directory the two JWK sets are written to (created if missing).
         #[arg(long, value_name = "OUT")]
         out: PathBuf,
     },
     /// List the key ids in DIR and which signing key is active.
     List {
+        /// Keys directory; default $CREDENTIALS_DIRECTORY.
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
     },

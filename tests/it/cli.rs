@@ -210,3 +210,49 @@ fn jobs_show_prints_rfc3339_local_time_and_json_keeps_unix_seconds() {
         );
     }
 }
+
+/// Issue #17 item 12: every option of every subcommand says what it is for,
+/// and no help text shows rustdoc link syntax (clap copies doc comments).
+#[test]
+fn every_argument_has_help_and_no_help_shows_rustdoc_links() {
+    use clap::CommandFactory;
+    fn walk(cmd: &clap::Command, path: &str, problems: &mut Vec<String>) {
+        let here = format!("{path} {}", cmd.get_name()).trim().to_string();
+        let texts = [cmd.get_about(), cmd.get_long_about()];
+        for t in texts.iter().flatten() {
+            if t.to_string().contains("[`") {
+                problems.push(format!("{here}: about shows a rustdoc link: {t}"));
+            }
+        }
+        for arg in cmd.get_arguments() {
+            let id = arg.get_id().as_str();
+            if ["help", "version"].contains(&id) {
+                continue;
+            }
+            for v in arg.get_possible_values() {
+                if v.get_help().is_some_and(|t| t.to_string().contains("[`")) {
+                    problems.push(format!(
+                        "{here}: {id}={}: rustdoc link in help",
+                        v.get_name()
+                    ));
+                }
+            }
+            match (arg.get_help(), arg.get_long_help()) {
+                (None, None) => problems.push(format!("{here}: --{id} has no help")),
+                (h, l) => {
+                    for t in [h, l].into_iter().flatten() {
+                        if t.to_string().contains("[`") {
+                            problems.push(format!("{here}: {id}: rustdoc link in help: {t}"));
+                        }
+                    }
+                }
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            walk(sub, &here, problems);
+        }
+    }
+    let mut problems = Vec::new();
+    walk(&prereg_station::cli::Cli::command(), "", &mut problems);
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
