@@ -256,3 +256,158 @@ fn every_argument_has_help_and_no_help_shows_rustdoc_links() {
     walk(&prereg_station::cli::Cli::command(), "", &mut problems);
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
+
+/// Simulated keys behind the UDP bridge with known serials, and a station
+/// config whose `[[slot]]`s name them (how `devices` finds a UDP key).
+struct UdpKeys {
+    dir: tempfile::TempDir,
+    devices: Vec<String>,
+    _servers: Vec<prereg_station::sim::udp::UdpServer>,
+}
+
+impl UdpKeys {
+    fn serve(serials: &[u32]) -> UdpKeys {
+        use prereg_station::sim::{udp::UdpServer, SimConfig, SimKey};
+        let dir = tempfile::tempdir().unwrap();
+        let profile = prereg_station::profile::builtin_profile("yubikey-5.7").unwrap();
+        let product = SimConfig::default_product(&profile);
+        let mut servers = Vec::new();
+        let mut devices = Vec::new();
+        let mut toml = format!(
+            "[station]\nid = \"bench\"\nstate_dir = {:?}\nkeys_dir = {:?}\nattestation_roots = []\n",
+            dir.path().join("state"),
+            dir.path().join("keys")
+        );
+        for &serial in serials {
+            let cfg = SimConfig::builtin("yubikey-5.7", product)
+                .unwrap()
+                .serial(serial);
+            let server =
+                UdpServer::spawn("127.0.0.1:0".parse().unwrap(), SimKey::new(cfg).unwrap())
+                    .unwrap();
+            let dev = format!("udp:{}", server.local_addr());
+            toml.push_str(&format!("\n[[slot]]\ndevice = \"{dev}\"\n"));
+            devices.push(dev);
+            servers.push(server);
+        }
+        std::fs::write(dir.path().join("station.toml"), toml).unwrap();
+        UdpKeys {
+            dir,
+            devices,
+            _servers: servers,
+        }
+    }
+
+    fn devices(&self, args: &[&str]) -> Output {
+        Command::new(station_bin())
+            .arg("--config")
+            .arg(self.dir.path().join("station.toml"))
+            .arg("devices")
+            .args(args)
+            .output()
+            .unwrap()
+    }
+}
+
+/// Keys this machine has besides the test's own (a real key, a PC/SC card):
+/// with any, "the only attached key" cannot be checked here.
+fn machine_has_keys() -> bool {
+    let out = Command::new(station_bin())
+        .args(["devices", "list", "--json"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let hid = v["hid"].as_array().is_some_and(|a| !a.is_empty());
+    let card = v["pcsc"]
+        .as_array()
+        .is_some_and(|a| a.iter().any(|r| r["card_present"] == true));
+    hid || card
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Issue #17 item 11: `--device SERIAL` as ykman takes it.
+#[test]
+fn devices_info_finds_a_key_by_its_serial_number() {
+    let keys = UdpKeys::serve(&[41_000_001, 41_000_002]);
+    let out = keys.devices(&["info", "--json", "--device", "41000002"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["device_info"]["serial"], 41_000_002);
+    assert_eq!(v["device"], keys.devices[1]);
+
+    let out = keys.devices(&["info", "--device", "41000009"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("no attached key has serial 41000009"), "{err}");
+    assert!(
+        err.contains("serial 41000001") && err.contains("serial 41000002"),
+        "{err}"
+    );
+}
+
+/// Without --device: the only key is used and named; two keys are listed
+/// and nothing is touched.
+#[test]
+fn devices_info_and_reset_use_the_only_attached_key_and_refuse_to_guess() {
+    if machine_has_keys() {
+        eprintln!("skipped: this machine has keys of its own attached");
+        return;
+    }
+    let two = UdpKeys::serve(&[42_000_001, 42_000_002]);
+    for args in [&["info"][..], &["reset", "--yes"]] {
+        let out = two.devices(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(err.contains("2 keys attached"), "{err}");
+        assert!(err.contains("--device SERIAL"), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
+
+    let one = UdpKeys::serve(&[42_000_003]);
+    let out = one.devices(&["info", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["device_info"]["serial"], 42_000_003);
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "Using the only attached key: {} (serial 42000003)",
+            one.devices[0]
+        )),
+        "{err}"
+    );
+
+    // A freshly served simulated key is inside its power-up reset window.
+    let out = one.devices(&["reset", "--yes"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("Using the only attached key"));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("reset: no PIN, no credentials"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+/// `devices info` and `devices reset` take the same device kinds: reset
+/// used to refuse sim: and pcsc: and knew no serials.
+#[test]
+fn devices_reset_takes_every_kind_info_takes() {
+    let keys = UdpKeys::serve(&[43_000_001]);
+    for dev in ["43000001", keys.devices[0].as_str(), "sim:yubikey-5.7"] {
+        let info = keys.devices(&["info", "--json", "--device", dev]);
+        assert!(info.status.success(), "info {dev}: {}", stderr(&info));
+        let reset = keys.devices(&["reset", "--yes", "--device", dev]);
+        assert!(reset.status.success(), "reset {dev}: {}", stderr(&reset));
+    }
+    // pcsc: is accepted by both (the reader does not exist: a failure to
+    // open it, exit 1, not a usage refusal).
+    for args in [&["info", "--device"][..], &["reset", "--yes", "--device"]] {
+        let mut a = args.to_vec();
+        a.push("pcsc:No Such Reader 00 00");
+        let out = keys.devices(&a);
+        assert_eq!(out.status.code(), Some(1), "{a:?}: {}", stderr(&out));
+    }
+}
