@@ -411,3 +411,54 @@ fn devices_reset_takes_every_kind_info_takes() {
         assert_eq!(out.status.code(), Some(1), "{a:?}: {}", stderr(&out));
     }
 }
+
+fn repo_file(path: &str) -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(path)).unwrap()
+}
+
+/// Issue #17 item 13: the crate version and `--version` are the CHANGELOG's
+/// latest release; "Unreleased" stays on top for what comes next.
+#[test]
+fn version_is_the_changelogs_latest_release() {
+    let changelog = repo_file("CHANGELOG.md");
+    let mut headings = changelog
+        .lines()
+        .filter_map(|l| l.strip_prefix("## "))
+        .map(str::trim);
+    assert_eq!(headings.next(), Some("Unreleased"), "Unreleased first");
+    let latest = headings
+        .next()
+        .expect("a released version under Unreleased");
+    let latest = latest.split_whitespace().next().unwrap();
+    assert_eq!(latest, env!("CARGO_PKG_VERSION"), "Cargo.toml version");
+    let out = Command::new(station_bin())
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap().trim(),
+        format!("prereg-station {latest}")
+    );
+}
+
+/// Issue #17 item 13: docs/ARCHITECTURE.md has a section for every module
+/// `src/lib.rs` declares (PC/SC had none).
+#[test]
+fn architecture_doc_covers_every_module() {
+    let lib = repo_file("src/lib.rs");
+    let modules: Vec<&str> = lib
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("pub mod "))
+        .map(|m| m.trim_end_matches(';'))
+        .collect();
+    assert!(modules.contains(&"pcsc"), "{modules:?}");
+    let doc = repo_file("docs/ARCHITECTURE.md");
+    let covered: Vec<&str> = doc
+        .lines()
+        .filter(|l| l.starts_with("### "))
+        .flat_map(|l| l.split('`').skip(1).step_by(2))
+        .collect();
+    let missing: Vec<&&str> = modules.iter().filter(|m| !covered.contains(m)).collect();
+    assert!(missing.is_empty(), "no ### section names {missing:?}");
+}
