@@ -12,3 +12,4 @@ mod rig;
 mod sim;
 mod station;
 mod trussed;
+mod wire;
