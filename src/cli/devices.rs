@@ -59,27 +59,37 @@ pub enum Command {
 pub fn run(config: &Option<PathBuf>, cmd: Command) -> CliResult {
     match cmd {
         Command::List { json } => list(json),
-        Command::Info { device, json } => info(&select(config, device.as_deref())?, json),
+        Command::Info { device, json } => info(&select(config, device.as_deref())?.0, json),
         Command::Reset {
             device,
             yes,
             wait_secs,
         } => {
-            let spec = select(config, device.as_deref())?;
-            reset(&spec, yes, Duration::from_secs(wait_secs))
+            let (spec, serial) = select(config, device.as_deref())?;
+            // A key found by its serial is found the same way after the
+            // re-insert: its /dev/hidrawN (or reader) may have changed.
+            let again = match serial {
+                Some(serial) => Again::BySerial { serial, config },
+                None => Again::AtSameDevice,
+            };
+            reset(&spec, yes, Duration::from_secs(wait_secs), again)
         }
     }
 }
 
 /// The device `--device` names (an address, or a serial number looked up
-/// among the attached keys), or the only attached key when it is absent.
-fn select(config: &Option<PathBuf>, device: Option<&str>) -> Result<DeviceSpec, CliError> {
+/// among the attached keys), or the only attached key when it is absent;
+/// with the key's serial when it was looked up by one.
+fn select(
+    config: &Option<PathBuf>,
+    device: Option<&str>,
+) -> Result<(DeviceSpec, Option<u32>), CliError> {
     let wanted = device
         .map(str::parse::<DeviceSelector>)
         .transpose()
         .map_err(CliError::usage)?;
     if let Some(DeviceSelector::Spec(spec)) = wanted {
-        return Ok(spec);
+        return Ok((spec, None));
     }
     let found = attached(config)?;
     let listing = || {
@@ -98,7 +108,7 @@ fn select(config: &Option<PathBuf>, device: Option<&str>) -> Result<DeviceSpec, 
         Some(DeviceSelector::Serial(n)) => found
             .iter()
             .find(|k| k.serial == Some(n))
-            .map(|k| k.spec.clone())
+            .map(|k| (k.spec.clone(), k.serial))
             .ok_or_else(|| {
                 CliError::usage(format!(
                     "no attached key has serial {n}; attached: {}",
@@ -117,7 +127,7 @@ fn select(config: &Option<PathBuf>, device: Option<&str>) -> Result<DeviceSpec, 
                         only.spec,
                         only.serial_text()
                     );
-                    Ok(only.spec.clone())
+                    Ok((only.spec.clone(), only.serial))
                 }
                 [] => Err(CliError::usage(format!(
                     "no key attached: {}; insert one or pass --device DEV",
@@ -258,11 +268,45 @@ fn wait_for(spec: &DeviceSpec, want: bool, until: Instant) -> bool {
     false
 }
 
+/// Where `devices reset` looks for the key after the operator re-inserts it.
+enum Again<'a> {
+    /// The path or address it was given.
+    AtSameDevice,
+    /// Wherever a key with this serial answers now.
+    BySerial {
+        serial: u32,
+        config: &'a Option<PathBuf>,
+    },
+}
+
+impl Again<'_> {
+    /// Polls until the key is back, or `until` passes: where it is now.
+    fn wait(&self, spec: &DeviceSpec, until: Instant) -> Option<DeviceSpec> {
+        match self {
+            Again::AtSameDevice => wait_for(spec, true, until).then(|| spec.clone()),
+            Again::BySerial { serial, config } => loop {
+                let found = attached(config).ok().and_then(|keys| {
+                    keys.into_iter()
+                        .find(|k| k.serial == Some(*serial))
+                        .map(|k| k.spec)
+                });
+                if found.is_some() {
+                    return found;
+                }
+                if Instant::now() >= until {
+                    return None;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            },
+        }
+    }
+}
+
 /// authenticatorReset (CTAP 2.1 §6.6). Tried at once (a key plugged in just
 /// now is inside its reset window); NOT_ALLOWED means the window is over, so
 /// the operator re-inserts the key and we try once more right after.
-fn reset(spec: &DeviceSpec, yes: bool, wait: Duration) -> CliResult {
-    let spec = spec.clone();
+fn reset(spec: &DeviceSpec, yes: bool, wait: Duration, again: Again<'_>) -> CliResult {
+    let mut spec = spec.clone();
     if !yes {
         return Err(CliError::usage(format!(
             "devices reset wipes the PIN and every credential on {spec}; \
@@ -293,17 +337,21 @@ fn reset(spec: &DeviceSpec, yes: bool, wait: Duration) -> CliResult {
                 )));
             }
             errln!("Removed. Insert it again.");
-            if !wait_for(&spec, true, until) {
+            spec = match again.wait(&spec, until) {
+                Some(now_at) => now_at,
+                None => {
+                    return Err(CliError::failed(format!(
+                        "{spec}: no key came back within {} s; nothing was changed \
+                         (a re-inserted key may get a new /dev/hidrawN: pass --device SERIAL, \
+                         or use a per-port udev symlink)",
+                        wait.as_secs()
+                    )))
+                }
+            };
+            let (channel, back) = open_for_reset(&spec)?;
+            if back != serial {
                 return Err(CliError::failed(format!(
-                    "{spec}: no key came back within {} s; nothing was changed \
-                     (a re-inserted key may get a new /dev/hidrawN: use a per-port udev symlink)",
-                    wait.as_secs()
-                )));
-            }
-            let (channel, again) = open_for_reset(&spec)?;
-            if again != serial {
-                return Err(CliError::failed(format!(
-                    "{spec}: key {again} came back, not key {serial}; nothing was changed"
+                    "{spec}: key {back} came back, not key {serial}; nothing was changed"
                 )));
             }
             Client::new(channel).reset(&mut touch_cue)

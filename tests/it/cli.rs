@@ -462,3 +462,85 @@ fn architecture_doc_covers_every_module() {
     let missing: Vec<&&str> = modules.iter().filter(|m| !covered.contains(m)).collect();
     assert!(missing.is_empty(), "no ### section names {missing:?}");
 }
+
+/// `devices reset --device SERIAL` finds the key again by its serial after
+/// the re-insert, wherever it comes back (a /dev/hidrawN may change; here
+/// the key comes back behind another UDP bridge).
+#[test]
+fn devices_reset_by_serial_follows_the_key_to_where_it_comes_back() {
+    use prereg_station::sim::{udp::UdpServer, ManualClock, SimConfig, SimKey, TouchMode};
+    use std::io::BufRead as _;
+    use std::sync::{mpsc, Arc};
+    use std::time::Duration;
+
+    let profile = prereg_station::profile::builtin_profile("yubikey-5.7").unwrap();
+    let product = SimConfig::default_product(&profile);
+    let clock = Arc::new(ManualClock::default());
+    let cfg = SimConfig::builtin("yubikey-5.7", product)
+        .unwrap()
+        .serial(44_000_001)
+        .touch(TouchMode::Rig);
+    let key = SimKey::with_clock(cfg, clock.clone()).unwrap();
+    let control = key.control();
+    let first = UdpServer::spawn("127.0.0.1:0".parse().unwrap(), key).unwrap();
+    let second = UdpServer::spawn("127.0.0.1:0".parse().unwrap(), control.transport()).unwrap();
+    let (a, b) = (
+        format!("udp:{}", first.local_addr()),
+        format!("udp:{}", second.local_addr()),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("station.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[station]\nid = \"bench\"\nstate_dir = {:?}\nkeys_dir = {:?}\nattestation_roots = []\n\
+             \n[[slot]]\ndevice = \"{a}\"\n\n[[slot]]\ndevice = \"{b}\"\n",
+            dir.path().join("state"),
+            dir.path().join("keys"),
+        ),
+    )
+    .unwrap();
+    // Long past power-up: the key refuses a reset until it is re-inserted.
+    clock.advance(Duration::from_secs(11));
+    let mut child = Command::new(station_bin())
+        .arg("--config")
+        .arg(&config)
+        .args(["devices", "reset", "--yes", "--wait-secs", "60"])
+        .args(["--device", "44000001"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let expect = |needle: &str| loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("no line with {needle:?}"));
+        if line.contains(needle) {
+            return line;
+        }
+    };
+    let line = expect("remove it and insert it again");
+    assert!(line.contains(&a), "found at the first bridge: {line}");
+    // Out of the first port, into the second.
+    control.unplug();
+    expect("Removed");
+    first.stop();
+    control.plug();
+    expect("Touch the key now");
+    control.touch();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{:?} {stdout}", out.status);
+    assert!(
+        stdout.contains(&format!("Key at {b} reset")),
+        "reset where it came back: {stdout}"
+    );
+    second.stop();
+}
