@@ -24,7 +24,8 @@ use std::time::{Duration, Instant};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
-    /// FIDO HID devices attached to this machine (usage page 0xF1D0).
+    /// FIDO HID devices attached to this machine (usage page 0xF1D0), PC/SC
+    /// readers, and every key that answers with its serial (for --device).
     List {
         /// One JSON document instead of a table.
         #[arg(long)]
@@ -58,7 +59,7 @@ pub enum Command {
 
 pub fn run(config: &Option<PathBuf>, cmd: Command) -> CliResult {
     match cmd {
-        Command::List { json } => list(json),
+        Command::List { json } => list(config, json),
         Command::Info { device, json } => info(&select(config, device.as_deref())?.0, json),
         Command::Reset {
             device,
@@ -404,9 +405,11 @@ fn open_for_reset(spec: &DeviceSpec) -> Result<(Link, String), CliError> {
     Ok((link, serial))
 }
 
-fn list(as_json: bool) -> CliResult {
+fn list(config: &Option<PathBuf>, as_json: bool) -> CliResult {
     let devices = hid::list_fido_devices()
         .map_err(|e| CliError::failed(format!("cannot enumerate HID devices: {e}")))?;
+    // The keys `--device` can name: the same lookup `info` and `reset` use.
+    let keys = attached(config)?;
     // PC/SC is optional on a rig: no pcscd means no readers, said once, not a failure.
     let readers = crate::pcsc::list_readers().map_err(|e| e.to_string());
     if as_json {
@@ -422,8 +425,14 @@ fn list(as_json: bool) -> CliResult {
                 .collect::<Vec<_>>()),
             Err(e) => json!({ "error": e }),
         };
-        let out = serde_json::to_string_pretty(&json!({ "hid": devices, "pcsc": readers_json }))
-            .map_err(|e| CliError::failed(format!("cannot encode JSON: {e}")))?;
+        let keys_json: Vec<Json> = keys
+            .iter()
+            .map(|k| json!({ "device": k.spec.to_string(), "serial": k.serial }))
+            .collect();
+        let out = serde_json::to_string_pretty(
+            &json!({ "hid": devices, "pcsc": readers_json, "keys": keys_json }),
+        )
+        .map_err(|e| CliError::failed(format!("cannot encode JSON: {e}")))?;
         outln!("{out}");
         return Ok(());
     }
@@ -454,6 +463,12 @@ fn list(as_json: bool) -> CliResult {
             }
         }
         Err(e) => outln!("PC/SC readers: unavailable ({e})"),
+    }
+    if !keys.is_empty() {
+        outln!("Keys (--device takes the serial or the device):");
+        for k in &keys {
+            outln!("  {:<16} {}", k.serial_text(), k.spec);
+        }
     }
     Ok(())
 }

@@ -332,6 +332,27 @@ fn stderr(out: &Output) -> String {
 #[test]
 fn devices_info_finds_a_key_by_its_serial_number() {
     let keys = UdpKeys::serve(&[41_000_001, 41_000_002]);
+    // `devices list` shows what `--device` can name.
+    let out = keys.devices(&["list", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for (dev, serial) in keys.devices.iter().zip([41_000_001, 41_000_002]) {
+        assert!(
+            v["keys"]
+                .as_array()
+                .unwrap()
+                .contains(&serde_json::json!({ "device": dev, "serial": serial })),
+            "{v}"
+        );
+    }
+    let out = keys.devices(&["list"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.contains("serial 41000002") && l.ends_with(&keys.devices[1])),
+        "{text}"
+    );
+
     let out = keys.devices(&["info", "--json", "--device", "41000002"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
