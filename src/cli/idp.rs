@@ -36,7 +36,7 @@ pub struct EnrollArgs {
     /// Default https:// + rp id.
     #[arg(long)]
     pub origin: Option<String>,
-    /// SPEC §3 customization_id (the station's [[customization]] id).
+    /// SPEC §3 customization_id (a `[[customization]]` id of the station).
     #[arg(long, default_value = "C19881")]
     pub customization: String,
     /// SPEC §3 product_id (key model) of every shipment.

@@ -2,7 +2,7 @@
 //!
 //! Rust ignores SIGPIPE, so a write to a pipe whose reader has gone (`jobs list
 //! | head`) returns EPIPE, and `println!` turns that into a panic (exit 101).
-//! Every report the CLI prints goes through [`outln!`] / [`out!`] instead
+//! Every report the CLI prints goes through `outln!` / `out!` instead
 //! (`clippy::print_stdout` is denied in `cli`, so a stray `println!` fails the lint).
 //!
 //! Why not restore SIGPIPE's default action in `main` instead? Because the
@@ -35,7 +35,7 @@ const FAILED: u8 = 2;
 
 static STDOUT: AtomicU8 = AtomicU8::new(OK);
 
-/// Writes to stdout; what [`out!`] and [`outln!`] expand to.
+/// Writes to stdout; what `out!` and `outln!` expand to.
 pub fn write_stdout(args: fmt::Arguments<'_>) {
     if STDOUT.load(Ordering::Relaxed) != OK {
         return;
