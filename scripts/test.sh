@@ -11,6 +11,7 @@ scripts/setup.sh --with-python --with-browser
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
+scripts/deny.sh
 
 # Independent CTAP 2.1 peer (fido-authenticator behind the UDP HID bridge): its own
 # workspace; the interop tests below and tests/it/trussed.rs drive it.

@@ -71,7 +71,7 @@ pub fn run(args: Args) -> CliResult {
         }
     };
     let t0 = Instant::now();
-    println!(
+    outln!(
         "prereg-station demo: {} keys over {} simulated {} slots, in {}",
         args.keys,
         args.slots,
@@ -130,7 +130,7 @@ pub fn run(args: Args) -> CliResult {
     app::preflight(&config)?;
     let store = open_store(&config)?;
     let counts = import_file(&store, &config, &jobs_path)?;
-    println!(
+    outln!(
         "  IdP enrolled {} users; station imported {} jobs",
         shipments.len(),
         counts.imported
@@ -143,7 +143,7 @@ pub fn run(args: Args) -> CliResult {
         Some(addr) => {
             let cfg = crate::web::WebConfig::new(addr, None).map_err(CliError::usage)?;
             let handle = crate::web::spawn(cfg, setup.board.clone()).map_err(CliError::failed)?;
-            println!("  status page: http://{}/", handle.local_addr());
+            outln!("  status page: http://{}/", handle.local_addr());
             hold(args.web_hold, "before programming starts");
             Some(handle)
         }
@@ -180,10 +180,14 @@ pub fn run(args: Args) -> CliResult {
     let results =
         idp::read_results(std::slice::from_ref(&config.outbox_dir)).map_err(CliError::failed)?;
     let reports = idp.activate(&sign_jwks, &roots, &results, crate::idp::unix_now());
-    println!();
-    println!(
+    outln!();
+    outln!(
         "{:<5} {:<10} {:<8} {:<5} {:<9} SHIPMENT",
-        "SLOT", "SERIAL", "FIRMWARE", "CREDS", "VERIFIED"
+        "SLOT",
+        "SERIAL",
+        "FIRMWARE",
+        "CREDS",
+        "VERIFIED"
     );
     let mut ok = 0;
     for r in &reports {
@@ -194,7 +198,7 @@ pub fn run(args: Args) -> CliResult {
             .unwrap_or_default();
         let verified = r.verified();
         ok += usize::from(verified);
-        println!(
+        outln!(
             "{:<5} {:<10} {:<8} {:<5} {:<9} {}",
             slot,
             r.serial_number.as_deref().unwrap_or("-"),
@@ -208,12 +212,12 @@ pub fn run(args: Args) -> CliResult {
             .iter()
             .chain(r.credentials.iter().filter_map(|c| c.failure.as_ref()))
         {
-            println!("      failure: {f}");
+            outln!("      failure: {f}");
         }
     }
     let quarantined = store.quarantined().map(|q| q.len()).unwrap_or(0);
-    println!();
-    println!(
+    outln!();
+    outln!(
         "{ok}/{} keys programmed and verified by the reference IdP in {:.1}s ({:.0} keys/hour); {quarantined} quarantined",
         args.keys,
         took.as_secs_f64(),
@@ -233,7 +237,7 @@ pub fn run(args: Args) -> CliResult {
 /// `--web-hold`: the status page stays up while nothing else happens.
 fn hold(secs: u64, why: &str) {
     if secs > 0 {
-        println!("  status page held {secs}s {why}");
+        outln!("  status page held {secs}s {why}");
         std::thread::sleep(Duration::from_secs(secs));
     }
 }

@@ -24,19 +24,25 @@ pub struct EnrollArgs {
     /// The station's transport-keys.jwks.
     #[arg(long, value_name = "FILE")]
     pub station_jwks: PathBuf,
+    /// Users to enroll: one shipment (one key) each.
     #[arg(long, default_value_t = 1)]
     pub users: usize,
+    /// WebAuthn relying party id of the first credential.
     #[arg(long, default_value = "myorg.okta.com")]
     pub rp_id: String,
+    /// Relying party display name.
     #[arg(long, default_value = "MyOrg")]
     pub rp_name: String,
     /// Default https:// + rp id.
     #[arg(long)]
     pub origin: Option<String>,
+    /// SPEC §3 customization_id (a `[[customization]]` id of the station).
     #[arg(long, default_value = "C19881")]
     pub customization: String,
+    /// SPEC §3 product_id (key model) of every shipment.
     #[arg(long, default_value_t = 1)]
     pub product: u32,
+    /// SPEC §3 inventory_product_id (the order system's SKU).
     #[arg(long, default_value_t = 106)]
     pub inventory_product: u32,
     /// Credential requests (enrollments) per user: the first on --rp-id, the k-th on a sibling RP (myorg-2.okta.com, …).
@@ -62,6 +68,7 @@ pub struct EnrollArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct ActivateArgs {
+    /// IdP state directory (as given to `idp enroll`).
     #[arg(long, value_name = "DIR")]
     pub state: PathBuf,
     /// The station's sign.jwks.
@@ -134,13 +141,13 @@ fn enroll(a: EnrollArgs) -> CliResult {
         Some(path) => {
             std::fs::write(path, text)
                 .map_err(|e| CliError::failed(format!("{}: {e}", path.display())))?;
-            eprintln!(
+            errln!(
                 "idp: {} shipment(s) written to {}",
                 shipments.len(),
                 path.display()
             );
         }
-        None => print!("{text}"),
+        None => out!("{text}"),
     }
     Ok(())
 }

@@ -3,6 +3,7 @@
 
 mod util;
 
+mod cli;
 mod ctap;
 mod hil;
 mod intake;
@@ -13,3 +14,4 @@ mod sim;
 mod sim_ext;
 mod station;
 mod trussed;
+mod wire;
