@@ -44,5 +44,9 @@ tests/libfido2/run.sh
 # (tests/it/pcsc.rs; skipped above because PREREG_PCSC is unset there).
 tests/pcsc/run-pcscd.sh -- cargo test --locked --test it pcsc::
 
+# Every fuzz target for a few seconds (docs/fuzzing.md); skipped, saying so, without nightly
+# and cargo-fuzz.
+FUZZ_SECS=10 scripts/fuzz-smoke.sh
+
 # Shipped system integration: the unit verifies and meets the hardening threshold.
 scripts/check-systemd.sh
