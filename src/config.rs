@@ -2,6 +2,8 @@
 //! error), then validated once into typed values with one-line errors that
 //! name the key and what to do (exit code 2).
 
+use crate::jose::request::DEFAULT_MAX_REQUEST_LIFETIME_DAYS;
+use crate::jose::{IdpSigners, RequestPolicy};
 use crate::transport::DeviceSpec;
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -46,6 +48,7 @@ struct RawStation {
     sim_seed: Option<u64>,
     #[serde(default)]
     reset_non_blank: bool,
+    max_request_lifetime_days: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -55,6 +58,7 @@ struct RawCustomization {
     min_firmware: Option<String>,
     #[serde(default)]
     products: Vec<u32>,
+    idp_signing_jwks: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -120,6 +124,25 @@ pub struct Customization {
     pub min_firmware: Option<Version>,
     /// Allowed product ids; empty = any product known to the profiles.
     pub products: Vec<u32>,
+    /// `idp_signing_jwks = "FILE"` (SPEC §4): every request of this
+    /// customization must be IdP-signed by a key of this JWKS.
+    pub idp_signing_jwks: Option<PathBuf>,
+    /// That file's keys, read and checked when the configuration is loaded
+    /// (a bad file stops the station before it touches a key).
+    pub idp_signers: Option<IdpSigners>,
+    /// `[station] max_request_lifetime_days`, copied here so that everything
+    /// the recipe applies to one job's requests comes from its customization.
+    pub max_request_lifetime_days: u32,
+}
+
+impl Customization {
+    /// What this customization asks of its requests (SPEC §4).
+    pub fn request_policy(&self) -> RequestPolicy<'_> {
+        RequestPolicy {
+            idp_signers: self.idp_signers.as_ref(),
+            max_lifetime_secs: i64::from(self.max_request_lifetime_days) * 86_400,
+        }
+    }
 }
 
 /// One rig position.
@@ -157,6 +180,9 @@ pub struct Config {
     pub reset_non_blank: bool,
     pub web: Option<(SocketAddr, Option<String>)>,
     pub http_sink: Option<String>,
+    /// `[station] max_request_lifetime_days` (SPEC §4, default 30): the
+    /// longest `exp - iat` a request may carry.
+    pub max_request_lifetime_days: u32,
 }
 
 impl Config {
@@ -188,6 +214,13 @@ impl Config {
         if s.id.trim().is_empty() {
             return Err("[station] id must not be empty".into());
         }
+        let max_request_lifetime_days = s
+            .max_request_lifetime_days
+            .unwrap_or(DEFAULT_MAX_REQUEST_LIFETIME_DAYS);
+        // A request lives days, not years; 10 years bounds the arithmetic too.
+        if !(1..=3650).contains(&max_request_lifetime_days) {
+            return Err("[station] max_request_lifetime_days must be 1..=3650".into());
+        }
         let mut customizations = Vec::new();
         for c in raw.customization {
             if customizations.iter().any(|x: &Customization| x.id == c.id) {
@@ -199,10 +232,23 @@ impl Config {
                 .map(str::parse)
                 .transpose()
                 .map_err(|e| format!("[[customization]] {}: min_firmware {e}", c.id))?;
+            let idp_signers = match &c.idp_signing_jwks {
+                None => None,
+                Some(path) => Some(load_idp_signers(path).map_err(|e| {
+                    format!(
+                        "[[customization]] {}: idp_signing_jwks {}: {e}",
+                        c.id,
+                        path.display()
+                    )
+                })?),
+            };
             customizations.push(Customization {
                 id: c.id,
                 min_firmware,
                 products: c.products,
+                idp_signing_jwks: c.idp_signing_jwks,
+                idp_signers,
+                max_request_lifetime_days,
             });
         }
         let mut slots = Vec::new();
@@ -293,6 +339,7 @@ impl Config {
             reset_non_blank: s.reset_non_blank,
             web,
             http_sink: raw.sink.map(|s| s.http_url),
+            max_request_lifetime_days,
         })
     }
 
@@ -304,6 +351,18 @@ impl Config {
     pub fn db_path(&self) -> PathBuf {
         self.state_dir.join("station.db")
     }
+}
+
+/// Reads an `idp_signing_jwks` file (a public JWKS: size-capped, parsed and
+/// checked key by key).
+fn load_idp_signers(path: &Path) -> Result<IdpSigners, String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot read ({e})"))?;
+    let mut text = String::new();
+    file.take(1024 * 1024)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("cannot read ({e})"))?;
+    IdpSigners::from_json(&text)
 }
 
 #[cfg(test)]

@@ -18,7 +18,9 @@ use prereg_station::jose::response::{
     open_credential_response, open_pin_response, seal_credential_response, seal_pin_response,
     DeviceIdentity, MadeCredential,
 };
-use prereg_station::jose::{b64url_decode, b64url_encode, cty, decrypt_job, StationKeys};
+use prereg_station::jose::{
+    b64url_decode, b64url_encode, cty, decrypt_job, RequestPolicy, StationKeys,
+};
 use prereg_station::secret::SecretString;
 use prereg_station::webauthn::testkit::SoftCa;
 use prereg_station::webauthn::{self, Expected, TrustRoots};
@@ -43,6 +45,7 @@ fn random_pin() -> SecretString {
 /// (software CA), verify on the spot, seal responses. Returns the result and the PIN.
 fn software_station(
     keys: &StationKeys,
+    policy: &RequestPolicy<'_>,
     ca: &SoftCa,
     roots: &TrustRoots,
     shipment: &Shipment,
@@ -53,6 +56,7 @@ fn software_station(
     let pc = &item.product_customizations[0];
     let reqs = decrypt_job(
         keys,
+        policy,
         &pc.fido_pin_request,
         &pc.fido_credential_requests,
         now,
@@ -167,7 +171,15 @@ fn end_to_end_enroll_program_activate() {
         let mut results = Vec::new();
         let mut pins = Vec::new();
         for (i, s) in shipments.iter().enumerate() {
-            let (r, pin) = software_station(&keys, &ca, &roots, s, &format!("1234567{i}"), NOW);
+            let (r, pin) = software_station(
+                &keys,
+                &RequestPolicy::default(),
+                &ca,
+                &roots,
+                s,
+                &format!("1234567{i}"),
+                NOW,
+            );
             results.push(r);
             pins.push(pin);
         }
@@ -293,7 +305,14 @@ fn refusal_table() {
     let pin_ok = enc(&f, &pin_plain(&f), cty::PIN_REQUEST);
     let cred_ok = enc(&f, &cred_plain(&f), cty::CRED_REQUEST);
     // The base case passes: every refusal below is caused by its one change.
-    decrypt_job(&f.keys, &pin_ok, std::slice::from_ref(&cred_ok), NOW).expect("base case is valid");
+    decrypt_job(
+        &f.keys,
+        &RequestPolicy::default(),
+        &pin_ok,
+        std::slice::from_ref(&cred_ok),
+        NOW,
+    )
+    .expect("base case is valid");
 
     let cred_with = |edit: &dyn Fn(&mut Value)| {
         let mut v = cred_plain(&f);
@@ -641,7 +660,7 @@ fn refusal_table() {
     assert!(cases.len() >= 20);
     let mut table = String::new();
     for (name, pin, creds, code) in &cases {
-        let err = decrypt_job(&f.keys, pin, creds, NOW)
+        let err = decrypt_job(&f.keys, &RequestPolicy::default(), pin, creds, NOW)
             .map(|_| ())
             .expect_err(name);
         table.push_str(&format!("{name:<48} {}\n", err.code()));
@@ -672,7 +691,14 @@ fn response_tamper_and_wrong_key_are_refused() {
     };
     let pin_jwe = seal_req(pin_plain(&f), cty::PIN_REQUEST);
     let cred_jwe = seal_req(cred_plain(&f), cty::CRED_REQUEST);
-    let reqs = decrypt_job(&f.keys, &pin_jwe, &[cred_jwe], NOW).unwrap();
+    let reqs = decrypt_job(
+        &f.keys,
+        &RequestPolicy::default(),
+        &pin_jwe,
+        &[cred_jwe],
+        NOW,
+    )
+    .unwrap();
     let device = DeviceIdentity {
         serial_number: "1".into(),
         firmware_version: "5.7.1".into(),
@@ -783,7 +809,15 @@ fn cli_paths_never_write_pin_or_plaintext() {
     let mut pins = Vec::new();
     let now = prereg_station::idp::unix_now();
     for (i, sh) in shipments.iter().enumerate() {
-        let (r, pin) = software_station(&keys, &ca, &roots, sh, &format!("900000{i}"), now);
+        let (r, pin) = software_station(
+            &keys,
+            &RequestPolicy::default(),
+            &ca,
+            &roots,
+            sh,
+            &format!("900000{i}"),
+            now,
+        );
         std::fs::write(
             outbox.join(format!("{}.json", r.shipment_id)),
             serde_json::to_vec(&r).unwrap(),
@@ -964,7 +998,8 @@ fn interop_jwcrypto_requests_decrypt_here() {
         let cred = made[alg]["cred"].as_str().unwrap().to_string();
         let h = jwe::peek_header(pin).unwrap();
         assert_eq!(h.alg, alg);
-        let reqs = decrypt_job(&f.keys, pin, &[cred], NOW).unwrap_or_else(|e| panic!("{alg}: {e}"));
+        let reqs = decrypt_job(&f.keys, &RequestPolicy::default(), pin, &[cred], NOW)
+            .unwrap_or_else(|e| panic!("{alg}: {e}"));
         assert_eq!(reqs.pin.user_id, "00us2hPODQncCkxef0g3");
         assert_eq!(reqs.credentials[0].challenge.expose(), &vec![9u8; 32]);
         assert_eq!(reqs.credentials[0].rp_id, "myorg.okta.com");
@@ -974,7 +1009,8 @@ fn interop_jwcrypto_requests_decrypt_here() {
     let h = jwe::peek_header(with_apu).unwrap();
     assert!(h.apu.is_some() && h.apv.is_some());
     let cred = made["ECDH-ES+A256KW"]["cred"].as_str().unwrap().to_string();
-    decrypt_job(&f.keys, with_apu, &[cred], NOW).expect("apu/apv honoured");
+    decrypt_job(&f.keys, &RequestPolicy::default(), with_apu, &[cred], NOW)
+        .expect("apu/apv honoured");
 }
 
 #[test]
@@ -987,7 +1023,15 @@ fn interop_jwcrypto_opens_responses_made_here() {
     let idp_dir = tmp.path().join("idp");
     let idp = Idp::open(&idp_dir).unwrap();
     let shipments = idp.enroll(&keys.transport_jwks(), &enroll_opts(1)).unwrap();
-    let (result, pin) = software_station(&keys, &ca, &roots, &shipments[0], "12345678", NOW);
+    let (result, pin) = software_station(
+        &keys,
+        &RequestPolicy::default(),
+        &ca,
+        &roots,
+        &shipments[0],
+        "12345678",
+        NOW,
+    );
     let data = &result.shipment_items[0].product_data[0];
     std::fs::write(
         tmp.path().join("sign.jwks"),
@@ -1042,7 +1086,14 @@ fn random_mutations_are_errors_not_panics() {
     };
     let pin_ok = enc(&f, &pin_plain(&f), cty::PIN_REQUEST);
     let cred_ok = enc(&f, &cred_plain(&f), cty::CRED_REQUEST);
-    let reqs = decrypt_job(&f.keys, &pin_ok, std::slice::from_ref(&cred_ok), NOW).unwrap();
+    let reqs = decrypt_job(
+        &f.keys,
+        &RequestPolicy::default(),
+        &pin_ok,
+        std::slice::from_ref(&cred_ok),
+        NOW,
+    )
+    .unwrap();
     let device = DeviceIdentity {
         serial_number: "1".into(),
         firmware_version: "5.7.1".into(),
@@ -1087,7 +1138,14 @@ fn random_mutations_are_errors_not_panics() {
     };
     for _ in 0..300 {
         let p = String::from_utf8_lossy(&mutate(pin_ok.as_bytes())).into_owned();
-        assert!(decrypt_job(&f.keys, &p, std::slice::from_ref(&cred_ok), NOW).is_err());
+        assert!(decrypt_job(
+            &f.keys,
+            &RequestPolicy::default(),
+            &p,
+            std::slice::from_ref(&cred_ok),
+            NOW
+        )
+        .is_err());
         let r = String::from_utf8_lossy(&mutate(sealed.as_bytes())).into_owned();
         assert!(open_pin_response(&r, &f.resp.kid, f.resp.secret(), &sign).is_err());
         let a = mutate(&att);
