@@ -9,7 +9,7 @@ use prereg_station::idp::{EnrollOptions, Idp, ProductData, ShipmentResult};
 use prereg_station::jose::response::{
     seal_credential_response, seal_pin_response, DeviceIdentity, MadeCredential,
 };
-use prereg_station::jose::{decrypt_job, StationKeys};
+use prereg_station::jose::{decrypt_job, RequestPolicy, StationKeys};
 use prereg_station::secret::SecretString;
 use prereg_station::webauthn::testkit::SoftCa;
 use prereg_station::webauthn::{self, Expected, TrustRoots};
@@ -36,7 +36,8 @@ fn program_one(
     cred_jwes: &[String],
     now: i64,
 ) -> (String, Vec<String>) {
-    let reqs = decrypt_job(keys, pin_jwe, cred_jwes, now).expect("valid job");
+    let reqs =
+        decrypt_job(keys, &RequestPolicy::default(), pin_jwe, cred_jwes, now).expect("valid job");
     let device = DeviceIdentity {
         serial_number: "12345678".into(),
         firmware_version: "5.7.1".into(),
@@ -99,9 +100,13 @@ fn main() {
         let (pin_jwe, cred_jwes) = (&pc.fido_pin_request, &pc.fido_credential_requests);
 
         let decrypt = time_us(iters, || {
-            black_box(decrypt_job(&keys, pin_jwe, cred_jwes, now).expect("valid"));
+            black_box(
+                decrypt_job(&keys, &RequestPolicy::default(), pin_jwe, cred_jwes, now)
+                    .expect("valid"),
+            );
         });
-        let reqs = decrypt_job(&keys, pin_jwe, cred_jwes, now).expect("valid");
+        let reqs =
+            decrypt_job(&keys, &RequestPolicy::default(), pin_jwe, cred_jwes, now).expect("valid");
         let c = &reqs.credentials[0];
         let cdj = webauthn::client_data_json(c.challenge.expose(), &c.origin);
         let cdh = webauthn::client_data_hash(&cdj);

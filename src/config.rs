@@ -458,6 +458,69 @@ listen = "127.0.0.1:8080"
     }
 
     #[test]
+    fn request_lifetime_defaults_to_30_days_and_is_bounded() {
+        let c = Config::parse(GOOD).unwrap();
+        assert_eq!(c.max_request_lifetime_days, 30);
+        assert_eq!(
+            c.customizations[0].request_policy().max_lifetime_secs,
+            30 * 86_400
+        );
+        let seven = GOOD.replace(
+            "[[customization]]",
+            "max_request_lifetime_days = 7\n\n[[customization]]",
+        );
+        let c = Config::parse(&seven).unwrap();
+        assert_eq!(
+            c.customizations[0].request_policy().max_lifetime_secs,
+            7 * 86_400
+        );
+        for bad in ["0", "100000"] {
+            let text = GOOD.replace(
+                "[[customization]]",
+                &format!("max_request_lifetime_days = {bad}\n\n[[customization]]"),
+            );
+            let e = Config::parse(&text).unwrap_err();
+            assert!(e.contains("max_request_lifetime_days"), "{e}");
+        }
+    }
+
+    #[test]
+    fn idp_signing_jwks_is_loaded_and_a_bad_file_names_the_key() {
+        use crate::jose::jwk::{EcJwk, KeyUse};
+        let dir = tempfile::tempdir().unwrap();
+        let sk = p384::SecretKey::random(&mut rand_core::OsRng);
+        let jwks = crate::jose::Jwks {
+            keys: vec![EcJwk::from_public(&sk.public_key(), "idp-1", KeyUse::Sig)],
+        };
+        let path = dir.path().join("idp.jwks");
+        std::fs::write(&path, jwks.to_json_pretty()).unwrap();
+        let line = |p: &Path| {
+            GOOD.replace(
+                "products = [1, 29]",
+                &format!(
+                    "products = [1, 29]\nidp_signing_jwks = {:?}",
+                    p.display().to_string()
+                ),
+            )
+        };
+        let c = Config::parse(&line(&path)).unwrap();
+        let policy = c.customizations[0].request_policy();
+        assert!(policy.idp_signers.unwrap().find("idp-1").is_some());
+        assert!(Config::parse(GOOD).unwrap().customizations[0]
+            .request_policy()
+            .idp_signers
+            .is_none());
+        let missing = Config::parse(&line(&dir.path().join("nope.jwks"))).unwrap_err();
+        assert!(
+            missing.contains("idp_signing_jwks") && missing.contains("C19881"),
+            "{missing}"
+        );
+        std::fs::write(&path, "{\"keys\": 1}").unwrap();
+        let bad = Config::parse(&line(&path)).unwrap_err();
+        assert!(bad.contains("not a JWK set"), "{bad}");
+    }
+
+    #[test]
     fn versions_order() {
         assert!("5.7.1".parse::<Version>().unwrap() > "5.7.0".parse().unwrap());
         assert!("5.4.3".parse::<Version>().unwrap() < "5.7".parse().unwrap());

@@ -330,7 +330,8 @@ mod tests {
             IdpSigners::from_json(&serde_json::json!({ "keys": [k] }).to_string())
         };
         assert!(set(&|_| {}).is_ok());
-        let cases: [(&dyn Fn(&mut serde_json::Value), &str); 6] = [
+        type Edit<'a> = &'a dyn Fn(&mut serde_json::Value);
+        let cases: [(Edit, &str); 6] = [
             (&|k| k["d"] = "AAAA".into(), "private key"),
             (&|k| k["use"] = "enc".into(), "use must be"),
             (&|k| k["crv"] = "P-521".into(), "crv must be"),

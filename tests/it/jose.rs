@@ -18,8 +18,9 @@ use prereg_station::jose::response::{
     open_credential_response, open_pin_response, seal_credential_response, seal_pin_response,
     DeviceIdentity, MadeCredential,
 };
+use prereg_station::jose::signed;
 use prereg_station::jose::{
-    b64url_decode, b64url_encode, cty, decrypt_job, RequestPolicy, StationKeys,
+    b64url_decode, b64url_encode, cty, decrypt_job, IdpSigners, RequestPolicy, StationKeys,
 };
 use prereg_station::secret::SecretString;
 use prereg_station::webauthn::testkit::SoftCa;
@@ -1219,4 +1220,370 @@ fn simulator_attestation_verifies_against_its_root() {
             .code(),
         "attestation.aaguid_mismatch"
     );
+}
+
+// ---- request policy: one response key, bounded lifetime, IdP signatures ----
+
+fn fixture() -> Fixture {
+    Fixture {
+        keys: StationKeys::generate_ephemeral(),
+        resp: NamedKey::generate("idp-resp"),
+    }
+}
+
+fn code_of(
+    f: &Fixture,
+    policy: &RequestPolicy<'_>,
+    pin: &str,
+    creds: Vec<String>,
+) -> Result<(), &'static str> {
+    decrypt_job(&f.keys, policy, pin, &creds, NOW)
+        .map(|_| ())
+        .map_err(|e| e.code())
+}
+
+#[test]
+fn a_credential_request_with_another_response_key_is_refused() {
+    let f = fixture();
+    let pin = enc(&f, &pin_plain(&f), cty::PIN_REQUEST);
+    let same = enc(&f, &cred_plain(&f), cty::CRED_REQUEST);
+    let policy = RequestPolicy::default();
+    assert_eq!(code_of(&f, &policy, &pin, vec![same.clone()]), Ok(()));
+    // Another key under the same kid, and another kid: both refused.
+    let stranger = NamedKey::generate("idp-resp");
+    for key in [
+        stranger.public_jwk(KeyUse::Enc),
+        EcJwk {
+            kid: "another-kid".into(),
+            ..f.resp.public_jwk(KeyUse::Enc)
+        },
+        EcJwk {
+            kid: f.resp.kid.clone(),
+            ..stranger.public_jwk(KeyUse::Enc)
+        },
+    ] {
+        let mut v = cred_plain(&f);
+        v["responseKey"] = serde_json::to_value(key).unwrap();
+        let other = enc(&f, &v, cty::CRED_REQUEST);
+        assert_eq!(
+            code_of(&f, &policy, &pin, vec![other]),
+            Err("request.response_key_mismatch")
+        );
+    }
+}
+
+#[test]
+fn request_lifetime_is_bounded_by_max_request_lifetime_days() {
+    let f = fixture();
+    let with_times = |v: Value, iat: i64, exp: i64, c: &str| {
+        let mut v = v;
+        v["iat"] = iat.into();
+        v["exp"] = exp.into();
+        enc(&f, &v, c)
+    };
+    let cred = enc(&f, &cred_plain(&f), cty::CRED_REQUEST);
+    let policy = RequestPolicy::default();
+    let day = 86_400;
+    // iat 0, exp in the year 3000: refused, on either request.
+    let year_3000 = 32_503_680_000;
+    let forever = with_times(pin_plain(&f), 0, year_3000, cty::PIN_REQUEST);
+    assert_eq!(
+        code_of(&f, &policy, &forever, vec![cred.clone()]),
+        Err("request.lifetime")
+    );
+    let pin = enc(&f, &pin_plain(&f), cty::PIN_REQUEST);
+    let long_cred = with_times(cred_plain(&f), NOW - 100, NOW + 31 * day, cty::CRED_REQUEST);
+    assert_eq!(
+        code_of(&f, &policy, &pin, vec![long_cred.clone()]),
+        Err("request.lifetime")
+    );
+    // Exactly 30 days is the default limit and passes; a tighter station refuses it.
+    let month = with_times(
+        pin_plain(&f),
+        NOW - 100,
+        NOW - 100 + 30 * day,
+        cty::PIN_REQUEST,
+    );
+    assert_eq!(code_of(&f, &policy, &month, vec![cred.clone()]), Ok(()));
+    let tight = RequestPolicy {
+        max_lifetime_secs: 7 * day,
+        ..RequestPolicy::default()
+    };
+    assert_eq!(
+        code_of(&f, &tight, &month, vec![cred.clone()]),
+        Err("request.lifetime")
+    );
+    // exp before iat is no lifetime at all.
+    let backwards = with_times(pin_plain(&f), NOW + 200, NOW + 100, cty::PIN_REQUEST);
+    assert_eq!(
+        code_of(&f, &policy, &backwards, vec![cred]),
+        Err("request.lifetime")
+    );
+}
+
+/// An IdP signing key (P-384) and the station-side verifier set of its JWKS.
+fn idp_signer(kid: &str) -> (NamedKey, IdpSigners) {
+    let key = NamedKey::new(kid, p384::SecretKey::random(&mut rand::rngs::OsRng));
+    let jwks = prereg_station::jose::Jwks {
+        keys: vec![key.public_jwk(KeyUse::Sig)],
+    };
+    let signers = IdpSigners::from_json(&jwks.to_json_pretty()).unwrap();
+    (key, signers)
+}
+
+/// A signed request JWE (SPEC §4): JWS by `signer` inside a JWE `cty`+`+jws`.
+fn enc_signed(f: &Fixture, v: &Value, content_type: &str, signer: &NamedKey) -> String {
+    let jws = signed::sign_request(
+        &serde_json::to_vec(v).unwrap(),
+        signer.secret(),
+        &signer.kid,
+        content_type,
+    );
+    let t = &f.keys.transport_jwks().keys[0];
+    jwe::encrypt(
+        jws.as_bytes(),
+        &t.to_public_key().unwrap(),
+        &t.kid,
+        &signed::signed_cty(content_type),
+        KeyManagement::EcdhEsA256Kw,
+    )
+    .unwrap()
+}
+
+/// A JWE around an arbitrary plaintext with the signed `cty`.
+fn enc_raw_signed_cty(f: &Fixture, plaintext: &[u8], content_type: &str) -> String {
+    let t = &f.keys.transport_jwks().keys[0];
+    jwe::encrypt(
+        plaintext,
+        &t.to_public_key().unwrap(),
+        &t.kid,
+        &signed::signed_cty(content_type),
+        KeyManagement::EcdhEsA256Kw,
+    )
+    .unwrap()
+}
+
+#[test]
+fn signing_customization_refuses_unsigned_forged_and_unknown_kid_requests() {
+    let f = fixture();
+    let (idp_key, signers) = idp_signer("idp-sign-1");
+    let signing = RequestPolicy {
+        idp_signers: Some(&signers),
+        ..RequestPolicy::default()
+    };
+    let pin = enc_signed(&f, &pin_plain(&f), cty::PIN_REQUEST, &idp_key);
+    let cred = enc_signed(&f, &cred_plain(&f), cty::CRED_REQUEST, &idp_key);
+    let reqs = decrypt_job(&f.keys, &signing, &pin, std::slice::from_ref(&cred), NOW)
+        .expect("signed job is accepted");
+    assert_eq!(reqs.pin.user_id, "00us2hPODQncCkxef0g3");
+    // The digest is over the request JWE as received (SPEC §5), signed or not.
+    assert_eq!(reqs.credentials[0].jwe, cred);
+
+    let unsigned_pin = enc(&f, &pin_plain(&f), cty::PIN_REQUEST);
+    let unsigned_cred = enc(&f, &cred_plain(&f), cty::CRED_REQUEST);
+    // Same kid, another key: a forgery by someone who read the JWKS.
+    let forger = NamedKey::new(
+        "idp-sign-1",
+        p384::SecretKey::random(&mut rand::rngs::OsRng),
+    );
+    let stranger = NamedKey::new(
+        "idp-sign-9",
+        p384::SecretKey::random(&mut rand::rngs::OsRng),
+    );
+    let pin_jws_es512 = {
+        let h =
+            b64url_encode(br#"{"alg":"ES512","kid":"idp-sign-1","cty":"prereg.pin-request.v1"}"#);
+        format!(
+            "{h}.{}.{}",
+            b64url_encode(pin_plain(&f).to_string()),
+            b64url_encode([1u8; 132])
+        )
+    };
+    let pin_jws_none = {
+        let h =
+            b64url_encode(br#"{"alg":"none","kid":"idp-sign-1","cty":"prereg.pin-request.v1"}"#);
+        format!("{h}.{}.", b64url_encode(pin_plain(&f).to_string()))
+    };
+    let cases: Vec<(&str, String, Vec<String>, &str)> = vec![
+        (
+            "unsigned PIN request",
+            unsigned_pin.clone(),
+            vec![cred.clone()],
+            "request.unsigned",
+        ),
+        (
+            "unsigned credential request",
+            pin.clone(),
+            vec![unsigned_cred.clone()],
+            "request.unsigned",
+        ),
+        (
+            "forged signature (same kid)",
+            enc_signed(&f, &pin_plain(&f), cty::PIN_REQUEST, &forger),
+            vec![cred.clone()],
+            "jws.signature_invalid",
+        ),
+        (
+            "unknown kid",
+            pin.clone(),
+            vec![enc_signed(
+                &f,
+                &cred_plain(&f),
+                cty::CRED_REQUEST,
+                &stranger,
+            )],
+            "jws.kid_unknown",
+        ),
+        (
+            "alg ES512",
+            enc_raw_signed_cty(&f, pin_jws_es512.as_bytes(), cty::PIN_REQUEST),
+            vec![cred.clone()],
+            "jws.alg_unsupported",
+        ),
+        (
+            "alg none",
+            enc_raw_signed_cty(&f, pin_jws_none.as_bytes(), cty::PIN_REQUEST),
+            vec![cred.clone()],
+            "jws.alg_unsupported",
+        ),
+        (
+            "plain JSON under a +jws cty",
+            enc_raw_signed_cty(&f, pin_plain(&f).to_string().as_bytes(), cty::PIN_REQUEST),
+            vec![cred.clone()],
+            "jose.malformed",
+        ),
+        (
+            "JWS cty of another request type",
+            enc_raw_signed_cty(
+                &f,
+                signed::sign_request(
+                    pin_plain(&f).to_string().as_bytes(),
+                    idp_key.secret(),
+                    &idp_key.kid,
+                    cty::CRED_REQUEST,
+                )
+                .as_bytes(),
+                cty::PIN_REQUEST,
+            ),
+            vec![cred.clone()],
+            "jws.cty_mismatch",
+        ),
+        (
+            "signed PIN request in the credential slot",
+            pin.clone(),
+            vec![pin.clone()],
+            "jwe.cty_mismatch",
+        ),
+    ];
+    for (name, p, c, want) in &cases {
+        assert_eq!(code_of(&f, &signing, p, c.clone()), Err(*want), "{name}");
+    }
+    // Without idp_signing_jwks, unsigned requests pass as before and a signed
+    // one is refused, never accepted unverified.
+    let plain = RequestPolicy::default();
+    assert_eq!(
+        code_of(&f, &plain, &unsigned_pin, vec![unsigned_cred.clone()]),
+        Ok(())
+    );
+    assert_eq!(
+        code_of(&f, &plain, &pin, vec![unsigned_cred]),
+        Err("request.signed_not_configured")
+    );
+}
+
+#[test]
+fn signed_end_to_end_idp_enroll_sign_program_activate() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = StationKeys::generate_ephemeral();
+    let ca = SoftCa::new(AAGUID);
+    let roots = TrustRoots::from_pem(ca.root_pem().as_bytes()).unwrap();
+    let idp = Idp::open(dir.path()).unwrap();
+    let shipments = idp
+        .enroll(
+            &keys.transport_jwks(),
+            &EnrollOptions {
+                sign: true,
+                credentials_per_user: 2,
+                ..enroll_opts(2)
+            },
+        )
+        .unwrap();
+    // The station reads the IdP's published JWKS, as `idp_signing_jwks` would.
+    let text = std::fs::read_to_string(idp.signing_jwks_path()).unwrap();
+    let signers = IdpSigners::from_json(&text).unwrap();
+    let policy = RequestPolicy {
+        idp_signers: Some(&signers),
+        ..RequestPolicy::default()
+    };
+    let pc = &shipments[0].shipment_items[0].product_customizations[0];
+    assert_eq!(
+        jwe::peek_header(&pc.fido_pin_request)
+            .unwrap()
+            .cty
+            .as_deref(),
+        Some("prereg.pin-request.v1+jws")
+    );
+    let results: Vec<_> = shipments
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            software_station(&keys, &policy, &ca, &roots, s, &format!("7000000{i}"), NOW).0
+        })
+        .collect();
+    let reports = idp.activate(&keys.signing_jwks(), &roots, &results, NOW);
+    assert!(reports.iter().all(|r| r.verified()), "{reports:?}");
+    // The IdP keeps one signing key: a second enroll signs with the same kid.
+    let again = idp
+        .enroll(
+            &keys.transport_jwks(),
+            &EnrollOptions {
+                sign: true,
+                ..enroll_opts(1)
+            },
+        )
+        .unwrap();
+    let pc = &again[0].shipment_items[0].product_customizations[0];
+    decrypt_job(
+        &keys,
+        &policy,
+        &pc.fido_pin_request,
+        &pc.fido_credential_requests,
+        NOW,
+    )
+    .expect("same signing key");
+}
+
+#[test]
+fn interop_jwcrypto_signed_requests_are_accepted() {
+    let Some(py) = peer_python() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let f = fixture();
+    std::fs::write(
+        tmp.path().join("transport.jwks"),
+        f.keys.transport_jwks().to_json_pretty(),
+    )
+    .unwrap();
+    std::fs::write(tmp.path().join("pin.json"), pin_plain(&f).to_string()).unwrap();
+    std::fs::write(tmp.path().join("cred.json"), cred_plain(&f).to_string()).unwrap();
+    let out = peer(&py, &["sign-requests", tmp.path().to_str().unwrap()]);
+    let made: Value = serde_json::from_str(&out).unwrap();
+    let jwks = std::fs::read_to_string(tmp.path().join("idp-signing.jwks")).unwrap();
+    let signers = IdpSigners::from_json(&jwks).expect("jwcrypto's public JWKS loads");
+    let policy = RequestPolicy {
+        idp_signers: Some(&signers),
+        ..RequestPolicy::default()
+    };
+    for alg in ["ES256", "ES384"] {
+        let pin = made[alg]["pin"].as_str().unwrap();
+        let cred = made[alg]["cred"].as_str().unwrap().to_string();
+        let reqs = decrypt_job(&f.keys, &policy, pin, std::slice::from_ref(&cred), NOW)
+            .unwrap_or_else(|e| panic!("{alg}: {e}"));
+        assert_eq!(reqs.credentials[0].challenge.expose(), &vec![9u8; 32]);
+        // The same JWEs without the JWKS: refused, not accepted unverified.
+        assert_eq!(
+            code_of(&f, &RequestPolicy::default(), pin, vec![cred]),
+            Err("request.signed_not_configured"),
+            "{alg}"
+        );
+    }
 }
