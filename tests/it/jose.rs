@@ -1587,3 +1587,216 @@ fn interop_jwcrypto_signed_requests_are_accepted() {
         );
     }
 }
+
+// ---- josekit (OpenSSL-backed) as an independent cross-check ----------------
+// The JOSE crate named in the product brief; a dev-dependency only. What it
+// checks is in docs/jose.md.
+
+mod josekit_peer {
+    use super::*;
+    use josekit::jwe::{JweHeader, ECDH_ES, ECDH_ES_A256KW};
+    use josekit::jwk::{Jwk, KeyPair};
+    use josekit::jws::{JwsHeader, ES256, ES384};
+
+    fn jwk_of(v: &impl serde::Serialize) -> Jwk {
+        Jwk::from_bytes(serde_json::to_vec(v).unwrap()).unwrap()
+    }
+
+    /// A request JWE made by josekit to the station's first transport key.
+    fn josekit_jwe(f: &Fixture, alg: &str, plaintext: &[u8], content_type: &str) -> String {
+        let transport = jwk_of(&f.keys.transport_jwks().keys[0]);
+        let mut header = JweHeader::new();
+        header.set_content_encryption("A256GCM");
+        header.set_content_type(content_type);
+        header.set_key_id(transport.key_id().unwrap());
+        let token = match alg {
+            "ECDH-ES+A256KW" => josekit::jwe::serialize_compact(
+                plaintext,
+                &header,
+                &ECDH_ES_A256KW.encrypter_from_jwk(&transport).unwrap(),
+            ),
+            "ECDH-ES" => josekit::jwe::serialize_compact(
+                plaintext,
+                &header,
+                &ECDH_ES.encrypter_from_jwk(&transport).unwrap(),
+            ),
+            other => panic!("{other}"),
+        }
+        .unwrap();
+        assert_eq!(jwe::peek_header(&token).unwrap().alg, alg);
+        token
+    }
+
+    #[test]
+    fn josekit_encrypted_requests_are_accepted() {
+        let f = fixture();
+        for alg in ["ECDH-ES+A256KW", "ECDH-ES"] {
+            let pin = josekit_jwe(
+                &f,
+                alg,
+                pin_plain(&f).to_string().as_bytes(),
+                cty::PIN_REQUEST,
+            );
+            let cred = josekit_jwe(
+                &f,
+                alg,
+                cred_plain(&f).to_string().as_bytes(),
+                cty::CRED_REQUEST,
+            );
+            let reqs = decrypt_job(&f.keys, &RequestPolicy::default(), &pin, &[cred], NOW)
+                .unwrap_or_else(|e| panic!("{alg}: {e}"));
+            assert_eq!(reqs.pin.user_id, "00us2hPODQncCkxef0g3");
+            assert_eq!(reqs.credentials[0].challenge.expose(), &vec![9u8; 32]);
+        }
+    }
+
+    #[test]
+    fn josekit_signed_requests_are_accepted_and_unsigned_or_forged_refused() {
+        let f = fixture();
+        // ES384 with the reference IdP's kind of key (a P-384 private JWK) and
+        // ES256 with a key josekit made itself.
+        let p384 = NamedKey::generate("idp-sign");
+        let p384_private = Jwk::from_bytes(&*p384.private_jwk_json(KeyUse::Sig)).unwrap();
+        let p256_pair = ES256.generate_key_pair().unwrap();
+        let mut p256_private = p256_pair.to_jwk_private_key();
+        p256_private.set_key_id("josekit-es256");
+        let mut p256_public = p256_pair.to_jwk_public_key();
+        p256_public.set_key_id("josekit-es256");
+        p256_public.set_key_use("sig");
+        let jwks = json!({"keys": [
+            serde_json::to_value(p384.public_jwk(KeyUse::Sig)).unwrap(),
+            Value::Object(p256_public.as_ref().clone()),
+        ]});
+        let signers = IdpSigners::from_json(&jwks.to_string()).unwrap();
+        let policy = RequestPolicy {
+            idp_signers: Some(&signers),
+            ..RequestPolicy::default()
+        };
+        let sign = |alg: &str, payload: &Value, content_type: &str| -> String {
+            let mut header = JwsHeader::new();
+            header.set_content_type(content_type);
+            let payload = payload.to_string();
+            let jws = if alg == "ES384" {
+                header.set_key_id(p384.kid.clone());
+                josekit::jws::serialize_compact(
+                    payload.as_bytes(),
+                    &header,
+                    &ES384.signer_from_jwk(&p384_private).unwrap(),
+                )
+            } else {
+                header.set_key_id("josekit-es256");
+                josekit::jws::serialize_compact(
+                    payload.as_bytes(),
+                    &header,
+                    &ES256.signer_from_jwk(&p256_private).unwrap(),
+                )
+            }
+            .unwrap();
+            josekit_jwe(
+                &f,
+                "ECDH-ES+A256KW",
+                jws.as_bytes(),
+                &signed::signed_cty(content_type),
+            )
+        };
+        for alg in ["ES256", "ES384"] {
+            let pin = sign(alg, &pin_plain(&f), cty::PIN_REQUEST);
+            let cred = sign(alg, &cred_plain(&f), cty::CRED_REQUEST);
+            decrypt_job(&f.keys, &policy, &pin, std::slice::from_ref(&cred), NOW)
+                .unwrap_or_else(|e| panic!("{alg}: {e}"));
+            // Unsigned (josekit-encrypted) requests: refused for this customization.
+            let unsigned = josekit_jwe(
+                &f,
+                "ECDH-ES+A256KW",
+                pin_plain(&f).to_string().as_bytes(),
+                cty::PIN_REQUEST,
+            );
+            assert_eq!(
+                code_of(&f, &policy, &unsigned, vec![cred.clone()]),
+                Err("request.unsigned")
+            );
+        }
+        // josekit signing with its own key under the trusted ES384 kid: forged.
+        let mut forger = ES384.generate_key_pair().unwrap().to_jwk_private_key();
+        forger.set_key_id(p384.kid.clone());
+        let mut header = JwsHeader::new();
+        header.set_content_type(cty::PIN_REQUEST);
+        header.set_key_id(p384.kid.clone());
+        let forged = josekit::jws::serialize_compact(
+            pin_plain(&f).to_string().as_bytes(),
+            &header,
+            &ES384.signer_from_jwk(&forger).unwrap(),
+        )
+        .unwrap();
+        let forged = josekit_jwe(
+            &f,
+            "ECDH-ES+A256KW",
+            forged.as_bytes(),
+            &signed::signed_cty(cty::PIN_REQUEST),
+        );
+        let cred = sign("ES384", &cred_plain(&f), cty::CRED_REQUEST);
+        assert_eq!(
+            code_of(&f, &policy, &forged, vec![cred]),
+            Err("jws.signature_invalid")
+        );
+    }
+
+    #[test]
+    fn station_responses_open_and_verify_in_josekit() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = StationKeys::generate_ephemeral();
+        let ca = SoftCa::new(AAGUID);
+        let roots = TrustRoots::from_pem(ca.root_pem().as_bytes()).unwrap();
+        let idp = Idp::open(dir.path()).unwrap();
+        let shipments = idp.enroll(&keys.transport_jwks(), &enroll_opts(1)).unwrap();
+        let (result, pin) = software_station(
+            &keys,
+            &RequestPolicy::default(),
+            &ca,
+            &roots,
+            &shipments[0],
+            "12345678",
+            NOW,
+        );
+        let data = &result.shipment_items[0].product_data[0];
+        let sign_jwk = jwk_of(&keys.signing_jwks().keys[0]);
+        let verifier = ES384.verifier_from_jwk(&sign_jwk).unwrap();
+        for (jwe_text, typ) in [
+            (&data.fido_pin_response, cty::PIN_RESPONSE),
+            (&data.fido_credential_responses[0], cty::CRED_RESPONSE),
+        ] {
+            let kid = jwe::peek_header(jwe_text).unwrap().kid.unwrap();
+            let private =
+                std::fs::read(dir.path().join("keys").join(format!("{kid}.jwk"))).unwrap();
+            let decrypter = ECDH_ES_A256KW
+                .decrypter_from_jwk(&Jwk::from_bytes(&private).unwrap())
+                .unwrap();
+            let (inner, outer_header) =
+                josekit::jwe::deserialize_compact(jwe_text, &decrypter).unwrap();
+            assert_eq!(outer_header.content_type(), Some(cty::JWT));
+            assert_eq!(
+                outer_header.claim("enc").and_then(Value::as_str),
+                Some("A256GCM")
+            );
+            let (payload, header) = josekit::jws::deserialize_compact(&inner, &verifier).unwrap();
+            assert_eq!(header.algorithm(), Some("ES384"));
+            assert_eq!(header.token_type(), Some(typ));
+            let body: Value = serde_json::from_slice(&payload).unwrap();
+            if typ == cty::PIN_RESPONSE {
+                assert_eq!(body["pin"].as_str(), Some(pin.expose().as_str()));
+            } else {
+                assert_eq!(body["serialNumber"].as_str(), Some("12345678"));
+            }
+            // One flipped bit of the signature: josekit refuses it too.
+            let mut parts: Vec<String> = std::str::from_utf8(&inner)
+                .unwrap()
+                .split('.')
+                .map(String::from)
+                .collect();
+            let mut sig = b64url_decode(&parts[2]).unwrap();
+            sig[5] ^= 1;
+            parts[2] = b64url_encode(sig);
+            assert!(josekit::jws::deserialize_compact(parts.join("."), &verifier).is_err());
+        }
+    }
+}
