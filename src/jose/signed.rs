@@ -79,7 +79,7 @@ impl IdpSigners {
     /// key and what is wrong (it becomes a one-line configuration error).
     pub fn from_json(text: &str) -> Result<Self, String> {
         let raw: RawJwks = serde_json::from_str(text)
-            .map_err(|e| format!("not a JWK set ({})", e.classify_name()))?;
+            .map_err(|e| format!("not a JWK set ({})", json_problem(&e)))?;
         if raw.keys.is_empty() {
             return Err("the JWK set holds no key".into());
         }
@@ -127,18 +127,13 @@ impl IdpSigners {
     }
 }
 
-trait ClassifyName {
-    fn classify_name(&self) -> &'static str;
-}
-
-impl ClassifyName for serde_json::Error {
-    fn classify_name(&self) -> &'static str {
-        match self.classify() {
-            serde_json::error::Category::Io => "I/O",
-            serde_json::error::Category::Syntax => "JSON syntax",
-            serde_json::error::Category::Data => "wrong members",
-            serde_json::error::Category::Eof => "truncated",
-        }
+/// What kind of JSON problem `e` is, without quoting the input.
+fn json_problem(e: &serde_json::Error) -> &'static str {
+    match e.classify() {
+        serde_json::error::Category::Io => "I/O",
+        serde_json::error::Category::Syntax => "JSON syntax",
+        serde_json::error::Category::Data => "wrong members",
+        serde_json::error::Category::Eof => "truncated",
     }
 }
 
