@@ -7,8 +7,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# libssl-dev: OpenSSL headers for the josekit dev-dependency (tests only; the
+# station binary does not link OpenSSL).
 need_apt=()
-for pkg in pkg-config libudev-dev libpcsclite-dev libclang-dev pcscd vsmartcard-vpcd libfido2-dev; do
+for pkg in pkg-config libudev-dev libpcsclite-dev libclang-dev libssl-dev pcscd vsmartcard-vpcd libfido2-dev; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then

@@ -88,11 +88,18 @@ pub fn run(args: Args) -> CliResult {
     std::fs::write(&ca_path, pem)
         .map_err(|e| CliError::failed(format!("{}: {e}", ca_path.display())))?;
 
+    // The IdP signs its requests (SPEC §4); the station verifies them against
+    // the IdP's public JWKS, so a job made with the public transport key alone
+    // is refused.
+    let idp = Idp::open(&dir.join("idp")).map_err(CliError::failed)?;
+    idp.signing_key().map_err(CliError::failed)?;
+
     // Station configuration, written out so `run --config` can reuse the directory.
     let config_text = demo_config(
         &dir,
         &keys_dir,
         &ca_path,
+        &idp.signing_jwks_path(),
         &args.profile,
         product,
         args.slots,
@@ -104,7 +111,6 @@ pub fn run(args: Args) -> CliResult {
     let config = Config::parse(&config_text).map_err(CliError::failed)?;
 
     // The IdP enrolls users and hands the fulfillment order to the station.
-    let idp = Idp::open(&dir.join("idp")).map_err(CliError::failed)?;
     let shipments = idp
         .enroll(
             &transport_jwks,
@@ -116,6 +122,7 @@ pub fn run(args: Args) -> CliResult {
                 // forceChangePin or a minimum PIN length; the IdP asks for neither.
                 force_change_pin: profile.has_set_min_pin_length(),
                 pin_min_length: profile.has_set_min_pin_length().then_some(6),
+                sign: true,
                 ..EnrollOptions::default()
             },
         )
@@ -261,6 +268,7 @@ fn demo_config(
     dir: &Path,
     keys: &Path,
     ca: &Path,
+    idp_signing_jwks: &Path,
     profile: &str,
     product: u32,
     slots: usize,
@@ -269,11 +277,12 @@ fn demo_config(
     let q = |p: &Path| toml::Value::String(p.display().to_string()).to_string();
     let mut text = format!(
         "[station]\nid = \"demo\"\nstate_dir = {}\nkeys_dir = {}\noutbox_dir = {}\nattestation_roots = [{}]\n\n\
-         [[customization]]\nid = \"C19881\"\nmin_firmware = \"{min_fw}\"\nproducts = [{product}]\n",
+         [[customization]]\nid = \"C19881\"\nmin_firmware = \"{min_fw}\"\nproducts = [{product}]\nidp_signing_jwks = {}\n",
         q(&dir.join("state")),
         q(keys),
         q(&dir.join("outbox")),
         q(ca),
+        q(idp_signing_jwks),
     );
     for i in 0..slots {
         text.push_str(&format!(

@@ -61,6 +61,12 @@ pub struct EnrollArgs {
     /// authenticatorConfig (YubiKey 5.2 / 5.4 firmware).
     #[arg(long)]
     pub no_force_change_pin: bool,
+    /// Sign every request (SPEC §4 IdP-signed requests): an ES384 JWS by the
+    /// IdP's signing key (made on first use in the state directory) inside
+    /// each JWE. Writes the public key to STATE/idp-signing.jwks, the file
+    /// the station's `[[customization]] idp_signing_jwks` names.
+    #[arg(long)]
+    pub sign: bool,
     /// Output file (JSON lines); default stdout.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
@@ -126,12 +132,19 @@ fn enroll(a: EnrollArgs) -> CliResult {
         now: unix_now(),
         force_change_pin: !a.no_force_change_pin,
         pin_min_length: (!a.no_force_change_pin).then_some(6),
+        sign: a.sign,
         ..EnrollOptions::default()
     };
     let idp = Idp::open(&a.state).map_err(|e| CliError::failed(format!("idp: {e}")))?;
     let shipments = idp
         .enroll(&jwks, &opts)
         .map_err(|e| CliError::failed(format!("idp enroll: {e}")))?;
+    if a.sign {
+        errln!(
+            "idp: requests signed; station configuration: idp_signing_jwks = {}",
+            toml::Value::String(idp.signing_jwks_path().display().to_string())
+        );
+    }
     let mut text = String::new();
     for s in &shipments {
         text.push_str(&serde_json::to_string(s).unwrap_or_default());
