@@ -2,6 +2,8 @@
 //! error), then validated once into typed values with one-line errors that
 //! name the key and what to do (exit code 2).
 
+use crate::jose::request::DEFAULT_MAX_REQUEST_LIFETIME_DAYS;
+use crate::jose::{IdpSigners, RequestPolicy};
 use crate::transport::DeviceSpec;
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -47,6 +49,7 @@ struct RawStation {
     sim_seed: Option<u64>,
     #[serde(default)]
     reset_non_blank: bool,
+    max_request_lifetime_days: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -56,6 +59,7 @@ struct RawCustomization {
     min_firmware: Option<String>,
     #[serde(default)]
     products: Vec<u32>,
+    idp_signing_jwks: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -125,6 +129,25 @@ pub struct Customization {
     pub min_firmware: Option<Version>,
     /// Allowed product ids; empty = any product known to the profiles.
     pub products: Vec<u32>,
+    /// `idp_signing_jwks = "FILE"` (SPEC §4): every request of this
+    /// customization must be IdP-signed by a key of this JWKS.
+    pub idp_signing_jwks: Option<PathBuf>,
+    /// That file's keys, read and checked when the configuration is loaded
+    /// (a bad file stops the station before it touches a key).
+    pub idp_signers: Option<IdpSigners>,
+    /// `[station] max_request_lifetime_days`, copied here so that everything
+    /// the recipe applies to one job's requests comes from its customization.
+    pub max_request_lifetime_days: u32,
+}
+
+impl Customization {
+    /// What this customization asks of its requests (SPEC §4).
+    pub fn request_policy(&self) -> RequestPolicy<'_> {
+        RequestPolicy {
+            idp_signers: self.idp_signers.as_ref(),
+            max_lifetime_secs: i64::from(self.max_request_lifetime_days) * 86_400,
+        }
+    }
 }
 
 /// One rig position.
@@ -166,6 +189,9 @@ pub struct Config {
     pub http_sink_tls: crate::upstream::TlsFiles,
     /// `[upstream]` (SPEC §12): pull locked shipments, return results there.
     pub upstream: Option<crate::upstream::UpstreamConfig>,
+    /// `[station] max_request_lifetime_days` (SPEC §4, default 30): the
+    /// longest `exp - iat` a request may carry.
+    pub max_request_lifetime_days: u32,
 }
 
 impl Config {
@@ -197,6 +223,13 @@ impl Config {
         if s.id.trim().is_empty() {
             return Err("[station] id must not be empty".into());
         }
+        let max_request_lifetime_days = s
+            .max_request_lifetime_days
+            .unwrap_or(DEFAULT_MAX_REQUEST_LIFETIME_DAYS);
+        // A request lives days, not years; 10 years bounds the arithmetic too.
+        if !(1..=3650).contains(&max_request_lifetime_days) {
+            return Err("[station] max_request_lifetime_days must be 1..=3650".into());
+        }
         let mut customizations = Vec::new();
         for c in raw.customization {
             if customizations.iter().any(|x: &Customization| x.id == c.id) {
@@ -208,10 +241,23 @@ impl Config {
                 .map(str::parse)
                 .transpose()
                 .map_err(|e| format!("[[customization]] {}: min_firmware {e}", c.id))?;
+            let idp_signers = match &c.idp_signing_jwks {
+                None => None,
+                Some(path) => Some(load_idp_signers(path).map_err(|e| {
+                    format!(
+                        "[[customization]] {}: idp_signing_jwks {}: {e}",
+                        c.id,
+                        path.display()
+                    )
+                })?),
+            };
             customizations.push(Customization {
                 id: c.id,
                 min_firmware,
                 products: c.products,
+                idp_signing_jwks: c.idp_signing_jwks,
+                idp_signers,
+                max_request_lifetime_days,
             });
         }
         let mut slots = Vec::new();
@@ -305,6 +351,7 @@ impl Config {
             http_sink,
             http_sink_tls,
             upstream,
+            max_request_lifetime_days,
         })
     }
 
@@ -350,6 +397,18 @@ fn upstream_and_sink(
     crate::upstream::http::check_url(&sink.http_url, &tls)
         .map_err(|e| format!("[sink] http_url: {e}"))?;
     Ok((Some(sink.http_url), tls, upstream))
+}
+
+/// Reads an `idp_signing_jwks` file (a public JWKS: size-capped, parsed and
+/// checked key by key).
+fn load_idp_signers(path: &Path) -> Result<IdpSigners, String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot read ({e})"))?;
+    let mut text = String::new();
+    file.take(1024 * 1024)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("cannot read ({e})"))?;
+    IdpSigners::from_json(&text)
 }
 
 #[cfg(test)]
@@ -442,6 +501,69 @@ listen = "127.0.0.1:8080"
         .unwrap();
         assert!(c.reset_non_blank);
         assert!(!Config::parse(GOOD).unwrap().rig_simulated);
+    }
+
+    #[test]
+    fn request_lifetime_defaults_to_30_days_and_is_bounded() {
+        let c = Config::parse(GOOD).unwrap();
+        assert_eq!(c.max_request_lifetime_days, 30);
+        assert_eq!(
+            c.customizations[0].request_policy().max_lifetime_secs,
+            30 * 86_400
+        );
+        let seven = GOOD.replace(
+            "[[customization]]",
+            "max_request_lifetime_days = 7\n\n[[customization]]",
+        );
+        let c = Config::parse(&seven).unwrap();
+        assert_eq!(
+            c.customizations[0].request_policy().max_lifetime_secs,
+            7 * 86_400
+        );
+        for bad in ["0", "100000"] {
+            let text = GOOD.replace(
+                "[[customization]]",
+                &format!("max_request_lifetime_days = {bad}\n\n[[customization]]"),
+            );
+            let e = Config::parse(&text).unwrap_err();
+            assert!(e.contains("max_request_lifetime_days"), "{e}");
+        }
+    }
+
+    #[test]
+    fn idp_signing_jwks_is_loaded_and_a_bad_file_names_the_key() {
+        use crate::jose::jwk::{EcJwk, KeyUse};
+        let dir = tempfile::tempdir().unwrap();
+        let sk = p384::SecretKey::random(&mut rand_core::OsRng);
+        let jwks = crate::jose::Jwks {
+            keys: vec![EcJwk::from_public(&sk.public_key(), "idp-1", KeyUse::Sig)],
+        };
+        let path = dir.path().join("idp.jwks");
+        std::fs::write(&path, jwks.to_json_pretty()).unwrap();
+        let line = |p: &Path| {
+            GOOD.replace(
+                "products = [1, 29]",
+                &format!(
+                    "products = [1, 29]\nidp_signing_jwks = {:?}",
+                    p.display().to_string()
+                ),
+            )
+        };
+        let c = Config::parse(&line(&path)).unwrap();
+        let policy = c.customizations[0].request_policy();
+        assert!(policy.idp_signers.unwrap().find("idp-1").is_some());
+        assert!(Config::parse(GOOD).unwrap().customizations[0]
+            .request_policy()
+            .idp_signers
+            .is_none());
+        let missing = Config::parse(&line(&dir.path().join("nope.jwks"))).unwrap_err();
+        assert!(
+            missing.contains("idp_signing_jwks") && missing.contains("C19881"),
+            "{missing}"
+        );
+        std::fs::write(&path, "{\"keys\": 1}").unwrap();
+        let bad = Config::parse(&line(&path)).unwrap_err();
+        assert!(bad.contains("not a JWK set"), "{bad}");
     }
 
     #[test]

@@ -76,7 +76,7 @@ pub fn run(args: Args) -> CliResult {
         }
     };
     let t0 = Instant::now();
-    println!(
+    outln!(
         "prereg-station demo: {} keys over {} simulated {} slots, in {}",
         args.keys,
         args.slots,
@@ -93,11 +93,18 @@ pub fn run(args: Args) -> CliResult {
     std::fs::write(&ca_path, pem)
         .map_err(|e| CliError::failed(format!("{}: {e}", ca_path.display())))?;
 
+    // The IdP signs its requests (SPEC §4); the station verifies them against
+    // the IdP's public JWKS, so a job made with the public transport key alone
+    // is refused.
+    let idp = Idp::open(&dir.join("idp")).map_err(CliError::failed)?;
+    idp.signing_key().map_err(CliError::failed)?;
+
     // Station configuration, written out so `run --config` can reuse the directory.
     let config_text = demo_config(
         &dir,
         &keys_dir,
         &ca_path,
+        &idp.signing_jwks_path(),
         &args.profile,
         product,
         args.slots,
@@ -116,7 +123,6 @@ pub fn run(args: Args) -> CliResult {
     let config = Config::parse(&config_text).map_err(CliError::failed)?;
 
     // The IdP enrolls users and hands the fulfillment order to the station.
-    let idp = Idp::open(&dir.join("idp")).map_err(CliError::failed)?;
     let shipments = idp
         .enroll(
             &transport_jwks,
@@ -128,6 +134,7 @@ pub fn run(args: Args) -> CliResult {
                 // forceChangePin or a minimum PIN length; the IdP asks for neither.
                 force_change_pin: profile.has_set_min_pin_length(),
                 pin_min_length: profile.has_set_min_pin_length().then_some(6),
+                sign: true,
                 ..EnrollOptions::default()
             },
         )
@@ -143,14 +150,14 @@ pub fn run(args: Args) -> CliResult {
     let store = open_store(&config)?;
     if let Some(b) = &backend {
         idp.offer(&shipments).map_err(CliError::failed)?;
-        println!(
+        outln!(
             "  IdP enrolled {} users; back end https://{} offers them over mutual TLS",
             shipments.len(),
             b.local_addr()
         );
     } else {
         let counts = import_file(&store, &config, &jobs_path)?;
-        println!(
+        outln!(
             "  IdP enrolled {} users; station imported {} jobs",
             shipments.len(),
             counts.imported
@@ -164,7 +171,7 @@ pub fn run(args: Args) -> CliResult {
         Some(addr) => {
             let cfg = crate::web::WebConfig::new(addr, None).map_err(CliError::usage)?;
             let handle = crate::web::spawn(cfg, setup.board.clone()).map_err(CliError::failed)?;
-            println!("  status page: http://{}/", handle.local_addr());
+            outln!("  status page: http://{}/", handle.local_addr());
             hold(args.web_hold, "before programming starts");
             Some(handle)
         }
@@ -215,10 +222,14 @@ pub fn run(args: Args) -> CliResult {
     };
     let results = idp::read_results(&[results_dir]).map_err(CliError::failed)?;
     let reports = idp.activate(&sign_jwks, &roots, &results, crate::idp::unix_now());
-    println!();
-    println!(
+    outln!();
+    outln!(
         "{:<5} {:<10} {:<8} {:<5} {:<9} SHIPMENT",
-        "SLOT", "SERIAL", "FIRMWARE", "CREDS", "VERIFIED"
+        "SLOT",
+        "SERIAL",
+        "FIRMWARE",
+        "CREDS",
+        "VERIFIED"
     );
     let mut ok = 0;
     for r in &reports {
@@ -229,7 +240,7 @@ pub fn run(args: Args) -> CliResult {
             .unwrap_or_default();
         let verified = r.verified();
         ok += usize::from(verified);
-        println!(
+        outln!(
             "{:<5} {:<10} {:<8} {:<5} {:<9} {}",
             slot,
             r.serial_number.as_deref().unwrap_or("-"),
@@ -243,12 +254,12 @@ pub fn run(args: Args) -> CliResult {
             .iter()
             .chain(r.credentials.iter().filter_map(|c| c.failure.as_ref()))
         {
-            println!("      failure: {f}");
+            outln!("      failure: {f}");
         }
     }
     let quarantined = store.quarantined().map(|q| q.len()).unwrap_or(0);
-    println!();
-    println!(
+    outln!();
+    outln!(
         "{ok}/{} keys programmed and verified by the reference IdP in {:.1}s ({:.0} keys/hour); {quarantined} quarantined",
         args.keys,
         took.as_secs_f64(),
@@ -268,7 +279,7 @@ pub fn run(args: Args) -> CliResult {
 /// `--web-hold`: the status page stays up while nothing else happens.
 fn hold(secs: u64, why: &str) {
     if secs > 0 {
-        println!("  status page held {secs}s {why}");
+        outln!("  status page held {secs}s {why}");
         std::thread::sleep(Duration::from_secs(secs));
     }
 }
@@ -292,6 +303,7 @@ fn demo_config(
     dir: &Path,
     keys: &Path,
     ca: &Path,
+    idp_signing_jwks: &Path,
     profile: &str,
     product: u32,
     slots: usize,
@@ -300,11 +312,12 @@ fn demo_config(
     let q = |p: &Path| toml::Value::String(p.display().to_string()).to_string();
     let mut text = format!(
         "[station]\nid = \"demo\"\nstate_dir = {}\nkeys_dir = {}\noutbox_dir = {}\nattestation_roots = [{}]\n\n\
-         [[customization]]\nid = \"C19881\"\nmin_firmware = \"{min_fw}\"\nproducts = [{product}]\n",
+         [[customization]]\nid = \"C19881\"\nmin_firmware = \"{min_fw}\"\nproducts = [{product}]\nidp_signing_jwks = {}\n",
         q(&dir.join("state")),
         q(keys),
         q(&dir.join("outbox")),
         q(ca),
+        q(idp_signing_jwks),
     );
     for i in 0..slots {
         text.push_str(&format!(

@@ -46,7 +46,7 @@ pub fn run(a: Args) -> CliResult {
             .await
             .map_err(|e| CliError::failed(format!("cannot listen on {}: {e}", a.listen)))?;
         let addr = listener.local_addr().map_err(CliError::failed)?;
-        eprintln!(
+        errln!(
             "idp serve: https://{addr}/v1/shipments (mutual TLS)\n  CA: {}\n  station client certificate: {} (key {})",
             material.path(CA_CERT).display(),
             material.path(CLIENT_CERT).display(),
@@ -62,7 +62,7 @@ pub fn run(a: Args) -> CliResult {
             let _ = tx.send(());
         });
         serve::accept_loop(listener, config, serve::router(&a.state), rx).await;
-        eprintln!("idp serve: stopped");
+        errln!("idp serve: stopped");
         Ok(())
     })
 }

@@ -129,7 +129,7 @@ pub fn run(config_path: &Option<PathBuf>, args: Args) -> CliResult {
     );
     let counts = store.counts().map_err(CliError::failed)?;
     let summary: Vec<String> = counts.iter().map(|(s, n)| format!("{s} {n}")).collect();
-    println!(
+    outln!(
         "programmed {programmed} key(s) this run; jobs: {}",
         summary.join(", ")
     );

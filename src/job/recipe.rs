@@ -250,10 +250,22 @@ pub fn program<D: CtapDevice>(
 
     // Step 4: decrypt and validate. Only now do secrets exist.
     events.step(Step::Decrypt);
-    let requests = decrypt_job(st.keys, &job.pin_request, &job.credential_requests, st.now)
-        .map_err(|e| Disposition::RefuseJob {
-            reason: format!("{}: {e}", e.code()),
-        })?;
+    // The customization's rules (signed requests, lifetime; SPEC §4). It is
+    // present: step 3 refused the job otherwise.
+    let policy = st
+        .customization
+        .map(Customization::request_policy)
+        .unwrap_or_default();
+    let requests = decrypt_job(
+        st.keys,
+        &policy,
+        &job.pin_request,
+        &job.credential_requests,
+        st.now,
+    )
+    .map_err(|e| Disposition::RefuseJob {
+        reason: format!("{}: {e}", e.code()),
+    })?;
     refuse_overwrites(&requests).map_err(|reason| Disposition::RefuseJob { reason })?;
     check_capabilities(key, &requests).map_err(reject)?;
 

@@ -3,6 +3,7 @@
 
 mod util;
 
+mod cli;
 mod ctap;
 mod hil;
 mod intake;
@@ -14,3 +15,4 @@ mod sim_ext;
 mod station;
 mod trussed;
 mod upstream;
+mod wire;

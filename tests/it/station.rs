@@ -1500,3 +1500,67 @@ fn directories_and_files_are_private_whatever_the_umask() {
         assert_eq!(mode(f), 0o600, "{}", f.display());
     }
 }
+
+#[test]
+fn a_signing_customization_refuses_unsigned_and_unknown_signer_jobs_and_programs_signed_ones() {
+    // The IdP that signs (its public JWKS is the customization's idp_signing_jwks).
+    let signer_dir = tempfile::tempdir().unwrap();
+    let signer = Idp::open(signer_dir.path()).unwrap();
+    signer.signing_key().unwrap();
+    let extra = format!(
+        "\n[[customization]]\nid = \"SIGNED\"\nproducts = [1]\nidp_signing_jwks = {:?}\n",
+        signer.signing_jwks_path()
+    );
+    let line = Line::prepare(
+        &LineSpec {
+            slots: 1,
+            jobs: 0,
+            ..LineSpec::default()
+        },
+        &extra,
+    );
+    let keys = StationKeys::load_dir(&line.dir.path().join("keys")).unwrap();
+    let opts = |sign: bool| EnrollOptions {
+        users: 1,
+        product_id: 1,
+        customization_id: "SIGNED".into(),
+        sign,
+        ..EnrollOptions::default()
+    };
+    // Made with the public transport key alone, and signed by a key the
+    // station does not know.
+    let unsigned = line
+        .idp
+        .enroll(&keys.transport_jwks(), &opts(false))
+        .unwrap();
+    let stranger = line
+        .idp
+        .enroll(&keys.transport_jwks(), &opts(true))
+        .unwrap();
+    line.import(&unsigned);
+    line.import(&stranger);
+    line.run_with(None);
+    for (jobs, code) in [
+        (&unsigned, "request.unsigned"),
+        (&stranger, "jws.kid_unknown"),
+    ] {
+        let (state, reason) = line.job_state(&jobs[0].shipment_id);
+        assert_eq!(state, "refused", "{code}");
+        let reason = reason.unwrap();
+        assert!(reason.contains(code), "{reason:?} should name {code}");
+    }
+    assert!(line.untouched_keys());
+
+    // Signed by the configured IdP: programmed and verified at that IdP.
+    let signed = signer.enroll(&keys.transport_jwks(), &opts(true)).unwrap();
+    line.import(&signed);
+    line.run_with(None);
+    let results = idp::read_results(&[line.outbox()]).unwrap();
+    let ours: Vec<_> = results
+        .into_iter()
+        .filter(|r| r.shipment_id == signed[0].shipment_id)
+        .collect();
+    let reports = signer.activate(&line.sign_jwks, &line.roots, &ours, idp::unix_now());
+    assert_eq!(reports.len(), 1);
+    assert!(reports[0].verified(), "{:?}", reports[0]);
+}
