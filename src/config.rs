@@ -567,6 +567,39 @@ listen = "127.0.0.1:8080"
     }
 
     #[test]
+    fn sink_and_upstream_are_exclusive_and_the_sink_follows_the_url_rules() {
+        let sink = |url: &str, extra: &str| {
+            Config::parse(&format!("{GOOD}\n[sink]\nhttp_url = \"{url}\"\n{extra}"))
+        };
+        assert!(sink("http://127.0.0.1:9000/in", "").is_ok());
+        let https = sink("https://sink.example/in", "ca = \"/etc/ca.pem\"").unwrap();
+        assert_eq!(
+            https.http_sink_tls.ca.as_deref(),
+            Some(Path::new("/etc/ca.pem"))
+        );
+        for (url, extra, want) in [
+            ("http://sink.example/in", "", "loopback"),
+            ("https://sink.example/in", "", "ca"),
+            (
+                "https://sink.example/in",
+                "ca = \"/c\"\nclient_cert = \"c.pem\"",
+                "client_key",
+            ),
+        ] {
+            let err = sink(url, extra).unwrap_err();
+            assert!(
+                err.contains("[sink] http_url") && err.contains(want),
+                "{err}"
+            );
+        }
+        let up = "[upstream]\nurl = \"https://b.example/api\"\nca = \"/c\"\nclient_cert = \"c.pem\"\nclient_key = \"c.key\"\n";
+        let c = Config::parse(&format!("{GOOD}\n{up}")).unwrap();
+        assert_eq!(c.upstream.unwrap().url, "https://b.example/api");
+        let err = sink("http://127.0.0.1:9/in", up).unwrap_err();
+        assert!(err.contains("both set"), "{err}");
+    }
+
+    #[test]
     fn versions_order() {
         assert!("5.7.1".parse::<Version>().unwrap() > "5.7.0".parse().unwrap());
         assert!("5.4.3".parse::<Version>().unwrap() < "5.7".parse().unwrap());

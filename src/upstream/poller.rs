@@ -42,6 +42,17 @@ pub struct PollReport {
     pub unanswered: usize,
 }
 
+/// Why a poll ended early.
+#[derive(Debug, thiserror::Error)]
+pub enum PollError {
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    /// The station's store could not take an offered shipment; it stays
+    /// offered (nothing was acknowledged) and is imported on a later poll.
+    #[error("cannot store an offered shipment: {0}")]
+    Store(#[from] crate::store::StoreError),
+}
+
 /// One poll: fetch, import each shipment, ack or report its refusal. A
 /// transport failure (no answer) ends the batch early: the back end is
 /// unreachable and the rest stays offered. Stops between shipments when
@@ -52,7 +63,7 @@ pub fn poll_once(
     config: &Config,
     batch: u32,
     stop: &AtomicBool,
-) -> Result<PollReport, UpstreamError> {
+) -> Result<PollReport, PollError> {
     let offered = client.locked_shipments(batch)?;
     let mut report = PollReport {
         offered: offered.len(),
@@ -89,12 +100,7 @@ pub fn poll_once(
         };
         let digests = JobContent::from(&shipment).request_digests;
         let id = ShipmentId::parse(&shipment.shipment_id);
-        let counts = intake::import_shipments(store, config, vec![shipment]).map_err(|e| {
-            UpstreamError::BadAnswer {
-                call: "import",
-                what: store_failed(e),
-            }
-        })?;
+        let counts = intake::import_shipments(store, config, vec![shipment])?;
         report.imported += counts.imported;
         report.duplicate += counts.duplicate;
         report.refused += counts.refused;
@@ -113,12 +119,6 @@ pub fn poll_once(
         }
     }
     Ok(report)
-}
-
-/// The store error's text is logged where it happens; the poll reports a fixed word.
-fn store_failed(e: crate::store::StoreError) -> &'static str {
-    tracing::error!("upstream: cannot store an offered shipment (will retry): {e}");
-    "stored (the station's store failed)"
 }
 
 /// Counts a failed ack/refusal; a call that got no answer ends the batch.

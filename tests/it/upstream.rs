@@ -12,7 +12,7 @@ use prereg_station::shipment::{Shipment, ShipmentId};
 use prereg_station::station::http_sink::{HttpSink, HttpSinkError};
 use prereg_station::store::Store;
 use prereg_station::upstream::client::UpstreamError;
-use prereg_station::upstream::poller::poll_once;
+use prereg_station::upstream::poller::{poll_once, PollError};
 use prereg_station::upstream::{CallError, HttpClient, TlsFiles, UpstreamClient, UpstreamStats};
 use prereg_station::webauthn::TrustRoots;
 use std::io::{Read, Write};
@@ -471,10 +471,10 @@ fn connection_refused_imports_nothing_and_is_a_transport_error() {
     assert!(
         matches!(
             err,
-            UpstreamError::Call {
+            PollError::Upstream(UpstreamError::Call {
                 source: CallError::Connect(_),
                 ..
-            }
+            })
         ),
         "{err}"
     );
@@ -501,7 +501,10 @@ fn a_500_on_ack_leaves_the_job_offered_and_the_retry_imports_it_once() {
     let stop = AtomicBool::new(false);
     assert!(matches!(
         poll_once(&client, &store, &config(), 8, &stop),
-        Err(UpstreamError::Status { status: 500, .. })
+        Err(PollError::Upstream(UpstreamError::Status {
+            status: 500,
+            ..
+        }))
     ));
     let first = poll_once(&client, &store, &config(), 8, &stop).unwrap();
     assert_eq!((first.imported, first.acked, first.unanswered), (1, 0, 1));
@@ -537,7 +540,10 @@ fn a_connection_dropped_after_the_ack_was_received_is_retried_as_a_duplicate() {
     let stop = AtomicBool::new(false);
     let err = poll_once(&client, &store, &config(), 8, &stop).unwrap_err();
     assert!(
-        matches!(err, UpstreamError::Call { call: "ack", .. }),
+        matches!(
+            err,
+            PollError::Upstream(UpstreamError::Call { call: "ack", .. })
+        ),
         "{err}"
     );
     // The first shipment is stored (durable before the ack), the second not yet.
@@ -560,10 +566,10 @@ fn a_slow_answer_past_the_deadline_fails_the_call_in_time() {
     assert!(
         matches!(
             err,
-            UpstreamError::Call {
+            PollError::Upstream(UpstreamError::Call {
                 source: CallError::Timeout(_),
                 ..
-            }
+            })
         ),
         "{err}"
     );
