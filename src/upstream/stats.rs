@@ -35,12 +35,25 @@ impl UpstreamSnapshot {
     }
 }
 
+/// Called when the health changes (a poll answered, an error), so the
+/// status page pushes a fresh board to its viewers.
+type OnChange = Box<dyn Fn() + Send + Sync>;
+
 /// Counters of one upstream endpoint.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct UpstreamStats {
     url: String,
     last_poll_ok_ms: AtomicI64,
     inner: Mutex<Inner>,
+    on_change: std::sync::OnceLock<OnChange>,
+}
+
+impl std::fmt::Debug for UpstreamStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamStats")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Default)]
@@ -55,6 +68,17 @@ impl UpstreamStats {
         UpstreamStats {
             url: url.into(),
             ..Default::default()
+        }
+    }
+
+    /// Sets the change hook (once; later calls are ignored).
+    pub fn on_change(&self, hook: impl Fn() + Send + Sync + 'static) {
+        let _ = self.on_change.set(Box::new(hook));
+    }
+
+    fn changed(&self) {
+        if let Some(hook) = self.on_change.get() {
+            hook();
         }
     }
 
@@ -76,6 +100,7 @@ impl UpstreamStats {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .last_error = None;
+        self.changed();
     }
 
     /// The last failure (one line, no secret).
@@ -84,6 +109,7 @@ impl UpstreamStats {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .last_error = Some(text);
+        self.changed();
     }
 
     pub fn conflict(&self) {
@@ -91,6 +117,7 @@ impl UpstreamStats {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .conflicts += 1;
+        self.changed();
     }
 
     pub fn snapshot(&self) -> UpstreamSnapshot {

@@ -504,6 +504,13 @@ impl StatusBoard {
 
     /// Shows the upstream back end's health (SPEC §12) from these counters.
     pub fn set_upstream(&self, stats: Arc<crate::upstream::UpstreamStats>) {
+        // A weak link back: the board owns the counters, not the reverse.
+        let board = Arc::downgrade(&self.inner);
+        stats.on_change(move || {
+            if let Some(inner) = board.upgrade() {
+                let _ = inner.changes.send(());
+            }
+        });
         let _ = self.inner.upstream.set(stats);
         self.changed();
     }
@@ -689,6 +696,20 @@ pub struct FailureView {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_upstream_health_change_notifies_the_page() {
+        let b = StatusBoard::new("s", 1);
+        let stats = Arc::new(crate::upstream::UpstreamStats::new("https://b/"));
+        b.set_upstream(stats.clone());
+        let mut rx = b.subscribe();
+        stats.error("poll: cannot connect".into());
+        assert!(rx.try_recv().is_ok(), "viewers are told");
+        assert_eq!(b.snapshot().upstream.unwrap().state, "down");
+        stats.poll_ok();
+        assert!(rx.try_recv().is_ok());
+        assert_eq!(b.snapshot().upstream.unwrap().state, "up");
+    }
 
     #[test]
     fn updates_notify_and_snapshot() {
