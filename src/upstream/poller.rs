@@ -113,12 +113,32 @@ pub fn poll_once(
                 &mut report,
                 client.refusal(&id, refused.refusal.code(), &message),
             )?;
+        } else if let Some(reason) = refused_before(store, &id, counts.duplicate)? {
+            // Offered again after a refusal whose report was lost: the store
+            // answers "duplicate", but the back end must hear the refusal
+            // again, never an ack.
+            let code = reason.split(':').next().unwrap_or("intake.refused").trim();
+            answered(&mut report, client.refusal(&id, code, &reason))?;
         } else {
             let ok = answered(&mut report, client.ack(&id, &digests))?;
             report.acked += usize::from(ok);
         }
     }
     Ok(report)
+}
+
+/// For a shipment the store already knew: its refusal reason when it was
+/// refused (`"<code>: <message>"`), else `None`.
+fn refused_before(
+    store: &Store,
+    id: &ShipmentId,
+    duplicate: usize,
+) -> Result<Option<String>, crate::store::StoreError> {
+    if duplicate == 0 {
+        return Ok(None);
+    }
+    let (row, _) = store.show(id.as_str())?;
+    Ok((row.state == "refused").then(|| row.reason.unwrap_or_default()))
 }
 
 /// Counts a failed ack/refusal; a call that got no answer ends the batch.

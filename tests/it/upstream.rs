@@ -832,3 +832,47 @@ fn idp_serve_command_makes_its_certificates_and_serves_only_clients_with_one() {
     assert_eq!(rc, 0);
     assert!(child.wait().unwrap().success());
 }
+
+#[test]
+fn a_refusal_whose_report_was_lost_is_reported_again_never_acked() {
+    let dir = tempfile::tempdir().unwrap();
+    let idp = Idp::open(dir.path()).unwrap();
+    let foreign = idp
+        .enroll(
+            &StationKeys::generate_ephemeral().transport_jwks(),
+            &EnrollOptions {
+                customization_id: "C00000".into(),
+                ..EnrollOptions::default()
+            },
+        )
+        .unwrap();
+    let body = serde_json::json!({ "shipments": foreign }).to_string();
+    let (addr, server) = scripted(vec![
+        Act::Reply(200, body.clone()),
+        Act::Reply(503, "{}".into()), // the refusal report is lost
+        Act::Reply(200, body),
+        Act::Reply(200, "{}".into()),
+    ]);
+    let client = plain_client(addr, Duration::from_secs(5));
+    let store = Store::open_in_memory().unwrap();
+    let stop = AtomicBool::new(false);
+    let first = poll_once(&client, &store, &config(), 8, &stop).unwrap();
+    assert_eq!((first.refused, first.unanswered), (1, 1));
+    let second = poll_once(&client, &store, &config(), 8, &stop).unwrap();
+    assert_eq!(
+        (second.duplicate, second.acked, second.unanswered),
+        (1, 0, 0)
+    );
+    let seen = server.join().unwrap();
+    let id = &foreign[0].shipment_id;
+    for i in [1, 3] {
+        assert!(
+            seen[i].starts_with(&format!("POST /api/v1/shipments/{id}/refusal ")),
+            "{}",
+            seen[i]
+        );
+        let body: serde_json::Value =
+            serde_json::from_str(seen[i].split_once("\r\n\r\n").unwrap().1).unwrap();
+        assert_eq!(body["code"], "intake.unknown_customization");
+    }
+}
