@@ -1058,3 +1058,6 @@ fn reset_non_blank_on_resets_the_key_in_its_power_up_window_and_programs_it() {
         .contains("reset after power-up"));
     assert!(line.store.quarantined().unwrap().is_empty());
 }
+
+#[path = "station_savings.rs"]
+mod savings;
