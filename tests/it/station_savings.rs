@@ -310,3 +310,69 @@ fn a_whole_line_with_every_saving_on_verifies_at_the_idp() {
         assert_eq!(key.credentials().len(), 1);
     }
 }
+
+/// stderr of a command that must fail with exit 2 (configuration) in one line.
+fn config_error(args: &[&std::ffi::OsStr]) -> String {
+    let out = std::process::Command::new(crate::util::station_bin())
+        .args(args)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).trim_end().to_string();
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    stderr
+}
+
+#[test]
+fn demo_with_more_slots_than_the_rig_protocol_is_a_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let os = std::ffi::OsStr::new;
+    let err = config_error(&[
+        os("demo"),
+        os("--slots"),
+        os("65"),
+        os("--keys"),
+        os("1"),
+        os("--dir"),
+        dir.path().as_os_str(),
+    ]);
+    assert!(
+        err.contains("--slots") && err.contains("at most 64"),
+        "{err}"
+    );
+    assert!(
+        std::fs::read_dir(dir.path()).unwrap().next().is_none(),
+        "nothing was made: no keys, no jobs, no store"
+    );
+}
+
+#[test]
+fn a_configuration_with_65_slots_is_refused_before_any_key_is_touched() {
+    let line = Line::prepare(&LineSpec::default(), "");
+    let d = line.dir.path();
+    // The line's own store and keys, with 65 slots.
+    let mut text = format!(
+        "[station]\nid = \"t\"\nstate_dir = {:?}\nkeys_dir = {:?}\nattestation_roots = [{:?}]\n\n[[customization]]\nid = \"C19881\"\nproducts = [{}]\n",
+        d.join("state"),
+        d.join("keys"),
+        d.join("ca.pem"),
+        product_of(PROFILE)
+    );
+    for _ in 0..65 {
+        text.push_str(&format!("\n[[slot]]\ndevice = \"sim:{PROFILE}\"\n"));
+    }
+    let cfg = line.dir.path().join("65.toml");
+    std::fs::write(&cfg, text).unwrap();
+    let err = config_error(&[
+        std::ffi::OsStr::new("run"),
+        std::ffi::OsStr::new("--once"),
+        std::ffi::OsStr::new("--config"),
+        cfg.as_os_str(),
+    ]);
+    assert!(
+        err.contains("[[slot]]") && err.contains("at most 64"),
+        "{err}"
+    );
+    let (_, reason) = line.job_state(&line.shipments[0].shipment_id);
+    assert_eq!(reason, None, "the queued jobs were not touched");
+}
