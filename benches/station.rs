@@ -17,8 +17,8 @@ use prereg_station::cli::jobs::{import_file, open_store};
 use prereg_station::config::Config;
 use prereg_station::idp::{EnrollOptions, Idp};
 use prereg_station::jose::keys::StationKeys;
-use prereg_station::shipment::Job;
 use prereg_station::profile::{FirmwareProfile, ProfileSet};
+use prereg_station::shipment::Job;
 use prereg_station::sim::latency::{self, CommandClass, LatencyModel};
 use prereg_station::station::policy::ProfilePolicy;
 use prereg_station::station::simslot::{SimSource, SIM_CA_SEED};
@@ -210,7 +210,10 @@ fn main() {
                     mix.join(", ")
                 );
             }
-            Err(e) => println!("{slots:>5} {:>5} {state:>5} {keys:>5}  FAILED: {e}", savings.name()),
+            Err(e) => println!(
+                "{slots:>5} {:>5} {state:>5} {keys:>5}  FAILED: {e}",
+                savings.name()
+            ),
         }
     }
     if hook_missing {

@@ -584,6 +584,25 @@ mod tests {
     }
 
     #[test]
+    fn key_agreement_reuse_is_off_until_hardware_confirms_it() {
+        // issue #16: no shipped profile may enable reuse before the HIL check
+        // (docs/operations.md) has passed on a real key of its line.
+        for p in builtin().iter() {
+            assert!(!p.pin_session.keeps_key_agreement, "{}", p.name);
+            assert!(p.pin_session.combined_token_permissions, "{}", p.name);
+        }
+        let y57 = builtin_profile("yubikey-5.7").unwrap();
+        assert!(y57.covers_firmware((5, 7, 4)) && y57.covers_firmware((5, 7, 0)));
+        assert!(!y57.covers_firmware((5, 4, 3)) && !y57.covers_firmware((5, 8, 0)));
+        // An unknown key in [pin_session] is refused like anywhere else.
+        let text = BUILTIN_SOURCES[2].1.replace(
+            "keeps_key_agreement = false",
+            "keeps_key_agreement = false\nreuse_everything = true",
+        );
+        assert!(FirmwareProfile::from_toml(&text).is_err());
+    }
+
+    #[test]
     fn quirks_per_line() {
         let set = builtin();
         let y57 = set.get("yubikey-5.7").unwrap();
