@@ -337,6 +337,11 @@ fn program_steps<D: CtapDevice>(
         step: Step::VerifyCredentials,
         reason,
     };
+    if key.info.credential_management_command().is_none() {
+        return Err(verify_fail(
+            "the key offers no credential management to verify with".into(),
+        ));
+    }
     let (cm, cm_has_acfg) = verification_token(st, client, key, protocol, &pin, configure)
         .map_err(|e| verify_fail(e.to_string()))?;
     verify_stored(client, key, &cm, &requests.credentials, &made).map_err(verify_fail)?;
