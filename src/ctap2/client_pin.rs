@@ -274,8 +274,8 @@ impl<D: CtapDevice> Client<D> {
     }
 
     /// A fresh key agreement: getKeyAgreement then encapsulate. Done before
-    /// every PIN operation, since a wrong PIN makes the authenticator regenerate
-    /// its key (research §2.2).
+    /// every PIN operation unless reuse is on (see `set_key_agreement_reuse`),
+    /// since a wrong PIN makes the authenticator regenerate its key (research §2.2).
     fn shared_secret(
         &mut self,
         protocol: PinProtocol,
