@@ -102,8 +102,7 @@ fn generate() -> BTreeMap<&'static str, Value> {
         (jws_header, secret_json(payload.expose()))
     };
     let (pin_request_jws_header, pin_request) = open_request(pin_request_jwe, cty::PIN_REQUEST);
-    let (cred_request_jws_header, cred_request) =
-        open_request(cred_request_jwe, cty::CRED_REQUEST);
+    let (cred_request_jws_header, cred_request) = open_request(cred_request_jwe, cty::CRED_REQUEST);
 
     let id = shipment["shipment_id"].as_str().unwrap();
     let result = read_json(&dir.join("outbox").join(format!("{id}.json")));
