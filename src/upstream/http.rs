@@ -319,3 +319,42 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credential_names_resolve_in_key_custody_and_cannot_leave_it() {
+        let dir = Path::new("/etc/prereg-station/keys");
+        assert_eq!(
+            custody_path("upstream-client.key", Some(dir)).unwrap(),
+            dir.join("upstream-client.key")
+        );
+        assert_eq!(
+            custody_path("/srv/pki/client.key", Some(dir)).unwrap(),
+            Path::new("/srv/pki/client.key")
+        );
+        for bad in ["../client.key", "sub/client.key", "./client.key"] {
+            assert!(
+                matches!(custody_path(bad, Some(dir)), Err(SetupError::File { .. })),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn urls_keep_the_base_path_and_encode_nothing_into_new_segments() {
+        let c = HttpClient::new(
+            "http://127.0.0.1:9/api/",
+            &TlsFiles::default(),
+            None,
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        assert_eq!(
+            c.url(&["v1", "shipments", "S-1", "ack"]).as_str(),
+            "http://127.0.0.1:9/api/v1/shipments/S-1/ack"
+        );
+    }
+}
