@@ -236,7 +236,7 @@ pub fn program<D: CtapDevice>(
     if st.customization.is_none() {
         return Err(Disposition::RefuseJob {
             reason: format!(
-                "customization {} is not configured on this station",
+                "job.unknown_customization: customization {} is not configured on this station",
                 job.customization_id
             ),
         });
