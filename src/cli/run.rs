@@ -15,6 +15,9 @@ pub struct Args {
     /// Drain the queue, deliver every result, and exit.
     #[arg(long)]
     pub once: bool,
+    /// End with one JSON line (docs/cli.md) instead of the text summary.
+    #[arg(long)]
+    pub json: bool,
 }
 
 pub fn run(config_path: &Option<PathBuf>, args: Args) -> CliResult {
@@ -118,12 +121,32 @@ pub fn run(config_path: &Option<PathBuf>, args: Args) -> CliResult {
         "secret memory locking"
     );
     let counts = store.counts().map_err(CliError::failed)?;
-    let summary: Vec<String> = counts.iter().map(|(s, n)| format!("{s} {n}")).collect();
-    outln!(
-        "programmed {programmed} key(s) this run; jobs: {}",
-        summary.join(", ")
-    );
-    if stuck {
+    let gave_up = stuck.then(|| turned_away_since(&store, run_started));
+    if args.json {
+        let undeliverable: Vec<_> = undeliverable
+            .iter()
+            .map(|u| {
+                serde_json::json!({
+                    "shipment_id": u.shipment_id,
+                    "code": u.failure.reason.to_string(),
+                    "message": u.failure.detail,
+                })
+            })
+            .collect();
+        crate::cli::output::json_line(&serde_json::json!({
+            "programmed": programmed,
+            "jobs": counts.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+            "gave_up": gave_up,
+            "undeliverable": undeliverable,
+        }));
+    } else {
+        let summary: Vec<String> = counts.iter().map(|(s, n)| format!("{s} {n}")).collect();
+        outln!(
+            "programmed {programmed} key(s) this run; jobs: {}",
+            summary.join(", ")
+        );
+    }
+    if let Some(why) = gave_up {
         let also = if undeliverable.is_empty() {
             String::new()
         } else {
@@ -134,7 +157,7 @@ pub fn run(config_path: &Option<PathBuf>, args: Args) -> CliResult {
              ([station] once_give_up_secs): {}{also}",
             store.count("queued").unwrap_or(0),
             stuck_after.as_secs(),
-            turned_away_since(&store, run_started)
+            why
         )));
     }
     if !undeliverable.is_empty() {

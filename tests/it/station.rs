@@ -795,7 +795,11 @@ fn sigkill_at_random_points_loses_nothing_and_ships_no_half_programmed_key() {
         &os("--config"),
         &cfg,
     ]);
-    let quarantined: Vec<serde_json::Value> = serde_json::from_slice(&q.stdout).unwrap();
+    // JSON lines (docs/cli.md): one quarantined key per line.
+    let quarantined: Vec<serde_json::Value> = serde_json::Deserializer::from_slice(&q.stdout)
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .unwrap();
     for r in &reports {
         let serial = r["serial_number"].as_str().unwrap();
         assert!(
