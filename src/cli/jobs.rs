@@ -419,3 +419,31 @@ fn print_delivery(store: &Store) -> CliResult {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::split_reason;
+
+    #[test]
+    fn a_stored_reason_splits_into_code_and_message_only_at_a_code() {
+        assert_eq!(
+            split_reason("intake.quantity: product_quantity 2, must be 1"),
+            (Some("intake.quantity"), "product_quantity 2, must be 1")
+        );
+        assert_eq!(
+            split_reason("key.rejected: key 1 rejected: wrong product"),
+            (Some("key.rejected"), "key 1 rejected: wrong product")
+        );
+        // Not codes: no dot, capitals, spaces, an empty part.
+        for plain in [
+            "wrong product: the job wants X",
+            "Key.Rejected: x",
+            "a b.c: x",
+            "a..b: x",
+            ".a: x",
+            "no colon at all",
+        ] {
+            assert_eq!(split_reason(plain), (None, plain));
+        }
+    }
+}
