@@ -281,6 +281,7 @@ impl Config {
                 device,
             });
         }
+        check_slot_count(slots.len()).map_err(|e| format!("[[slot]]: {e}"))?;
         let web = match raw.web {
             None => None,
             Some(w) => {
@@ -397,6 +398,20 @@ fn load_idp_signers(path: &Path) -> Result<IdpSigners, String> {
     IdpSigners::from_json(&text)
 }
 
+/// Every `[[slot]]` is a rig position (SPEC §11), and the rig protocol
+/// addresses at most [`crate::rig::codec::MAX_SLOTS`] (SPEC §9: `PRESENT?` is
+/// a 64-bit mask): more is a configuration error, not a run whose extra slots
+/// fail and quarantine keys.
+pub fn check_slot_count(slots: usize) -> Result<(), String> {
+    let max = usize::from(crate::rig::codec::MAX_SLOTS);
+    if slots > max {
+        return Err(format!(
+            "{slots} slots; the rig protocol (SPEC §9) addresses at most {max}"
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -435,6 +450,24 @@ listen = "127.0.0.1:8080"
         assert_eq!(c.slots[1].device, DeviceSpec::Sim("yubikey-5.7".into()));
         assert_eq!(c.customizations[0].min_firmware, Some(Version(5, 7, 0)));
         assert_eq!(c.rig_port.as_ref().unwrap().1, 115_200);
+    }
+
+    #[test]
+    fn more_slots_than_the_rig_protocol_addresses_is_a_configuration_error() {
+        let with = |n: usize| {
+            let mut text = GOOD.to_string();
+            for _ in 2..n {
+                text.push_str("\n[[slot]]\ndevice = \"sim:yubikey-5.7\"\n");
+            }
+            Config::parse(&text)
+        };
+        assert_eq!(with(64).unwrap().slots.len(), 64);
+        let err = with(65).unwrap_err();
+        assert_eq!(
+            err,
+            "[[slot]]: 65 slots; the rig protocol (SPEC §9) addresses at most 64"
+        );
+        assert!(!err.contains('\n'));
     }
 
     #[test]

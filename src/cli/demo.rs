@@ -63,6 +63,8 @@ pub fn run(args: Args) -> CliResult {
                 addr.port()
             )));
     }
+    crate::config::check_slot_count(args.slots)
+        .map_err(|e| CliError::usage(format!("--slots: {e}")))?;
     let profile = crate::profile::builtin_profile(&args.profile).map_err(CliError::usage)?;
     let product = profile
         .products

@@ -251,6 +251,7 @@ impl HidDevice {
     fn sync_auth_faults(&mut self) {
         self.auth.faults.store_full = self.faults.store_full;
         self.auth.faults.flash_write_failure = self.faults.flash_write_failure;
+        self.auth.faults.forget_key_agreement = self.faults.forget_key_agreement;
     }
 
     fn message(&mut self, msg: Message, now: Duration) {

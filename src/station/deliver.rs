@@ -179,6 +179,9 @@ pub struct Failed {
 pub struct Pass {
     pub delivered: Vec<String>,
     pub failed: Vec<Failed>,
+    /// The store could not record a delivery or a failure: the backoff of
+    /// the results concerned was not saved, so the caller must pace itself.
+    pub store_failed: bool,
 }
 
 /// Tries every result due when the pass starts, each on its own: a failure is
@@ -201,7 +204,10 @@ pub fn deliver_due(
                     pass.delivered.push(id);
                     continue;
                 }
-                Err(e) => Failure::new(Reason::Store, format!("cannot record the delivery: {e}")),
+                Err(e) => {
+                    pass.store_failed = true;
+                    Failure::new(Reason::Store, format!("cannot record the delivery: {e}"))
+                }
             },
             Err(f) => f,
         };
@@ -217,6 +223,7 @@ pub fn deliver_due(
             Err(e) => {
                 // The store is failing too: the result stays due and is tried
                 // again next pass; nothing is lost, only the backoff.
+                pass.store_failed = true;
                 tracing::error!(shipment = %Untrusted(&id), "cannot record a delivery failure: {e}");
                 attempts
             }
@@ -500,6 +507,33 @@ mod tests {
         for n in 1..9 {
             assert!(backoff(n, 0.999_999) <= backoff(n + 1, 0.0));
         }
+    }
+
+    /// Found when the disk filled up during a test run: a store that cannot
+    /// save a failure left the result due at once, and the delivery thread
+    /// retried and logged it every 10 ms. The pass now says so.
+    #[test]
+    fn a_store_that_cannot_record_a_failure_is_reported_by_the_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = dir.path().join("outbox");
+        let s = store_with(&["A"]);
+        private_dir(&outbox).unwrap();
+        fs::write(outbox.join("A.json"), "other").unwrap();
+        let pass = deliver_due(&s, Sink::Outbox(&outbox), &|| 1_000, &mut no_jitter()).unwrap();
+        assert!(!pass.store_failed);
+        // Any write to the outbox table now fails, as on a full disk.
+        s.call(|c| {
+            c.execute_batch(
+                "CREATE TRIGGER full BEFORE UPDATE ON outbox
+                 BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END;",
+            )?;
+            Ok(())
+        })
+        .unwrap();
+        let pass = deliver_due(&s, Sink::Outbox(&outbox), &|| 10_000, &mut no_jitter()).unwrap();
+        assert!(pass.store_failed);
+        assert_eq!(pass.failed.len(), 1);
+        assert_eq!(fs::read(outbox.join("A.json")).unwrap(), b"other");
     }
 
     #[test]

@@ -341,6 +341,9 @@ fn start_sim_rig(
     Ok((sim, slots, Arc::new(serial)))
 }
 
+/// How long delivery pauses after the store failed to record an outcome.
+const STORE_TROUBLE_PAUSE: Duration = Duration::from_secs(2);
+
 /// The delivery thread: a pass over every due result whenever a worker
 /// stores one, and otherwise when the earliest backoff ends (at most
 /// [`DELIVERY_IDLE`] apart, to keep the board current), until the station
@@ -356,8 +359,12 @@ fn delivery_loop(shared: &Shared, rx: mpsc::Receiver<()>) {
             Some(http) => deliver::Sink::Http(http),
             None => deliver::Sink::Outbox(&shared.config.outbox_dir),
         };
+        let mut store_failed = false;
         match deliver::deliver_due(&shared.store, sink, &now_ms, &mut || rand::random::<f64>()) {
-            Ok(pass) => record_pass(shared, &pass),
+            Ok(pass) => {
+                store_failed = pass.store_failed;
+                record_pass(shared, &pass);
+            }
             Err(e) => tracing::error!("delivery: cannot list pending results (will retry): {e}"),
         }
         let status = shared.store.delivery_status().unwrap_or_default();
@@ -368,6 +375,12 @@ fn delivery_loop(shared: &Shared, rx: mpsc::Receiver<()>) {
             .min()
             .unwrap_or(DELIVERY_IDLE)
             .clamp(Duration::from_millis(10), DELIVERY_IDLE);
+        // A store that cannot save a failure's backoff (disk full) leaves the
+        // result due at once: without this pause the loop would retry and log
+        // it every 10 ms, filling the very disk that is full.
+        if store_failed {
+            wait = wait.max(STORE_TROUBLE_PAUSE);
+        }
         shared.board.set_delivery(
             status.len() as u64,
             status

@@ -1625,3 +1625,6 @@ fn a_signing_customization_refuses_unsigned_and_unknown_signer_jobs_and_programs
     assert_eq!(reports.len(), 1);
     assert!(reports[0].verified(), "{:?}", reports[0]);
 }
+
+#[path = "station_savings.rs"]
+mod savings;

@@ -17,6 +17,7 @@ use std::process::Command;
 use base64::Engine as _;
 use prereg_station::jose::jwe::{self, SingleKey};
 use prereg_station::jose::keys::NamedKey;
+use prereg_station::jose::signed::{self, IdpSigners};
 use prereg_station::jose::{cty, jws, StationKeys};
 use serde_json::{json, Value};
 
@@ -86,9 +87,22 @@ fn generate() -> BTreeMap<&'static str, Value> {
     let pin_request_jwe = custom["fido_pin_request"].as_str().unwrap();
     let cred_request_jwe = custom["fido_credential_requests"][0].as_str().unwrap();
 
+    // The demo's IdP signs its requests (SPEC §4): the JWE's plaintext is a
+    // JWS, verified with the IdP's public JWKS, whose payload is the request.
     let keys = StationKeys::load_dir(&dir.join("keys")).unwrap();
-    let pin_request = jwe::decrypt(pin_request_jwe, &keys, cty::PIN_REQUEST).unwrap();
-    let cred_request = jwe::decrypt(cred_request_jwe, &keys, cty::CRED_REQUEST).unwrap();
+    let signers = IdpSigners::from_json(
+        &std::fs::read_to_string(dir.join("idp").join("idp-signing.jwks")).unwrap(),
+    )
+    .unwrap();
+    let open_request = |compact: &str, content_type: &str| {
+        let jws = jwe::decrypt(compact, &keys, &signed::signed_cty(content_type)).unwrap();
+        let payload =
+            signed::verify_request_jws(jws.plaintext.expose(), &signers, content_type).unwrap();
+        let jws_header = header(std::str::from_utf8(jws.plaintext.expose()).unwrap());
+        (jws_header, secret_json(payload.expose()))
+    };
+    let (pin_request_jws_header, pin_request) = open_request(pin_request_jwe, cty::PIN_REQUEST);
+    let (cred_request_jws_header, cred_request) = open_request(cred_request_jwe, cty::CRED_REQUEST);
 
     let id = shipment["shipment_id"].as_str().unwrap();
     let result = read_json(&dir.join("outbox").join(format!("{id}.json")));
@@ -105,7 +119,9 @@ fn generate() -> BTreeMap<&'static str, Value> {
     );
     let headers = json!({
         "pin_request_jwe": header(pin_request_jwe),
+        "pin_request_jws": pin_request_jws_header,
         "credential_request_jwe": header(cred_request_jwe),
+        "credential_request_jws": cred_request_jws_header,
         "response_jwe": response_jwe_header,
         "pin_response_jws": pin_jws_header,
         "credential_response_jws": cred_jws_header,
@@ -113,14 +129,8 @@ fn generate() -> BTreeMap<&'static str, Value> {
     let jwks = |j: prereg_station::jose::Jwks| serde_json::to_value(j).unwrap();
     BTreeMap::from([
         ("shipment.json", shipment.clone()),
-        (
-            "pin-request.json",
-            secret_json(pin_request.plaintext.expose()),
-        ),
-        (
-            "credential-request.json",
-            secret_json(cred_request.plaintext.expose()),
-        ),
+        ("pin-request.json", pin_request),
+        ("credential-request.json", cred_request),
         ("pin-response.json", pin_response),
         ("credential-response.json", cred_response),
         ("result.json", result),
