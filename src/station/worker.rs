@@ -46,6 +46,7 @@ pub(super) fn run(index: usize, name: String, mut source: Box<dyn KeySource>, sh
         lamp: Cell::new(None),
         stuck: Stuck::Answering,
         views: Arc::default(),
+        turned_away: None,
     };
     while !worker.shared.stop.load(Ordering::SeqCst) {
         if worker.shared.board.controls().paused() {
@@ -83,6 +84,9 @@ struct Worker {
     stuck: Stuck,
     /// Counts board updates, so a late rig answer does not overwrite a newer view.
     views: Arc<AtomicU64>,
+    /// The reason the key in the slot was last turned away: a key without a
+    /// serial is looked at again every poll, and must not be recorded each time.
+    turned_away: Option<String>,
 }
 
 impl Worker {
@@ -103,6 +107,7 @@ impl Worker {
     fn one_key(&mut self, source: &mut dyn KeySource) -> bool {
         let Some(link) = source.connect() else {
             self.finished_serial = None;
+            self.turned_away = None;
             self.stuck = Stuck::Answering;
             self.view(SlotView::new(SlotState::Idle));
             return false;
@@ -599,14 +604,19 @@ impl Worker {
     /// the tile and lamp, a warning in the log, a `turned-away` audit event
     /// (`jobs list` and `run --once` show it) and a count by reason code for
     /// `/metrics`.
-    fn turn_away(&self, key: &Identity, code: &str, why: String, started: Instant) {
+    fn turn_away(&mut self, key: &Identity, code: &str, why: String, started: Instant) {
+        let detail = format!("{code}: {why}");
+        if self.turned_away.as_deref() == Some(detail.as_str()) {
+            return; // the same key, still in the slot, already recorded
+        }
+        self.turned_away = Some(detail.clone());
         tracing::warn!(slot = %self.name, serial = %Untrusted(&key.serial), reason = code, "key turned away: {why}");
         let _ = self.shared.store.record_key_event(
             TURNED_AWAY_EVENT,
             &self.name,
             Some(&key.serial),
             Some(&key.firmware),
-            &format!("{code}: {why}"),
+            &detail,
         );
         self.shared.board.record_turned_away(code);
         self.view(SlotView {

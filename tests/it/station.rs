@@ -422,6 +422,8 @@ fn a_security_key_while_only_yubikey_jobs_wait_is_turned_away_with_the_reason() 
         board.slot(0).is_some_and(|v| v.state == SlotState::Remove)
     });
     let view = board.slot(0).unwrap();
+    // Five more polls of the slot: the key still in it is not recorded again.
+    std::thread::sleep(Duration::from_secs(1));
     station.shutdown();
     let why = view.last_error.clone().unwrap();
     assert!(why.starts_with("Wrong product"), "{why}");
