@@ -27,6 +27,9 @@ pub enum Command {
         /// Keys directory; default $CREDENTIALS_DIRECTORY.
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
+        /// One JSON line per key (docs/cli.md) instead of text.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -55,15 +58,28 @@ pub fn run(cmd: Command) -> CliResult {
             outln!("wrote {} and {}", t.display(), s.display());
             Ok(())
         }
-        Command::List { dir } => {
+        Command::List { dir, json } => {
             let keys = load(&dir)?;
             for k in keys.transport_kids() {
-                outln!("transport {k}");
+                if json {
+                    crate::cli::output::json_line(
+                        &serde_json::json!({ "use": "transport", "kid": k, "active": true }),
+                    );
+                } else {
+                    outln!("transport {k}");
+                }
             }
             let active = keys.active_signing().kid.clone();
             for k in keys.signing_jwks().keys {
-                let mark = if k.kid == active { " (active)" } else { "" };
-                outln!("signing   {}{mark}", k.kid);
+                let is_active = k.kid == active;
+                if json {
+                    crate::cli::output::json_line(
+                        &serde_json::json!({ "use": "signing", "kid": k.kid, "active": is_active }),
+                    );
+                } else {
+                    let mark = if is_active { " (active)" } else { "" };
+                    outln!("signing   {}{mark}", k.kid);
+                }
             }
             Ok(())
         }

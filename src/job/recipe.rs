@@ -263,7 +263,7 @@ fn program_steps<D: CtapDevice>(
     if st.customization.is_none() {
         return Err(Disposition::RefuseJob {
             reason: format!(
-                "customization {} is not configured on this station",
+                "job.unknown_customization: customization {} is not configured on this station",
                 job.customization_id
             ),
         });

@@ -4,6 +4,7 @@
 mod util;
 
 mod cli;
+mod cli_ops;
 mod ctap;
 mod hil;
 mod intake;

@@ -50,6 +50,8 @@ struct LineSpec<'a> {
     max_attempts: u32,
     /// Stop early when this holds (jobs that are meant to wait).
     until: Option<fn(&Store) -> bool>,
+    /// The slots' key profile when it differs from the jobs' (`profile`).
+    slot_profile: Option<&'a str>,
 }
 
 impl Default for LineSpec<'_> {
@@ -63,6 +65,7 @@ impl Default for LineSpec<'_> {
             on_key: None,
             max_attempts: 3,
             until: None,
+            slot_profile: None,
         }
     }
 }
@@ -100,7 +103,10 @@ impl Line {
             spec.min_firmware,
         );
         for _ in 0..spec.slots {
-            text.push_str(&format!("\n[[slot]]\ndevice = \"sim:{}\"\n", spec.profile));
+            text.push_str(&format!(
+                "\n[[slot]]\ndevice = \"sim:{}\"\n",
+                spec.slot_profile.unwrap_or(spec.profile)
+            ));
         }
         text.push_str(extra);
         let config = Config::parse(&text).unwrap();
@@ -389,6 +395,61 @@ fn keys_that_do_not_fit_are_rejected_untouched_and_the_job_waits() {
     let (state, reason) = line.job_state(&line.shipments[0].shipment_id);
     assert_eq!(state, "queued");
     assert!(reason.unwrap().contains("forceChangePin"));
+    assert!(line.untouched_keys());
+}
+
+/// Issue #17 item 1 (docs/operator.md: REMOVE "wrong product"): a Security
+/// Key while only YubiKey 5 NFC jobs wait is turned away untouched — REMOVE
+/// with the reason on the tile, the ATTN lamp, a `turned-away` audit event
+/// (`jobs list`), a `/metrics` count by reason — and the job keeps waiting.
+#[test]
+fn a_security_key_while_only_yubikey_jobs_wait_is_turned_away_with_the_reason() {
+    use prereg_station::rig::Lamp;
+    use prereg_station::web::SlotState;
+    let line = Line::prepare(
+        &LineSpec {
+            slots: 1,
+            jobs: 1,
+            slot_profile: Some("security-key-5.7"),
+            ..LineSpec::default()
+        },
+        "",
+    );
+    let setup = app::setup(line.config.clone(), line.store.clone()).unwrap();
+    let board = setup.board.clone();
+    let station = Station::start(setup).unwrap();
+    wait_for("the slot to show REMOVE", || {
+        board.slot(0).is_some_and(|v| v.state == SlotState::Remove)
+    });
+    let view = board.slot(0).unwrap();
+    // Five more polls of the slot: the key still in it is not recorded again.
+    std::thread::sleep(Duration::from_secs(1));
+    station.shutdown();
+    let why = view.last_error.clone().unwrap();
+    assert!(why.starts_with("Wrong product"), "{why}");
+    assert!(why.contains("YubiKey 5 NFC"), "{why}");
+    assert!(
+        view.instruction
+            .as_deref()
+            .unwrap()
+            .contains("Wrong product"),
+        "{view:?}"
+    );
+    assert_eq!(SlotState::Remove.lamp(), Lamp::Attn);
+    let events = line.store.events("turned-away").unwrap();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert!(events[0]
+        .detail
+        .as_deref()
+        .unwrap()
+        .starts_with("key.wrong_product: Wrong product"));
+    let metrics = prereg_station::web::metrics::render(&board);
+    assert!(
+        metrics.contains("prereg_keys_turned_away_total{reason=\"key.wrong_product\"} 1\n"),
+        "{metrics}"
+    );
+    let (state, _) = line.job_state(&line.shipments[0].shipment_id);
+    assert_eq!(state, "queued", "the job waits for a YubiKey");
     assert!(line.untouched_keys());
 }
 
@@ -736,7 +797,11 @@ fn sigkill_at_random_points_loses_nothing_and_ships_no_half_programmed_key() {
         &os("--config"),
         &cfg,
     ]);
-    let quarantined: Vec<serde_json::Value> = serde_json::from_slice(&q.stdout).unwrap();
+    // JSON lines (docs/cli.md): one quarantined key per line.
+    let quarantined: Vec<serde_json::Value> = serde_json::Deserializer::from_slice(&q.stdout)
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .unwrap();
     for r in &reports {
         let serial = r["serial_number"].as_str().unwrap();
         assert!(
