@@ -254,6 +254,20 @@ impl Worker {
                     self.view(SlotView::new(SlotState::Idle));
                     return true;
                 }
+                Err(Disposition::StationFault { reason }) => {
+                    // The key is blank and untouched; the job goes back
+                    // without counting an attempt (SPEC §14).
+                    tracing::error!(slot = %self.name, job = %id, "station key custody failed, job requeued: {}", Untrusted(&reason));
+                    let _ = store.release(
+                        &id,
+                        &format!("station key custody failed: {reason}"),
+                        false,
+                        max,
+                    );
+                    self.finish(serial_num, Some(id), SlotState::Fail, reason, started);
+                    done(self, source);
+                    return true;
+                }
                 Err(Disposition::Quarantine { step, reason }) => {
                     tracing::error!(slot = %self.name, serial = %Untrusted(&key.serial), job = %id, %step, "quarantined: {}", Untrusted(&reason));
                     // A key without a serial is recorded under the slot and job; the
