@@ -6,6 +6,7 @@ mod util;
 mod cli;
 mod ctap;
 mod hil;
+mod hsm;
 mod intake;
 mod jose;
 mod pcsc;

@@ -50,6 +50,8 @@ struct LineSpec<'a> {
     max_attempts: u32,
     /// Stop early when this holds (jobs that are meant to wait).
     until: Option<fn(&Store) -> bool>,
+    /// Keys in a throw-away SoftHSM2 token instead of key files (SPEC §14).
+    hsm: bool,
 }
 
 impl Default for LineSpec<'_> {
@@ -63,6 +65,7 @@ impl Default for LineSpec<'_> {
             on_key: None,
             max_attempts: 3,
             until: None,
+            hsm: false,
         }
     }
 }
@@ -86,7 +89,17 @@ impl Line {
     fn prepare(spec: &LineSpec<'_>, extra: &str) -> Line {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        let keys = StationKeys::generate(&d.join("keys")).unwrap();
+        let (keys, hsm_toml) = if spec.hsm {
+            let token = super::hsm::throwaway_token(&d.join("keys")).expect("SoftHSM2");
+            let keys =
+                StationKeys::generate_in_token(Some(&d.join("keys")), &token.config).unwrap();
+            (keys, token.toml())
+        } else {
+            (
+                StationKeys::generate(&d.join("keys")).unwrap(),
+                String::new(),
+            )
+        };
         let ca = d.join("ca.pem");
         std::fs::write(&ca, prereg_station::sim::attestation::root_pem(0).unwrap()).unwrap();
         let product = product_of(spec.profile);
@@ -103,6 +116,7 @@ impl Line {
             text.push_str(&format!("\n[[slot]]\ndevice = \"sim:{}\"\n", spec.profile));
         }
         text.push_str(extra);
+        text.push_str(&hsm_toml);
         let config = Config::parse(&text).unwrap();
         let idp = Idp::open(&d.join("idp")).unwrap();
         let shipments = idp
@@ -301,6 +315,41 @@ fn programmed_keys_verify_at_the_idp_and_work_for_their_users() {
         p256::ecdsa::VerifyingKey::from(&public)
             .verify(&signed, &sig)
             .unwrap();
+    }
+}
+
+/// SPEC §14: the whole line with the station keys in a PKCS#11 token —
+/// 8 keys over 3 slots, every result verified by the IdP — and the token
+/// itself says the private keys are sensitive and never extractable, and no
+/// private key file exists anywhere under the line's directory.
+#[test]
+fn keys_in_softhsm_program_a_line_that_the_idp_verifies_and_never_leave_the_token() {
+    if !super::hsm::available() {
+        return;
+    }
+    let line = Line::new(LineSpec {
+        slots: 3,
+        jobs: 8,
+        hsm: true,
+        ..LineSpec::default()
+    });
+    let reports = line.activate();
+    assert_eq!(reports.len(), 8, "one verified result per job");
+    for r in &reports {
+        assert!(r.verified(), "{} failed: {:?}", r.shipment_id, r.failures);
+    }
+    assert!(line.store.quarantined().unwrap().is_empty());
+    // No private key material on disk: no JWK with "d", no PEM private key.
+    for path in walk(line.dir.path()) {
+        if path.starts_with(line.dir.path().join("idp")) {
+            continue; // the IdP's own response keys
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        assert!(
+            !contains(&bytes, b"\"d\"") && !contains(&bytes, b"PRIVATE KEY"),
+            "{} holds private key material",
+            path.display()
+        );
     }
 }
 

@@ -1,0 +1,286 @@
+//! PKCS#11 key custody (SPEC §14) against SoftHSM2: throw-away tokens, the
+//! station flow with keys in the token, and what the token says about them.
+//!
+//! SoftHSM2 reads `SOFTHSM2_CONF` once per process (at `C_Initialize`), so
+//! this process gets one configuration and token directory in a temp dir;
+//! every test makes its own token in it (in-process, on SoftHSM's free slot).
+//! Without SoftHSM2 the tests say why and return, unless
+//! `PREREG_REQUIRE_PEERS` is set (scripts/test.sh, CI): then they fail.
+
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::object::{Attribute, AttributeType, ObjectClass};
+use cryptoki::session::UserType;
+use cryptoki::types::AuthPin;
+use prereg_station::jose::pkcs11::{HsmConfig, DEFAULT_SESSIONS};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+
+/// Debian's `softhsm2` package (scripts/setup.sh installs it).
+pub const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+
+struct Env {
+    _dir: tempfile::TempDir,
+    ctx: Pkcs11,
+}
+
+static ENV: OnceLock<Option<Mutex<Env>>> = OnceLock::new();
+
+fn env() -> Option<&'static Mutex<Env>> {
+    ENV.get_or_init(|| {
+        if !Path::new(SOFTHSM_MODULE).exists() {
+            let why = format!(
+                "SoftHSM2 is not installed ({SOFTHSM_MODULE} missing; run scripts/setup.sh)"
+            );
+            if std::env::var_os("PREREG_REQUIRE_PEERS").is_some() {
+                panic!("PREREG_REQUIRE_PEERS is set but {why}");
+            }
+            eprintln!("skipping HSM test: {why}");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = dir.path().join("tokens");
+        std::fs::create_dir(&tokens).unwrap();
+        let conf = dir.path().join("softhsm2.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+                tokens.display()
+            ),
+        )
+        .unwrap();
+        // Before the module is first initialised in this process.
+        std::env::set_var("SOFTHSM2_CONF", &conf);
+        let ctx = Pkcs11::new(SOFTHSM_MODULE).unwrap();
+        ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+            .unwrap();
+        Some(Mutex::new(Env { _dir: dir, ctx }))
+    })
+    .as_ref()
+}
+
+/// A fresh token and the `[keys]` that names it; the PIN file is written
+/// (0600) into `keys_dir`.
+pub struct TestToken {
+    pub config: HsmConfig,
+    pub pin: String,
+}
+
+impl TestToken {
+    pub fn toml(&self) -> String {
+        format!(
+            "\n[keys]\npkcs11_module = {:?}\ntoken_label = {:?}\npin_file = {:?}\n",
+            self.config.module, self.config.token_label, self.config.pin_file
+        )
+    }
+}
+
+/// Makes a throw-away token labelled uniquely; `None` (after saying why)
+/// when SoftHSM2 is missing and peers are not required.
+pub fn throwaway_token(keys_dir: &Path) -> Option<TestToken> {
+    let env = env()?.lock().unwrap();
+    let label = format!("t{:08x}", rand::random::<u32>());
+    let pin = format!("{:06}", rand::random::<u32>() % 1_000_000);
+    let so_pin = AuthPin::from("so-12345678");
+    let slot = env
+        .ctx
+        .get_all_slots()
+        .unwrap()
+        .into_iter()
+        .find(|s| {
+            env.ctx
+                .get_token_info(*s)
+                .map(|t| !t.token_initialized())
+                .unwrap_or(false)
+        })
+        .expect("SoftHSM2 offers a free slot");
+    env.ctx.init_token(slot, &so_pin, &label).unwrap();
+    // The token moved to a new slot id; find it by label.
+    let slot = env
+        .ctx
+        .get_slots_with_token()
+        .unwrap()
+        .into_iter()
+        .find(|s| env.ctx.get_token_info(*s).unwrap().label().trim_end() == label)
+        .unwrap();
+    let s = env.ctx.open_rw_session(slot).unwrap();
+    s.login(UserType::So, Some(&so_pin)).unwrap();
+    s.init_pin(&AuthPin::from(pin.as_str())).unwrap();
+    s.logout().unwrap();
+    drop(s);
+    std::fs::create_dir_all(keys_dir).unwrap();
+    std::fs::set_permissions(keys_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let pin_path = keys_dir.join("hsm-pin");
+    std::fs::write(&pin_path, format!("{pin}\n")).unwrap();
+    std::fs::set_permissions(&pin_path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    Some(TestToken {
+        config: HsmConfig {
+            module: PathBuf::from(SOFTHSM_MODULE),
+            token_label: label,
+            pin_file: PathBuf::from("hsm-pin"),
+            sessions: DEFAULT_SESSIONS,
+        },
+        pin,
+    })
+}
+
+/// What the token itself says about every private key on it, read by this
+/// test through PKCS#11 (not through the station's code): (label,
+/// CKA_SENSITIVE, CKA_EXTRACTABLE, CKA_TOKEN, CKA_NEVER_EXTRACTABLE).
+pub fn private_key_attributes(token: &TestToken) -> Vec<(String, bool, bool, bool, bool)> {
+    let env = env().unwrap().lock().unwrap();
+    let slot = env
+        .ctx
+        .get_slots_with_token()
+        .unwrap()
+        .into_iter()
+        .find(|s| {
+            env.ctx.get_token_info(*s).unwrap().label().trim_end() == token.config.token_label
+        })
+        .unwrap();
+    let s = env.ctx.open_ro_session(slot).unwrap();
+    // Login is per application: the station's pool may have logged in already.
+    let _ = s.login(UserType::User, Some(&AuthPin::from(token.pin.as_str())));
+    let mut out = Vec::new();
+    for h in s
+        .find_objects(&[Attribute::Class(ObjectClass::PRIVATE_KEY)])
+        .unwrap()
+    {
+        let attrs = s
+            .get_attributes(
+                h,
+                &[
+                    AttributeType::Label,
+                    AttributeType::Sensitive,
+                    AttributeType::Extractable,
+                    AttributeType::Token,
+                    AttributeType::NeverExtractable,
+                    AttributeType::Value,
+                ],
+            )
+            .unwrap();
+        let mut row = (String::new(), false, true, false, false);
+        for a in attrs {
+            match a {
+                Attribute::Label(l) => row.0 = String::from_utf8(l).unwrap(),
+                Attribute::Sensitive(b) => row.1 = b,
+                Attribute::Extractable(b) => row.2 = b,
+                Attribute::Token(b) => row.3 = b,
+                Attribute::NeverExtractable(b) => row.4 = b,
+                Attribute::Value(v) => panic!("the token revealed CKA_VALUE ({} bytes)", v.len()),
+                _ => {}
+            }
+        }
+        out.push(row);
+    }
+    out
+}
+
+/// SoftHSM2 is here (or the test must fail because it is required and not).
+pub fn available() -> bool {
+    env().is_some()
+}
+
+/// SPEC §14: `keys generate` with `[keys]` makes key pairs the token holds
+/// as sensitive, never-extractable token objects (read back through
+/// PKCS#11 by this test, not through the station); rotation keeps the old
+/// transport key decrypting.
+#[test]
+fn generated_token_keys_are_sensitive_non_extractable_and_rotate() {
+    use prereg_station::jose::jwe::{self, KeyResolver};
+    use prereg_station::jose::{KeyManagement, StationKeys};
+    if !available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let keys_dir = dir.path().join("keys");
+    let token = throwaway_token(&keys_dir).unwrap();
+    let first = StationKeys::generate_in_token(Some(&keys_dir), &token.config).unwrap();
+    let old_kid = first.transport_kids()[0].to_string();
+    let old_public = first.transport_jwks().keys[0]
+        .to_public_key_for(prereg_station::jose::jwk::KeyUse::Enc)
+        .unwrap();
+    let second = StationKeys::generate_in_token(Some(&keys_dir), &token.config).unwrap();
+    assert_eq!(second.transport_kids().len(), 2);
+    assert_ne!(second.active_signing_kid(), first.active_signing_kid());
+    // A request made for the old transport key still decrypts after rotation.
+    let jwe = jwe::encrypt(
+        b"hello",
+        &old_public,
+        &old_kid,
+        "c",
+        KeyManagement::EcdhEsA256Kw,
+    )
+    .unwrap();
+    assert!(second.has_decryption_key(&old_kid));
+    let d = jwe::decrypt(&jwe, &second, "c").unwrap();
+    assert_eq!(d.plaintext.expose(), b"hello");
+
+    let attrs = private_key_attributes(&token);
+    assert_eq!(
+        attrs.len(),
+        4,
+        "two transport and two signing keys: {attrs:?}"
+    );
+    for (label, sensitive, extractable, on_token, never_extractable) in attrs {
+        assert!(label.starts_with("prereg-"), "{label}");
+        assert!(sensitive, "{label} is not CKA_SENSITIVE");
+        assert!(!extractable, "{label} is CKA_EXTRACTABLE");
+        assert!(on_token, "{label} is not a token object");
+        assert!(never_extractable, "{label} was extractable once");
+    }
+    // The keys directory holds the PIN file and the manifest only.
+    let mut names: Vec<String> = std::fs::read_dir(&keys_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["hsm-pin", "manifest.json"]);
+}
+
+/// SPEC §14: a wrong PIN, an unknown token label and a missing module are
+/// one-line errors naming the cause (no PIN in the text).
+#[test]
+fn wrong_pin_missing_token_and_missing_module_are_one_line_errors() {
+    use prereg_station::jose::StationKeys;
+    if !available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let keys_dir = dir.path().join("keys");
+    let token = throwaway_token(&keys_dir).unwrap();
+    StationKeys::generate_in_token(Some(&keys_dir), &token.config).unwrap();
+    let wrong = if token.pin == "000000" {
+        "111111"
+    } else {
+        "000000"
+    };
+    std::fs::write(keys_dir.join("hsm-pin"), wrong).unwrap();
+    let e = StationKeys::open(Some(&keys_dir), Some(&token.config))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("CKR_PIN_INCORRECT"), "{e}");
+    assert!(!e.contains(wrong) && !e.contains('\n'), "{e}");
+    std::fs::write(keys_dir.join("hsm-pin"), &token.pin).unwrap();
+    let mut missing = token.config.clone();
+    missing.token_label = "no-such-token".into();
+    let e = StationKeys::open(Some(&keys_dir), Some(&missing))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("no token labelled \"no-such-token\""), "{e}");
+    let mut no_module = token.config.clone();
+    no_module.module = "/nonexistent/libpkcs11.so".into();
+    let e = StationKeys::open(Some(&keys_dir), Some(&no_module))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("cannot load the PKCS#11 module"), "{e}");
+    // A PIN file others can read is refused like a key file.
+    std::fs::set_permissions(
+        keys_dir.join("hsm-pin"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let e = StationKeys::open(Some(&keys_dir), Some(&token.config)).unwrap_err();
+    assert_eq!(e.code(), "keys.loose_permissions");
+}
