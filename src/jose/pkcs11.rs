@@ -118,7 +118,11 @@ fn session_broken(e: &CkError) -> bool {
                 | RvError::DeviceError
                 | RvError::DeviceRemoved
                 | RvError::TokenNotPresent
-                | RvError::UserNotLoggedIn,
+                | RvError::UserNotLoggedIn
+                // After a logout elsewhere (an HSM restart), private key
+                // handles vanish from a session that is no longer logged in.
+                | RvError::KeyHandleInvalid
+                | RvError::ObjectHandleInvalid,
             _
         )
     )
@@ -282,12 +286,32 @@ impl Token {
     }
 }
 
-/// A key pair in the token, by kid.
-#[derive(Debug, Clone)]
+/// A key pair in the token, by kid. The private key's handle is cached; a
+/// token that restarts (or logs the station out) hands out new handles, so a
+/// stale one is looked up again by label.
+#[derive(Debug)]
 pub struct TokenKey {
     pub kid: String,
     pub public: PublicKey,
-    handle: ObjectHandle,
+    handle: Mutex<ObjectHandle>,
+}
+
+impl TokenKey {
+    fn handle(&self) -> ObjectHandle {
+        *self.handle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The handle went stale or the session lost its login (token restarted,
+/// logged out elsewhere): worth one re-login and lookup before failing.
+fn recoverable(e: &CkError) -> bool {
+    matches!(
+        e,
+        CkError::Pkcs11(
+            RvError::ObjectHandleInvalid | RvError::KeyHandleInvalid | RvError::UserNotLoggedIn,
+            _
+        )
+    )
 }
 
 /// The station keys found in a token.
@@ -373,7 +397,7 @@ impl TokenKeys {
             let key = TokenKey {
                 kid,
                 public,
-                handle,
+                handle: Mutex::new(handle),
             };
             match (derive, sign) {
                 (true, false) => transport.push(key),
@@ -455,6 +479,34 @@ impl TokenKeys {
             .map_err(|e| HsmError(format!("{e} (token {token_label:?})")))
     }
 
+    /// Runs `op` with `key`'s private handle on a pooled session; after a
+    /// stale handle or a lost login, logs in again, finds the key by label
+    /// and tries once more.
+    fn with_key<T>(
+        &self,
+        what: &str,
+        key: &TokenKey,
+        op: impl Fn(&Session, ObjectHandle) -> Result<T, CkError>,
+    ) -> Result<T, HsmError> {
+        self.token
+            .with_session(what, |s| match op(s, key.handle()) {
+                Err(e) if recoverable(&e) => {
+                    match s.login(UserType::User, Some(&self.token.pin)) {
+                        Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
+                        Err(e) => return Err(e),
+                    }
+                    let found = s.find_objects(&[
+                        Attribute::Class(ObjectClass::PRIVATE_KEY),
+                        Attribute::Label(key.kid.clone().into_bytes()),
+                    ])?;
+                    let handle = *found.first().ok_or(e)?;
+                    *key.handle.lock().unwrap_or_else(|p| p.into_inner()) = handle;
+                    op(s, handle)
+                }
+                other => other,
+            })
+    }
+
     /// `Z` for the transport key `kid` with the sender's `epk` (SPEC §14).
     pub fn ecdh_z(&self, kid: &str, epk: &PublicKey) -> Result<EcdhSecret, JoseError> {
         let key = self
@@ -463,7 +515,7 @@ impl TokenKeys {
             .find(|k| k.kid == kid)
             .ok_or(JoseError::KidUnknown)?;
         let point = epk.to_encoded_point(false);
-        let result = self.token.with_session("ECDH derive", |s| {
+        let result = self.with_key("ECDH derive", key, |s, handle| {
             let params = Ecdh1DeriveParams::new(EcKdf::null(), point.as_bytes());
             let template = [
                 Attribute::Class(ObjectClass::SECRET_KEY),
@@ -474,7 +526,7 @@ impl TokenKeys {
                 Attribute::Sensitive(false),
                 Attribute::Extractable(true),
             ];
-            let derived = s.derive_key(&Mechanism::Ecdh1Derive(params), key.handle, &template)?;
+            let derived = s.derive_key(&Mechanism::Ecdh1Derive(params), handle, &template)?;
             let value = s.get_attributes(derived, &[AttributeType::Value]);
             let destroyed = s.destroy_object(derived);
             let mut z = Zeroizing::new([0u8; 48]);
@@ -510,9 +562,8 @@ impl TokenKeys {
             .ok_or(JoseError::KidUnknown)?;
         let digest = Sha384::digest(signing_input);
         let sig = self
-            .token
-            .with_session("ECDSA sign", |s| {
-                s.sign(&Mechanism::Ecdsa, key.handle, &digest)
+            .with_key("ECDSA sign", key, |s, handle| {
+                s.sign(&Mechanism::Ecdsa, handle, &digest)
             })
             .map_err(|e| {
                 tracing::error!("key custody: {e}");

@@ -79,8 +79,13 @@ impl TestToken {
 /// Makes a throw-away token labelled uniquely; `None` (after saying why)
 /// when SoftHSM2 is missing and peers are not required.
 pub fn throwaway_token(keys_dir: &Path) -> Option<TestToken> {
+    throwaway_token_labelled(keys_dir, &format!("t{:08x}", rand::random::<u32>()))
+}
+
+/// [`throwaway_token`] with a label of the caller's (unique in the process).
+pub fn throwaway_token_labelled(keys_dir: &Path, label: &str) -> Option<TestToken> {
     let env = env()?.lock().unwrap();
-    let label = format!("t{:08x}", rand::random::<u32>());
+    let label = label.to_string();
     let pin = format!("{:06}", rand::random::<u32>() % 1_000_000);
     let so_pin = AuthPin::from("so-12345678");
     let slot = env
@@ -107,6 +112,7 @@ pub fn throwaway_token(keys_dir: &Path) -> Option<TestToken> {
     let s = env.ctx.open_rw_session(slot).unwrap();
     s.login(UserType::So, Some(&so_pin)).unwrap();
     s.init_pin(&AuthPin::from(pin.as_str())).unwrap();
+    PINS.lock().unwrap().push((label.clone(), pin.clone()));
     s.logout().unwrap();
     drop(s);
     std::fs::create_dir_all(keys_dir).unwrap();
@@ -124,6 +130,52 @@ pub fn throwaway_token(keys_dir: &Path) -> Option<TestToken> {
         pin,
     })
 }
+
+fn slot_of(env: &Env, label: &str) -> cryptoki::slot::Slot {
+    env.ctx
+        .get_slots_with_token()
+        .unwrap()
+        .into_iter()
+        .find(|s| env.ctx.get_token_info(*s).unwrap().label().trim_end() == label)
+        .unwrap()
+}
+
+/// A token fault at run time that lasts `outage`: the user PIN is changed
+/// under the station and this process is logged out (login state is per
+/// application, so every pooled session of the station loses it, as when an
+/// HSM restarts and its PIN no longer matches); then the PIN is set back and
+/// the token logged in again.
+pub fn outage(label: &str, pin: &str, outage: std::time::Duration) {
+    let other = AuthPin::from("999999");
+    let pin = AuthPin::from(pin);
+    {
+        let env = env().unwrap().lock().unwrap();
+        let s = env.ctx.open_rw_session(slot_of(&env, label)).unwrap();
+        let _ = s.login(UserType::User, Some(&pin));
+        s.set_pin(&pin, &other).unwrap();
+        s.logout().unwrap();
+    }
+    std::thread::sleep(outage);
+    let env = env().unwrap().lock().unwrap();
+    let s = env.ctx.open_rw_session(slot_of(&env, label)).unwrap();
+    s.login(UserType::User, Some(&other)).unwrap();
+    s.set_pin(&other, &pin).unwrap();
+    // Keep this session (and with it the login) until the station relogs in.
+    std::mem::forget(s);
+}
+
+/// The PIN of the token `label` made by [`throwaway_token_labelled`].
+pub fn pin_of(label: &str) -> String {
+    PINS.lock()
+        .unwrap()
+        .iter()
+        .find(|(l, _)| l == label)
+        .unwrap()
+        .1
+        .clone()
+}
+
+static PINS: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
 
 /// What the token itself says about every private key on it, read by this
 /// test through PKCS#11 (not through the station's code): (label,

@@ -50,8 +50,9 @@ struct LineSpec<'a> {
     max_attempts: u32,
     /// Stop early when this holds (jobs that are meant to wait).
     until: Option<fn(&Store) -> bool>,
-    /// Keys in a throw-away SoftHSM2 token instead of key files (SPEC §14).
-    hsm: bool,
+    /// Keys in a throw-away SoftHSM2 token of this label instead of key
+    /// files (SPEC §14).
+    hsm: Option<&'a str>,
 }
 
 impl Default for LineSpec<'_> {
@@ -65,7 +66,7 @@ impl Default for LineSpec<'_> {
             on_key: None,
             max_attempts: 3,
             until: None,
-            hsm: false,
+            hsm: None,
         }
     }
 }
@@ -89,8 +90,9 @@ impl Line {
     fn prepare(spec: &LineSpec<'_>, extra: &str) -> Line {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        let (keys, hsm_toml) = if spec.hsm {
-            let token = super::hsm::throwaway_token(&d.join("keys")).expect("SoftHSM2");
+        let (keys, hsm_toml) = if let Some(label) = spec.hsm {
+            let token =
+                super::hsm::throwaway_token_labelled(&d.join("keys"), label).expect("SoftHSM2");
             let keys =
                 StationKeys::generate_in_token(Some(&d.join("keys")), &token.config).unwrap();
             (keys, token.toml())
@@ -330,7 +332,7 @@ fn keys_in_softhsm_program_a_line_that_the_idp_verifies_and_never_leave_the_toke
     let line = Line::new(LineSpec {
         slots: 3,
         jobs: 8,
-        hsm: true,
+        hsm: Some("line-8-keys"),
         ..LineSpec::default()
     });
     let reports = line.activate();
@@ -351,6 +353,65 @@ fn keys_in_softhsm_program_a_line_that_the_idp_verifies_and_never_leave_the_toke
             path.display()
         );
     }
+}
+
+/// SPEC §14: the token fails under the running station for 2.5 s (logged
+/// out, and its PIN no longer the station's): the job that meets the fault fails
+/// before its key is touched and goes back to the queue; the pool opens and
+/// logs in fresh sessions and every job is still programmed, each on the
+/// first key its slot saw — no key is quarantined or half-programmed.
+#[test]
+fn a_token_that_fails_mid_run_requeues_the_job_before_any_key_is_touched() {
+    if !super::hsm::available() {
+        return;
+    }
+    let label = "line-logout";
+    let line = Line::new(LineSpec {
+        slots: 2,
+        jobs: 4,
+        hsm: Some(label),
+        on_key: Some(Arc::new(move |slot, n, _key: &SimControl| {
+            if slot == 0 && n == 0 {
+                std::thread::spawn(move || {
+                    let pin = super::hsm::pin_of(label);
+                    super::hsm::outage(label, &pin, Duration::from_millis(2500));
+                });
+            }
+        })),
+        ..LineSpec::default()
+    });
+    let reports = line.activate();
+    assert_eq!(reports.len(), 4);
+    for r in &reports {
+        assert!(r.verified(), "{} failed: {:?}", r.shipment_id, r.failures);
+    }
+    assert!(line.store.quarantined().unwrap().is_empty());
+    // Exactly the four programmed keys carry a PIN; every other key the
+    // line saw is blank (nothing half-programmed).
+    let keys = line.keys.lock().unwrap();
+    let with_pin = keys.iter().filter(|k| k.pin_status().pin_set).count();
+    assert_eq!(with_pin, 4);
+    assert!(keys
+        .iter()
+        .filter(|k| !k.pin_status().pin_set)
+        .all(|k| k.credentials().is_empty()));
+    // The fault happened and was a requeue (no attempt counted), not a refusal.
+    let requeued: usize = reports
+        .iter()
+        .map(|r| {
+            let (_, audit) = line.store.show(&r.shipment_id).unwrap();
+            audit
+                .iter()
+                .filter(|a| {
+                    a.event == "requeued"
+                        && a.detail
+                            .as_deref()
+                            .is_some_and(|d| d.contains("jose.custody"))
+                })
+                .count()
+        })
+        .sum();
+    assert!(requeued >= 1, "a job met the token fault and was requeued");
 }
 
 #[test]
