@@ -29,6 +29,29 @@ pub enum Command {
         #[arg(long, value_name = "OUT")]
         out: PathBuf,
     },
+    /// Write a PKCS#10 certificate request for the active signing key,
+    /// signed by the key custody (the token, with `[keys]`).
+    Csr {
+        /// Keys directory; default keys_dir of --config, else $CREDENTIALS_DIRECTORY.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// Organization name in the request's subject (CN is the key id).
+        #[arg(long, default_value = "prereg-station")]
+        org: String,
+        /// Where the PEM request is written.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Attach the certificate chain (PEM, leaf first) the facility CA issued
+    /// for the active signing key; `sign.jwks` then carries it as `x5c`.
+    ImportCert {
+        /// Keys directory; default keys_dir of --config, else $CREDENTIALS_DIRECTORY.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// The PEM chain, leaf first.
+        #[arg(long, value_name = "FILE")]
+        chain: PathBuf,
+    },
     /// List the key ids, where they are held, and which signing key is active.
     List {
         /// Keys directory; default keys_dir of --config, else $CREDENTIALS_DIRECTORY.
@@ -84,6 +107,36 @@ pub fn run(config: &Option<PathBuf>, cmd: Command) -> CliResult {
                 .export_jwks(&out)
                 .map_err(|e| CliError::failed(format!("keys export-jwks: {e}")))?;
             outln!("wrote {} and {}", t.display(), s.display());
+            Ok(())
+        }
+        Command::Csr { dir, org, out } => {
+            let keys = load(config, dir)?;
+            let pem = crate::jose::x5c::csr_pem(&keys, &org)
+                .map_err(|e| CliError::failed(format!("keys csr: {e}")))?;
+            std::fs::write(&out, pem)
+                .map_err(|e| CliError::failed(format!("keys csr: {}: {e}", out.display())))?;
+            outln!(
+                "wrote {} for signing key {}",
+                out.display(),
+                keys.active_signing_kid()
+            );
+            Ok(())
+        }
+        Command::ImportCert { dir, chain } => {
+            let (dir, hsm) = custody(config, dir)?;
+            let mut keys = StationKeys::open(dir.as_deref(), hsm.as_ref())
+                .map_err(|e| CliError::failed(format!("keys: {e}")))?;
+            let pem = std::fs::read(&chain).map_err(|e| {
+                CliError::failed(format!("keys import-cert: {}: {e}", chain.display()))
+            })?;
+            let path = keys
+                .import_chain(dir.as_deref(), &pem)
+                .map_err(|e| CliError::failed(format!("keys import-cert: {e}")))?;
+            outln!(
+                "stored {} for signing key {}; run keys export-jwks to publish x5c",
+                path.display(),
+                keys.active_signing_kid()
+            );
             Ok(())
         }
         Command::List { dir } => {

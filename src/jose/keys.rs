@@ -58,6 +58,8 @@ pub enum KeyError {
     ActiveKidUnknown { kid: String },
     #[error("no keys directory: set station.keys_dir or run under systemd with LoadCredential= ($CREDENTIALS_DIRECTORY)")]
     NoKeysDir,
+    #[error("certificate chain refused: {reason}")]
+    BadChain { reason: String },
     /// The PKCS#11 token could not be used (SPEC §14): one line, no PIN.
     #[error("{0}")]
     Hsm(HsmError),
@@ -78,6 +80,7 @@ impl KeyError {
             KeyError::ActiveKidUnknown { .. } => "keys.active_kid_unknown",
             KeyError::NoKeysDir => "keys.no_keys_dir",
             KeyError::Hsm(_) => "keys.hsm",
+            KeyError::BadChain { .. } => "keys.bad_chain",
         }
     }
 }
@@ -207,6 +210,8 @@ struct Manifest {
 pub struct StationKeys {
     custody: Custody,
     active_signing: usize,
+    /// `x5c` by signing kid, from `<kid>.chain.pem` in the keys directory.
+    chains: Vec<(String, Vec<String>)>,
 }
 
 #[derive(Debug)]
@@ -229,6 +234,7 @@ impl StationKeys {
                 signing: vec![NamedKey::generate("prereg-sign")],
             },
             active_signing: 0,
+            chains: Vec::new(),
         }
     }
 
@@ -252,6 +258,7 @@ impl StationKeys {
         Ok(StationKeys {
             custody: Custody::Files { transport, signing },
             active_signing,
+            chains: Vec::new(),
         })
     }
 
@@ -329,9 +336,11 @@ impl StationKeys {
         }
         let kids: Vec<&str> = signing.iter().map(|k| k.kid.as_str()).collect();
         let active_signing = active_index(dir, &kids)?;
+        let chains = load_chains(dir, &kids);
         Ok(StationKeys {
             custody: Custody::Files { transport, signing },
             active_signing,
+            chains,
         })
     }
 
@@ -353,7 +362,7 @@ impl StationKeys {
 
     /// Public signing keys (`sign.jwks`), all of them so older responses still verify.
     pub fn signing_jwks(&self) -> Jwks {
-        let keys = match &self.custody {
+        let keys: Vec<EcJwk> = match &self.custody {
             Custody::Files { signing, .. } => {
                 signing.iter().map(|k| k.public_jwk(KeyUse::Sig)).collect()
             }
@@ -363,7 +372,36 @@ impl StationKeys {
                 .map(|k| EcJwk::from_public(&k.public, &k.kid, KeyUse::Sig))
                 .collect(),
         };
+        let keys = keys
+            .into_iter()
+            .map(|mut k: EcJwk| {
+                k.x5c = self
+                    .chains
+                    .iter()
+                    .find(|(kid, _)| *kid == k.kid)
+                    .map(|(_, c)| c.clone());
+                k
+            })
+            .collect();
         Jwks { keys }
+    }
+
+    /// `keys import-cert --chain F`: checks that the chain's leaf certifies
+    /// the active signing key and stores it as `<kid>.chain.pem` in the keys
+    /// directory; `sign.jwks` then carries it as `x5c` (SPEC §14).
+    pub fn import_chain(
+        &mut self,
+        keys_dir: Option<&Path>,
+        pem: &[u8],
+    ) -> Result<PathBuf, KeyError> {
+        let dir = custody_dir(keys_dir)?;
+        let x5c = super::x5c::chain_for_active_key(self, pem)
+            .map_err(|reason| KeyError::BadChain { reason })?;
+        let kid = self.active_signing_kid().to_string();
+        let path = write_atomic(&dir, &format!("{kid}.chain.pem"), pem, 0o644)?;
+        self.chains.retain(|(k, _)| *k != kid);
+        self.chains.push((kid, x5c));
+        Ok(path)
     }
 
     /// Where the private keys are: `files` or `pkcs11 token "LABEL"`.
@@ -398,9 +436,11 @@ impl StationKeys {
         }
         let kids: Vec<&str> = keys.signing.iter().map(|k| k.kid.as_str()).collect();
         let active_signing = active_index(dir, &kids)?;
+        let chains = load_chains(dir, &kids);
         Ok(StationKeys {
             custody: Custody::Pkcs11(Box::new(keys)),
             active_signing,
+            chains,
         })
     }
 
@@ -539,6 +579,37 @@ fn open_token(dir: &Path, hsm: &HsmConfig) -> Result<Token, KeyError> {
         });
     }
     Token::open(hsm, pin).map_err(KeyError::Hsm)
+}
+
+/// The stored certificate chains of `kids` (`<kid>.chain.pem`); a chain
+/// that does not parse is left out of `sign.jwks` (and said so in the log).
+fn load_chains(dir: &Path, kids: &[&str]) -> Vec<(String, Vec<String>)> {
+    use base64::Engine;
+    use x509_cert::der::Encode;
+    let mut out = Vec::new();
+    for kid in kids {
+        let path = dir.join(format!("{kid}.chain.pem"));
+        let Ok(pem) = fs::read(&path) else { continue };
+        let parsed = x509_cert::Certificate::load_pem_chain(&pem)
+            .ok()
+            .and_then(|c| {
+                c.iter()
+                    .map(|c| {
+                        c.to_der()
+                            .ok()
+                            .map(|d| base64::engine::general_purpose::STANDARD.encode(d))
+                    })
+                    .collect::<Option<Vec<_>>>()
+            });
+        match parsed {
+            Some(x5c) if !x5c.is_empty() => out.push((kid.to_string(), x5c)),
+            _ => tracing::warn!(
+                "{}: not a PEM certificate chain; sign.jwks carries no x5c for {kid}",
+                path.display()
+            ),
+        }
+    }
+    out
 }
 
 /// Index of the active signing key among `kids`: the manifest's choice, or

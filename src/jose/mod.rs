@@ -13,6 +13,7 @@
 //! | [`jws`] | compact JWS `ES384` (RFC 7515, RFC 7518 §3.4) |
 //! | [`request`] | typed, validated PIN and credential requests (SPEC §4) |
 //! | [`signed`] | IdP-signed requests: JWS ES256/ES384 inside the request JWE (SPEC §4) |
+//! | [`x5c`] | the signing certificate: CSR by the custody, x5c chain, IdP check against a facility CA (SPEC §14) |
 //! | [`response`] | PIN and credential responses, signed then encrypted (SPEC §5) |
 
 pub mod error;
@@ -24,6 +25,7 @@ pub mod pkcs11;
 pub mod request;
 pub mod response;
 pub mod signed;
+pub mod x5c;
 
 pub use error::JoseError;
 pub use jwe::KeyManagement;
