@@ -472,3 +472,60 @@ fn csr_signed_in_the_token_and_x5c_chain_is_trusted_by_the_facility_ca_only() {
     assert!(ok.keys.is_empty());
     assert!(refused[0].1.contains("another key"), "{refused:?}");
 }
+
+/// SPEC §14: `run` with a `[keys]` token it cannot use stops at start-up with
+/// exit 2 and one line naming the cause (here: no such token label; then a
+/// wrong PIN), before any slot is opened; the PIN never appears.
+#[test]
+fn run_with_an_unusable_token_exits_2_with_one_line() {
+    if !available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let keys_dir = d.join("keys");
+    let token = throwaway_token(&keys_dir).unwrap();
+    prereg_station::jose::StationKeys::generate_in_token(Some(&keys_dir), &token.config).unwrap();
+    let ca = d.join("ca.pem");
+    std::fs::write(&ca, prereg_station::sim::attestation::root_pem(0).unwrap()).unwrap();
+    let write_config = |label: &str| {
+        let text = format!(
+            "[station]\nid = \"t\"\nstate_dir = {:?}\nkeys_dir = {:?}\nattestation_roots = [{:?}]\n\n[[slot]]\ndevice = \"sim:yubikey-5.7\"\n\n[keys]\npkcs11_module = {:?}\ntoken_label = {label:?}\npin_file = \"hsm-pin\"\n",
+            d.join("state"),
+            keys_dir,
+            ca,
+            SOFTHSM_MODULE
+        );
+        std::fs::write(d.join("station.toml"), text).unwrap();
+    };
+    let run = || {
+        std::process::Command::new(super::util::station_bin())
+            .arg("--config")
+            .arg(d.join("station.toml"))
+            .arg("run")
+            .output()
+            .unwrap()
+    };
+    write_config("no-such-token");
+    let out = run();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("no token labelled \"no-such-token\""), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+
+    write_config(&token.config.token_label);
+    let wrong = if token.pin == "000000" {
+        "111111"
+    } else {
+        "000000"
+    };
+    std::fs::write(keys_dir.join("hsm-pin"), wrong).unwrap();
+    let out = run();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("CKR_PIN_INCORRECT") && !err.contains(wrong),
+        "{err}"
+    );
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+}
