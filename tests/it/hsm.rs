@@ -529,3 +529,77 @@ fn run_with_an_unusable_token_exits_2_with_one_line() {
     );
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
 }
+
+/// The CLI on a token (SPEC §14): `keys generate`, `list`, `csr`,
+/// `import-cert` and `export-jwks` with `--config` naming `[keys]`; the
+/// published `sign.jwks` carries the facility chain as `x5c`.
+#[test]
+fn keys_cli_generates_in_the_token_and_publishes_the_certified_signing_key() {
+    if !available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let keys_dir = d.join("keys");
+    let token = throwaway_token(&keys_dir).unwrap();
+    let config = d.join("station.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[station]\nid = \"t\"\nstate_dir = {:?}\nkeys_dir = {:?}\n{}",
+            d.join("state"),
+            keys_dir,
+            token.toml()
+        ),
+    )
+    .unwrap();
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(super::util::station_bin())
+            .arg("--config")
+            .arg(&config)
+            .args(["keys"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "keys {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let made = cli(&["generate"]);
+    assert!(made.contains("pkcs11 token"), "{made}");
+    let list = cli(&["list"]);
+    assert!(
+        list.contains("custody   pkcs11 token") && list.contains("(active)"),
+        "{list}"
+    );
+    let csr = d.join("sign.csr");
+    cli(&[
+        "csr",
+        "--out",
+        csr.to_str().unwrap(),
+        "--org",
+        "Fulfillment",
+    ]);
+    let ca = FacilityCa::new("Facility Signing CA");
+    let chain = d.join("chain.pem");
+    std::fs::write(&chain, ca.issue(&std::fs::read_to_string(&csr).unwrap())).unwrap();
+    cli(&["import-cert", "--chain", chain.to_str().unwrap()]);
+    let out = d.join("pub");
+    cli(&["export-jwks", "--out", out.to_str().unwrap()]);
+    let sign = prereg_station::jose::Jwks::from_json(
+        &std::fs::read_to_string(out.join("sign.jwks")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(sign.keys.len(), 1);
+    assert_eq!(sign.keys[0].x5c.as_ref().map(Vec::len), Some(2));
+    let roots = prereg_station::webauthn::TrustRoots::from_pem(ca.pem().as_bytes()).unwrap();
+    let (ok, refused) = prereg_station::jose::x5c::certified_signers(
+        &sign,
+        &roots,
+        prereg_station::idp::unix_now(),
+    );
+    assert_eq!(ok.keys.len(), 1, "{refused:?}");
+}
