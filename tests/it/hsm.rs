@@ -603,3 +603,52 @@ fn keys_cli_generates_in_the_token_and_publishes_the_certified_signing_key() {
     );
     assert_eq!(ok.keys.len(), 1, "{refused:?}");
 }
+
+/// The session pool (SPEC §14): with one session, a second caller waits for
+/// the first to put it back (no deadlock, no second session), and a caller
+/// that waits longer than the pool's limit gets a one-line custody error
+/// instead of hanging the slot.
+#[test]
+fn a_busy_session_pool_makes_callers_wait_then_fails_after_the_limit() {
+    use prereg_station::jose::pkcs11::{Token, SESSION_WAIT};
+    use std::time::{Duration, Instant};
+    if !available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let token = throwaway_token(&dir.path().join("keys")).unwrap();
+    let mut cfg = token.config.clone();
+    cfg.sessions = 1;
+    let t = Token::open(&cfg, zeroize::Zeroizing::new(token.pin.clone())).unwrap();
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            t.with_session("holding", |_| {
+                std::thread::sleep(Duration::from_millis(300));
+                Ok(())
+            })
+            .unwrap();
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        // Waits for the holder, then runs.
+        t.with_session("second", |_| Ok(())).unwrap();
+        assert!(started.elapsed() >= Duration::from_millis(250));
+    });
+    let started = Instant::now();
+    let e = std::thread::scope(|s| {
+        s.spawn(|| {
+            t.with_session("holding", |_| {
+                std::thread::sleep(SESSION_WAIT + Duration::from_secs(1));
+                Ok(())
+            })
+            .unwrap();
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        t.with_session("second", |_| Ok(()))
+            .unwrap_err()
+            .to_string()
+    });
+    assert!(e.contains("all 1 sessions busy"), "{e}");
+    assert!(!e.contains('\n'));
+    assert!(started.elapsed() >= SESSION_WAIT);
+}
