@@ -2,6 +2,7 @@
 //! error), then validated once into typed values with one-line errors that
 //! name the key and what to do (exit code 2).
 
+use crate::jose::pkcs11::HsmConfig;
 use crate::jose::request::DEFAULT_MAX_REQUEST_LIFETIME_DAYS;
 use crate::jose::{IdpSigners, RequestPolicy};
 use crate::transport::DeviceSpec;
@@ -31,6 +32,52 @@ struct RawConfig {
     web: Option<RawWeb>,
     sink: Option<RawSink>,
     upstream: Option<crate::upstream::RawUpstream>,
+    keys: Option<RawKeys>,
+}
+
+/// `[keys]` (SPEC §14): PKCS#11 custody of the station keys.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKeys {
+    pkcs11_module: PathBuf,
+    token_label: String,
+    pin_file: PathBuf,
+    sessions: Option<usize>,
+}
+
+/// Validates `[keys]`: the PIN file is a bare name inside the key custody
+/// directory (never a path elsewhere, never the PIN itself).
+fn parse_keys(raw: RawKeys) -> Result<HsmConfig, String> {
+    if raw.token_label.is_empty() || raw.token_label.len() > 32 {
+        return Err(
+            "[keys] token_label must be 1-32 characters (PKCS#11 token labels are 32 bytes)".into(),
+        );
+    }
+    if !raw.pkcs11_module.is_absolute() {
+        return Err("[keys] pkcs11_module must be an absolute path to the module (.so)".into());
+    }
+    let mut parts = raw.pin_file.components();
+    let bare = matches!(
+        (parts.next(), parts.next()),
+        (Some(std::path::Component::Normal(_)), None)
+    );
+    if !bare {
+        return Err(
+            "[keys] pin_file must be a file name in keys_dir / $CREDENTIALS_DIRECTORY".into(),
+        );
+    }
+    let sessions = raw
+        .sessions
+        .unwrap_or(crate::jose::pkcs11::DEFAULT_SESSIONS);
+    if !(1..=64).contains(&sessions) {
+        return Err("[keys] sessions must be 1..=64".into());
+    }
+    Ok(HsmConfig {
+        module: raw.pkcs11_module,
+        token_label: raw.token_label,
+        pin_file: raw.pin_file,
+        sessions,
+    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -199,6 +246,8 @@ pub struct Config {
     /// waits with jobs queued, none in progress and nothing changing (no key
     /// in any slot fits them) before it gives up and says why.
     pub once_give_up: Duration,
+    /// `[keys]`: keys in a PKCS#11 token; `None` = key files (SPEC §14).
+    pub keys: Option<HsmConfig>,
 }
 
 impl Config {
@@ -362,6 +411,7 @@ impl Config {
             );
         }
         let (http_sink, http_sink_tls, upstream) = upstream_and_sink(raw.sink, raw.upstream)?;
+        let keys = raw.keys.map(parse_keys).transpose()?;
         let state_dir = s.state_dir;
         Ok(Config {
             station_id: s.id,
@@ -385,6 +435,7 @@ impl Config {
             upstream,
             max_request_lifetime_days,
             once_give_up: Duration::from_secs(s.once_give_up_secs.unwrap_or(60)),
+            keys,
         })
     }
 

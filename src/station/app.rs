@@ -24,7 +24,7 @@ pub fn setup(config: Config, store: Store) -> Result<Setup, CliError> {
     // Before any key is loaded: a directory the station cannot write is found
     // now, not after a key was programmed (issue #12).
     preflight(&config)?;
-    let keys = StationKeys::load(config.keys_dir.as_deref())
+    let keys = StationKeys::open(config.keys_dir.as_deref(), config.keys.as_ref())
         .map_err(|e| CliError::usage(format!("station keys: {e}{}", keys_hint(&e))))?;
     let roots = TrustRoots::from_files(&config.attestation_roots)
         .map_err(|e| CliError::usage(format!("attestation_roots: {e}")))?;

@@ -6,6 +6,9 @@
 //! a stuck key must never stall another slot or the web server. 32 slots are 32
 //! mostly sleeping threads.
 
+/// Pause before a job that met a key-custody fault is tried again.
+const CUSTODY_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
+
 use super::source::{KeyLink, KeySource};
 use super::Shared;
 use crate::ctap2::{Client, CtapDevice};
@@ -270,6 +273,30 @@ impl Worker {
                     );
                     self.view(SlotView::new(SlotState::Idle));
                     return true;
+                }
+                Err(Disposition::StationFault { reason }) => {
+                    // The key is blank and untouched: the job goes back
+                    // without counting an attempt and the same key stays
+                    // for the next try, after a pause so a token that is
+                    // down is not hammered (SPEC §14).
+                    tracing::error!(slot = %self.name, job = %id, "station key custody failed, job requeued: {}", Untrusted(&reason));
+                    let _ = store.release(
+                        &id,
+                        &format!("station key custody failed: {reason}"),
+                        false,
+                        max,
+                    );
+                    self.shared.board.record_result(ResultRecord {
+                        slot: self.index,
+                        outcome: Outcome::Failed,
+                        serial: None,
+                        job: Some(id.clone()),
+                        step: Some("decrypt".into()),
+                        error: Some(format!("station key custody failed: {reason}")),
+                        duration: started.elapsed(),
+                    });
+                    std::thread::sleep(CUSTODY_RETRY_PAUSE);
+                    continue;
                 }
                 Err(Disposition::Quarantine { step, reason }) => {
                     tracing::error!(slot = %self.name, serial = %Untrusted(&key.serial), job = %id, %step, "quarantined: {}", Untrusted(&reason));

@@ -7,6 +7,7 @@ mod cli;
 mod cli_ops;
 mod ctap;
 mod hil;
+mod hsm;
 mod intake;
 mod jose;
 mod pcsc;
