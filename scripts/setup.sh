@@ -7,10 +7,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# softhsm2 + opensc: a software PKCS#11 token and pkcs11-tool for the HSM
+# key-custody tests (SPEC §14, tests/it/hsm.rs); the station itself loads
+# whatever module [keys] pkcs11_module names.
 # libssl-dev: OpenSSL headers for the josekit dev-dependency (tests only; the
 # station binary does not link OpenSSL).
 need_apt=()
-for pkg in pkg-config libudev-dev libpcsclite-dev libclang-dev libssl-dev pcscd vsmartcard-vpcd libfido2-dev; do
+for pkg in pkg-config libudev-dev libpcsclite-dev libclang-dev libssl-dev pcscd vsmartcard-vpcd libfido2-dev softhsm2 opensc; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then

@@ -78,6 +78,10 @@ pub enum Disposition {
     KeyGone { reason: String },
     /// Programming began and stopped: quarantine the key by serial, requeue the job.
     Quarantine { step: Step, reason: String },
+    /// The station's own key custody (HSM) failed before the key was
+    /// touched: the job goes back (no attempt counted) and the key stays
+    /// blank (SPEC §14).
+    StationFault { reason: String },
 }
 
 impl fmt::Display for Disposition {
@@ -86,6 +90,7 @@ impl fmt::Display for Disposition {
             Disposition::RefuseJob { reason } => write!(f, "job refused: {reason}"),
             Disposition::RejectKey { reason } => write!(f, "key rejected: {reason}"),
             Disposition::KeyGone { reason } => write!(f, "key gone: {reason}"),
+            Disposition::StationFault { reason } => write!(f, "station fault: {reason}"),
             Disposition::Quarantine { step, reason } => {
                 write!(f, "key quarantined at {step}: {reason}")
             }
@@ -263,7 +268,7 @@ fn program_steps<D: CtapDevice>(
     if st.customization.is_none() {
         return Err(Disposition::RefuseJob {
             reason: format!(
-                "customization {} is not configured on this station",
+                "job.unknown_customization: customization {} is not configured on this station",
                 job.customization_id
             ),
         });
@@ -290,9 +295,24 @@ fn program_steps<D: CtapDevice>(
         &job.credential_requests,
         st.now,
     )
-    .map_err(|e| Disposition::RefuseJob {
-        reason: format!("{}: {e}", e.code()),
+    .map_err(|e| {
+        if e.is_custody() {
+            Disposition::StationFault {
+                reason: format!("{}: {e}", e.code()),
+            }
+        } else {
+            Disposition::RefuseJob {
+                reason: format!("{}: {e}", e.code()),
+            }
+        }
     })?;
+    // The responses are signed at step 11: a custody that cannot sign now
+    // must fail the job while the key is still blank.
+    st.keys
+        .check_signing()
+        .map_err(|e| Disposition::StationFault {
+            reason: format!("{}: {e}", e.code()),
+        })?;
     refuse_overwrites(&requests).map_err(|reason| Disposition::RefuseJob { reason })?;
     check_capabilities(key, &requests).map_err(reject)?;
 

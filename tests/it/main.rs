@@ -4,8 +4,10 @@
 mod util;
 
 mod cli;
+mod cli_ops;
 mod ctap;
 mod hil;
+mod hsm;
 mod intake;
 mod jose;
 mod pcsc;
