@@ -421,6 +421,9 @@ fn program_steps<D: CtapDevice>(
     }
 
     // Step 11: sign, encrypt, store durably; the caller reports PASS.
+    // The key is fully programmed by now; a key-custody hiccup (an HSM that
+    // restarts, a session pool briefly empty) is waited out for a bounded
+    // time rather than wasting the key to quarantine.
     events.step(Step::StoreResponses);
     let _ = st.store.step(st.slot, "storeResponses");
     let device = DeviceIdentity {
@@ -432,7 +435,8 @@ fn program_steps<D: CtapDevice>(
         reason: e.to_string(),
     };
     let pin_response =
-        seal_pin_response(st.keys, &requests.pin, &device, &pin, st.now).map_err(fail)?;
+        ride_out_custody(|| seal_pin_response(st.keys, &requests.pin, &device, &pin, st.now))
+            .map_err(fail)?;
     drop(pin);
     let transports: Vec<&str> = transports(key);
     let mut cred_responses = Vec::with_capacity(made.len());
@@ -453,8 +457,10 @@ fn program_steps<D: CtapDevice>(
             attestation_object: &delivered,
             transports: &transports,
         };
-        cred_responses
-            .push(seal_credential_response(st.keys, req, &device, &made, st.now).map_err(fail)?);
+        cred_responses.push(
+            ride_out_custody(|| seal_credential_response(st.keys, req, &device, &made, st.now))
+                .map_err(fail)?,
+        );
     }
     let result = ShipmentResult {
         shipment_id: job.shipment_id.to_string(),
@@ -760,5 +766,57 @@ fn transports(key: &Identity) -> Vec<&'static str> {
         vec!["nfc", "usb"]
     } else {
         vec!["usb"]
+    }
+}
+
+/// How long step 11 keeps retrying a signature that fails in the key custody
+/// (SPEC §14: an HSM restarting, a session pool briefly exhausted) before the
+/// key is quarantined.
+const CUSTODY_RIDE_OUT: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Runs `seal`, retrying every 250 ms while it fails for a key-custody reason,
+/// for at most [`CUSTODY_RIDE_OUT`]; any other error, or the last custody
+/// error, is returned as it is.
+fn ride_out_custody<T>(
+    mut seal: impl FnMut() -> Result<T, crate::jose::JoseError>,
+) -> Result<T, crate::jose::JoseError> {
+    let deadline = std::time::Instant::now() + CUSTODY_RIDE_OUT;
+    loop {
+        match seal() {
+            Err(e) if e.is_custody() && std::time::Instant::now() < deadline => {
+                tracing::warn!("key custody cannot sign (retrying): {e}");
+                std::thread::sleep(std::time::Duration::from_millis(250));
+            }
+            other => return other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jose::JoseError;
+
+    /// Found when a token outage during step 11 quarantined a key that was
+    /// fully programmed: the signature is retried while the custody recovers.
+    #[test]
+    fn a_custody_failure_at_step_11_is_retried_and_other_errors_are_not() {
+        let mut calls = 0;
+        let r = ride_out_custody(|| {
+            calls += 1;
+            if calls < 3 {
+                Err(JoseError::Custody)
+            } else {
+                Ok(calls)
+            }
+        });
+        assert_eq!(r.unwrap(), 3);
+        let mut calls = 0;
+        let r: Result<(), _> = ride_out_custody(|| {
+            calls += 1;
+            Err(JoseError::Malformed)
+        });
+        assert!(matches!(r, Err(JoseError::Malformed)));
+        assert_eq!(calls, 1);
     }
 }
