@@ -127,6 +127,27 @@ pub struct Verified {
     pub payload: SecretBytes,
 }
 
+/// The checks every compact JWS gets before its key is looked up: the size
+/// cap, three parts, a header that parses, and no `crit` (RFC 7515 §4.1.11: a
+/// recipient must understand every crit member; this profile defines none, so
+/// `b64: false` and friends are refused too). Returns the header and the parts.
+pub(crate) fn split_compact(compact: &str) -> Result<(JwsHeader, [&str; 3]), JoseError> {
+    if compact.len() > MAX_COMPACT_LEN {
+        return Err(JoseError::TooLarge);
+    }
+    let mut it = compact.split('.');
+    let (Some(h), Some(p), Some(sig), None) = (it.next(), it.next(), it.next(), it.next()) else {
+        return Err(JoseError::Malformed);
+    };
+    let header_bytes = b64::decode(h).map_err(|_| JoseError::BadBase64)?;
+    let header: JwsHeader =
+        serde_json::from_slice(&header_bytes).map_err(|_| JoseError::BadHeader)?;
+    if header.crit.is_some() {
+        return Err(JoseError::CritUnsupported);
+    }
+    Ok((header, [h, p, sig]))
+}
+
 /// Verifies `compact` against the key its `kid` names, requiring `typ` =
 /// `expected_typ`.
 pub fn verify(
@@ -134,19 +155,7 @@ pub fn verify(
     keys: &dyn VerifierResolver,
     expected_typ: &str,
 ) -> Result<Verified, JoseError> {
-    if compact.len() > MAX_COMPACT_LEN {
-        return Err(JoseError::TooLarge);
-    }
-    let parts: Vec<&str> = compact.split('.').collect();
-    if parts.len() != 3 {
-        return Err(JoseError::Malformed);
-    }
-    let header_bytes = b64::decode(parts[0]).map_err(|_| JoseError::BadBase64)?;
-    let header: JwsHeader =
-        serde_json::from_slice(&header_bytes).map_err(|_| JoseError::BadHeader)?;
-    if header.crit.is_some() {
-        return Err(JoseError::CritUnsupported);
-    }
+    let (header, parts) = split_compact(compact)?;
     if header.alg != "ES384" {
         return Err(JoseError::SigAlgUnsupported);
     }

@@ -168,18 +168,7 @@ pub fn verify_request_jws(
         return Err(JoseError::TooLarge);
     }
     let compact = std::str::from_utf8(compact).map_err(|_| JoseError::Malformed)?;
-    let parts: Vec<&str> = compact.split('.').collect();
-    if parts.len() != 3 {
-        return Err(JoseError::Malformed);
-    }
-    let header_bytes = b64::decode(parts[0]).map_err(|_| JoseError::BadBase64)?;
-    let header: JwsHeader =
-        serde_json::from_slice(&header_bytes).map_err(|_| JoseError::BadHeader)?;
-    // RFC 7515 §4.1.11: a recipient must understand every crit member; this
-    // profile defines none (so `b64: false` and friends are refused too).
-    if header.crit.is_some() {
-        return Err(JoseError::CritUnsupported);
-    }
+    let (header, parts) = jws::split_compact(compact)?;
     if !matches!(header.alg.as_str(), "ES256" | "ES384") {
         return Err(JoseError::SigAlgUnsupported);
     }
