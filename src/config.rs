@@ -28,6 +28,55 @@ struct RawConfig {
     rig: Option<RawRig>,
     web: Option<RawWeb>,
     sink: Option<RawSink>,
+    store: Option<RawStore>,
+}
+
+/// `[store]` (SPEC §13): the fleet's PostgreSQL database instead of SQLite.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    url: String,
+    password_file: Option<String>,
+}
+
+/// The validated `[store]` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// libpq-style URL without a password.
+    pub url: String,
+    /// A file name in the key custody directory (keys_dir or
+    /// `$CREDENTIALS_DIRECTORY`), never a path elsewhere.
+    pub password_file: Option<String>,
+}
+
+/// Checks `[store]`: a postgres URL without a password, and a password file
+/// that is a bare name in the key custody directory.
+fn parse_store(raw: Option<RawStore>) -> Result<Option<StoreConfig>, String> {
+    let Some(raw) = raw else { return Ok(None) };
+    if !(raw.url.starts_with("postgresql://") || raw.url.starts_with("postgres://")) {
+        return Err("[store] url must be a postgresql:// URL".into());
+    }
+    let authority = raw
+        .url
+        .split_once("://")
+        .map(|(_, r)| r)
+        .unwrap_or_default();
+    let userinfo = authority.split(['/', '?']).next().unwrap_or_default();
+    if userinfo.contains('@') && userinfo.split('@').next().unwrap_or_default().contains(':') {
+        return Err("[store] url must not hold a password: put it in password_file".into());
+    }
+    if let Some(f) = &raw.password_file {
+        if f.is_empty() || f.contains('/') || f == "." || f == ".." {
+            return Err(
+                "[store] password_file is a file name in keys_dir ($CREDENTIALS_DIRECTORY), not a path"
+                    .into(),
+            );
+        }
+    }
+    Ok(Some(StoreConfig {
+        url: raw.url,
+        password_file: raw.password_file,
+    }))
 }
 
 #[derive(Debug, Deserialize)]
@@ -157,6 +206,8 @@ pub struct Config {
     pub reset_non_blank: bool,
     pub web: Option<(SocketAddr, Option<String>)>,
     pub http_sink: Option<String>,
+    /// `[store]`: the fleet database; `None` = SQLite in `state_dir`.
+    pub store: Option<StoreConfig>,
 }
 
 impl Config {
@@ -275,6 +326,7 @@ impl Config {
             );
         }
         let state_dir = s.state_dir;
+        let store = parse_store(raw.store)?;
         Ok(Config {
             station_id: s.id,
             outbox_dir: s.outbox_dir.unwrap_or_else(|| state_dir.join("outbox")),
@@ -293,6 +345,7 @@ impl Config {
             reset_non_blank: s.reset_non_blank,
             web,
             http_sink: raw.sink.map(|s| s.http_url),
+            store,
         })
     }
 

@@ -66,7 +66,10 @@ pub fn open_store(config: &Config) -> Result<Store, CliError> {
                 config.state_dir.display()
             ))
         })?;
-    Store::open(&config.db_path()).map_err(CliError::failed)
+    Store::open_config(config).map_err(|e| match e {
+        crate::store::StoreError::Config(_) => CliError::usage(e),
+        other => CliError::failed(other),
+    })
 }
 
 pub fn run(config: &Option<PathBuf>, cmd: Command) -> CliResult {

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 pub mod demo;
 pub mod devices;
+pub mod fleet;
 pub mod idp;
 pub mod jobs;
 pub mod keys;
@@ -72,6 +73,12 @@ pub enum Command {
     /// The reference identity provider: make jobs, verify results.
     #[command(subcommand)]
     Idp(idp::Command),
+    /// The stations sharing a PostgreSQL store (SPEC §13).
+    #[command(subcommand)]
+    Fleet(fleet::FleetCommand),
+    /// The station's store: migrations.
+    #[command(subcommand)]
+    Store(fleet::StoreCommand),
 }
 
 /// Where the configuration comes from: `--config`, else the default path.
@@ -92,5 +99,7 @@ pub fn dispatch(cli: Cli) -> CliResult {
         Command::Devices(cmd) => devices::run(&config, cmd),
         Command::Sim(cmd) => sim::run(cmd),
         Command::Idp(cmd) => idp::run(cmd),
+        Command::Fleet(cmd) => fleet::run_fleet(&config, cmd),
+        Command::Store(cmd) => fleet::run_store(&config, cmd),
     }
 }

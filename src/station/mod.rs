@@ -132,6 +132,10 @@ impl Station {
     /// Recovers the store, delivers what is pending, and starts the workers.
     pub fn start(setup: Setup) -> Result<Self, StationError> {
         let recovery = setup.store.recover()?;
+        // A fleet station announces itself and keeps its leases alive (SPEC §13).
+        setup
+            .store
+            .join_fleet(setup.config.slots.len(), setup.config.lease)?;
         for serial in &recovery.quarantined {
             tracing::warn!(%serial, "key was mid-programming when the station stopped: quarantined");
         }
