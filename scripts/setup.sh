@@ -7,7 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
-for pkg in pkg-config libudev-dev libpcsclite-dev libclang-dev pcscd vsmartcard-vpcd; do
+# postgresql + openssl: the throw-away fleet database of scripts/pg-throwaway.sh (SPEC §13).
+for pkg in pkg-config libudev-dev libpcsclite-dev libclang-dev pcscd vsmartcard-vpcd postgresql openssl; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then

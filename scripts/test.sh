@@ -36,5 +36,10 @@ PREREG_REQUIRE_PEERS=1 cargo test --locked
 # (tests/it/pcsc.rs; skipped above because PREREG_PCSC is unset there).
 tests/pcsc/run-pcscd.sh -- cargo test --locked --test it pcsc::
 
+# The fleet store (SPEC §13) on a real, throw-away PostgreSQL: the store's
+# tests on both backends and the multi-process fleet tests (tests/it/fleet.rs).
+# No silent skip: if the server cannot start, this fails.
+scripts/pg-throwaway.sh -- cargo test --locked -- store:: fleet::
+
 # Shipped system integration: the unit verifies and meets the hardening threshold.
 scripts/check-systemd.sh

@@ -4,6 +4,7 @@
 mod util;
 
 mod ctap;
+mod fleet;
 mod hil;
 mod intake;
 mod jose;
