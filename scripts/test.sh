@@ -40,6 +40,8 @@ tests/pcsc/run-pcscd.sh -- cargo test --locked --test it pcsc::
 # tests on both backends and the multi-process fleet tests (tests/it/fleet.rs).
 # No silent skip: if the server cannot start, this fails.
 scripts/pg-throwaway.sh -- cargo test --locked -- store:: fleet::
+# The whole station suite once more, every station on PostgreSQL.
+scripts/pg-throwaway.sh -- env PREREG_TEST_STORE=postgres cargo test --locked --test it station::
 
 # Shipped system integration: the unit verifies and meets the hardening threshold.
 scripts/check-systemd.sh

@@ -456,4 +456,27 @@ listen = "127.0.0.1:8080"
         assert!("5.7.1".parse::<Version>().unwrap() > "5.7.0".parse().unwrap());
         assert!("5.4.3".parse::<Version>().unwrap() < "5.7".parse().unwrap());
     }
+
+    #[test]
+    fn store_section_names_a_url_and_a_password_file_in_key_custody() {
+        let with = |store: &str| Config::parse(&format!("{GOOD}\n[store]\n{store}\n"));
+        let c = with("url = \"postgresql://prereg@db.line1/prereg?sslmode=verify-full\"\npassword_file = \"pg-password\"").unwrap();
+        assert_eq!(
+            c.store,
+            Some(StoreConfig {
+                url: "postgresql://prereg@db.line1/prereg?sslmode=verify-full".into(),
+                password_file: Some("pg-password".into()),
+            })
+        );
+        assert!(Config::parse(GOOD).unwrap().store.is_none());
+        let err = with("url = \"postgresql://prereg:hunter2@db/prereg\"").unwrap_err();
+        assert!(
+            err.contains("password_file") && !err.contains("hunter2"),
+            "{err}"
+        );
+        let err = with("url = \"postgresql://db/p\"\npassword_file = \"/etc/shadow\"").unwrap_err();
+        assert!(err.contains("not a path"), "{err}");
+        assert!(with("url = \"mysql://db/p\"").is_err());
+        assert!(with("url = \"postgresql://db/p\"\npassword = \"x\"").is_err());
+    }
 }

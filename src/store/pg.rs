@@ -1710,4 +1710,30 @@ mod tests {
         })
         .is_err());
     }
+
+    #[test]
+    fn the_password_file_must_be_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let Some(admin) = test_server_url() else {
+            return;
+        };
+        let url = fresh_test_database(&admin).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let keys = dir.path().join("keys");
+        std::fs::create_dir(&keys).unwrap();
+        let secret = keys.join("pg-password");
+        std::fs::write(&secret, "s3cret-pw\n").unwrap();
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let config = crate::config::Config::parse(&format!(
+            "[station]\nid = \"a\"\nstate_dir = {:?}\nkeys_dir = {keys:?}\n\n[store]\nurl = {url:?}\npassword_file = \"pg-password\"\n",
+            dir.path()
+        ))
+        .unwrap();
+        let err = Store::open_config(&config).unwrap_err().to_string();
+        assert!(err.contains("password_file"), "{err}");
+        assert!(!err.contains("s3cret"), "{err}");
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let store = Store::open_config(&config).unwrap();
+        assert_eq!(store.backend_name(), "postgresql");
+    }
 }
