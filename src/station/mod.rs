@@ -154,6 +154,9 @@ impl Station {
         setup
             .store
             .join_fleet(setup.config.slots.len(), setup.config.lease)?;
+        setup
+            .board
+            .set_queue_fleet(setup.store.backend_name() == "postgresql");
         for serial in &recovery.quarantined {
             tracing::warn!(%serial, "key was mid-programming when the station stopped: quarantined");
         }

@@ -286,6 +286,57 @@ fn three_stations_drain_sixty_jobs_and_a_killed_one_ships_nothing_twice() {
     let ids: Vec<_> = status.stations.iter().map(|s| s.id.as_str()).collect();
     assert_eq!(ids, ["A", "B", "C"]);
     assert_eq!(status.queue, [("purged".to_string(), 60)]);
+    // The operator's view of the same: `fleet status --json` on any station.
+    let cfg = fleet.dir.path().join("B.toml");
+    let out = station(&[
+        "fleet".as_ref(),
+        "status".as_ref(),
+        "--json".as_ref(),
+        "--config".as_ref(),
+        cfg.as_os_str(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let listed: Vec<_> = json["stations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["id"].as_str().unwrap().to_owned(),
+                s["slots"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(listed, [("A".into(), 2), ("B".into(), 2), ("C".into(), 2)]);
+    assert_eq!(json["queue"], serde_json::json!([["purged", 60]]));
+}
+
+/// On SQLite there is no fleet: `fleet status` says so, exit 2.
+#[test]
+fn fleet_status_on_a_sqlite_station_names_the_missing_store_section() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("station.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[station]\nid = \"solo\"\nstate_dir = {:?}\n",
+            dir.path().join("state")
+        ),
+    )
+    .unwrap();
+    let out = station(&[
+        "fleet".as_ref(),
+        "status".as_ref(),
+        "--config".as_ref(),
+        cfg.as_os_str(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("[store] url"));
 }
 
 /// A station paused (SIGSTOP) for longer than its lease, then resumed, must
