@@ -204,7 +204,18 @@ pub(super) fn migrate(client: &mut Client) -> Result<usize, StoreError> {
     if !exists {
         tx.batch_execute(
             "CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
-        )?;
+        )
+        .map_err(|e| {
+            if e.code() == Some(&postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) {
+                StoreError::Config(
+                    "the fleet database has no schema yet and this role may not create it: \
+                     run `prereg-station store migrate` with the owner's [store] first"
+                        .into(),
+                )
+            } else {
+                e.into()
+            }
+        })?;
     }
     let done: i64 = tx
         .query_one(
@@ -214,7 +225,16 @@ pub(super) fn migrate(client: &mut Client) -> Result<usize, StoreError> {
         .get(0);
     let mut applied = 0;
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(done.max(0) as usize) {
-        tx.batch_execute(sql)?;
+        if let Err(e) = tx.batch_execute(sql) {
+            if e.code() == Some(&postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) {
+                return Err(StoreError::Config(format!(
+                    "the fleet database needs migration {} and this role may not change the \
+                     schema: run `prereg-station store migrate` with the owner's [store] first",
+                    i + 1
+                )));
+            }
+            return Err(e.into());
+        }
         tx.execute(
             "INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)",
             &[&(i as i64 + 1), &super::now_secs()],
@@ -1735,5 +1755,97 @@ mod tests {
         std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
         let store = Store::open_config(&config).unwrap();
         assert_eq!(store.backend_name(), "postgresql");
+    }
+
+    /// The grants of docs/fleet-grants.sql are enough for a station's whole
+    /// life, and nothing more is needed (no DDL, no DELETE on jobs or audit).
+    #[test]
+    fn the_documented_least_privilege_grants_run_a_station() {
+        let Some(admin) = test_server_url() else {
+            return;
+        };
+        let url = fresh_test_database(&admin).unwrap();
+        let owner = Store::open_postgres(
+            PgSettings {
+                url: url.clone(),
+                password: None,
+            },
+            "owner",
+        )
+        .unwrap();
+        drop(owner);
+        let db = url
+            .split('/')
+            .nth(3)
+            .unwrap()
+            .split('?')
+            .next()
+            .unwrap()
+            .to_owned();
+        let mut c =
+            postgres::Client::connect(&url.replace("?sslmode=disable", ""), postgres::NoTls)
+                .unwrap();
+        c.batch_execute(
+            "DO $$ BEGIN CREATE ROLE prereg_station LOGIN;
+             EXCEPTION WHEN duplicate_object THEN NULL; END $$",
+        )
+        .unwrap();
+        let grants = include_str!("../../docs/fleet-grants.sql")
+            .replace("DATABASE prereg ", &format!("DATABASE {db} "));
+        c.batch_execute(&grants).unwrap();
+        let runtime = url.replace("postgres@", "prereg_station@");
+        let s = Store::open_postgres(
+            PgSettings {
+                url: runtime.clone(),
+                password: None,
+            },
+            "rt",
+        )
+        .unwrap();
+        s.join_fleet(1, Duration::from_secs(60)).unwrap();
+        s.recover().unwrap();
+        s.import(&job("J1")).unwrap();
+        s.import(&job("J2")).unwrap();
+        s.lease("s1", &[1], LONG).unwrap().unwrap();
+        s.begin_programming("s1", "J1", "1").unwrap();
+        s.step("s1", "makeCredential#1").unwrap();
+        s.store_result("s1", "J1", "1", "5.7.1", "{}".into())
+            .unwrap();
+        assert_eq!(s.due_deliveries(0).unwrap().len(), 1);
+        s.delivery_failed("J1", "delivery.sink_down", "503", 0)
+            .unwrap();
+        s.delivered("J1", "outbox").unwrap();
+        s.lease("s1", &[1], LONG).unwrap().unwrap();
+        s.begin_programming("s1", "J2", "2").unwrap();
+        s.quarantine("s1", "2", Some("J2"), "setPIN", "x").unwrap();
+        s.release("J2", "key quarantined", true, 3).unwrap();
+        s.retry_deliveries_now().unwrap();
+        assert_eq!(s.fleet_status().unwrap().stations.len(), 1);
+        // A runtime role on a database without the schema is told what to do.
+        let empty = fresh_test_database(&admin).unwrap();
+        let mut c2 =
+            postgres::Client::connect(&empty.replace("?sslmode=disable", ""), postgres::NoTls)
+                .unwrap();
+        c2.batch_execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+            .unwrap();
+        let err = Store::open_postgres(
+            PgSettings {
+                url: empty.replace("postgres@", "prereg_station@"),
+                password: None,
+            },
+            "rt",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("store migrate"), "{err}");
+        // And no more than that: the runtime role cannot change the schema
+        // or erase history.
+        let mut rt =
+            postgres::Client::connect(&runtime.replace("?sslmode=disable", ""), postgres::NoTls)
+                .unwrap();
+        assert!(rt.batch_execute("DELETE FROM audit").is_err());
+        assert!(rt.batch_execute("DELETE FROM jobs").is_err());
+        assert!(rt.batch_execute("DROP TABLE quarantine").is_err());
+        assert!(rt.batch_execute("CREATE TABLE x (y INT)").is_err());
     }
 }
