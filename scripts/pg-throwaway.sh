@@ -58,9 +58,12 @@ openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" -
 chmod 600 "$dir/data/server.key"
 chmod 644 "$dir/ca.pem"
 
-# Throw-away: no fsync (speed); a socket directory of its own.
+# Throw-away: no fsync (speed; PREREG_PG_FSYNC=on for benchmarks that compare
+# durable commits); a socket directory of its own.
+sync="${PREREG_PG_FSYNC:-off}"
+case "$sync" in on|off) ;; *) die "PREREG_PG_FSYNC is on or off" ;; esac
 "${as_user[@]}" "$bindir/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
-  -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300 -c ssl=on" \
+  -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=$sync -c synchronous_commit=$sync -c full_page_writes=$sync -c max_connections=300 -c ssl=on" \
   start >/dev/null || { cat "$dir/server.log" >&2; die "the server did not start"; }
 
 export PREREG_TEST_PG_URL="postgresql://postgres@127.0.0.1:$port/postgres?sslmode=disable"

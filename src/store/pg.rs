@@ -653,6 +653,11 @@ impl PgStore {
     pub(super) fn step(&self, slot: &str, step: &str) -> Result<(), StoreError> {
         let (slot, step) = (slot.to_owned(), step.to_owned());
         self.tx(move |tx, station| {
+            // Diagnostic only (a lease lost or a restart quarantines an
+            // in-flight key at any step), so not worth a WAL flush of its own,
+            // as `synchronous=NORMAL` on SQLite: it reaches disk with the next
+            // durable commit.
+            tx.batch_execute("SET LOCAL synchronous_commit = off")?;
             tx.execute(
                 "UPDATE in_flight SET step = $3 WHERE station = $1 AND slot = $2",
                 &[&station, &slot, &step],
@@ -1105,6 +1110,9 @@ impl PgStore {
     fn heartbeat(&self, slots: i64) -> Result<(), StoreError> {
         let lease_ms = self.inner.lease_ms.lock().map(|l| *l).unwrap_or(600_000);
         self.tx(move |tx, station| {
+            // A renewal lost in a database crash only shortens a lease (the
+            // safe direction); requeues it makes are repeated by the next one.
+            tx.batch_execute("SET LOCAL synchronous_commit = off")?;
             tx.execute(
                 &format!(
                     "INSERT INTO stations (id, version, slots, started_at_ms, last_heartbeat_ms)
