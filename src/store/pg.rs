@@ -48,6 +48,9 @@ pub const DELIVERY_CLAIM_MS: i64 = 120_000;
 /// Unix milliseconds on the database's clock.
 const NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
 
+/// Connections per store handle (per station process).
+const CONNECTIONS: usize = 4;
+
 /// Key of the advisory lock that serialises migrations of concurrent start-ups.
 const MIGRATION_LOCK: i64 = 0x7072_6572_6567; // "prereg"
 
@@ -250,39 +253,61 @@ impl PgStore {
     /// which must not nest in a caller's), migrates, and starts the thread.
     pub(super) fn open(settings: PgSettings, station: &str) -> Result<Self, StoreError> {
         let (tx, rx) = mpsc::channel::<PgCall>();
-        let (ready_tx, ready_rx) = mpsc::sync_channel(1);
-        std::thread::Builder::new()
-            .name("store-pg".into())
-            .spawn(move || {
-                let mut client = match connect(&settings).and_then(|mut c| {
-                    migrate(&mut c)?;
-                    Ok(c)
-                }) {
-                    Ok(c) => {
-                        let _ = ready_tx.send(Ok(()));
-                        c
-                    }
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e));
-                        return;
-                    }
-                };
-                for call in rx {
-                    // A dropped connection (server restart, network) is made
-                    // again before the next call; the failed call reported it.
-                    if client.is_closed() {
-                        match connect(&settings) {
-                            Ok(c) => client = c,
-                            Err(e) => {
-                                tracing::warn!("database reconnect failed: {e}");
+        let rx = Arc::new(Mutex::new(rx));
+        // The first connection migrates before the store is handed out; the
+        // others connect beside it. Each call runs on whichever connection is
+        // free: a station's slots do not queue behind one another's commits.
+        let (ready_tx, ready_rx) = mpsc::sync_channel(CONNECTIONS);
+        for i in 0..CONNECTIONS {
+            let (settings, rx, ready_tx) = (settings.clone(), rx.clone(), ready_tx.clone());
+            std::thread::Builder::new()
+                .name(format!("store-pg-{i}"))
+                .spawn(move || {
+                    let first = connect(&settings).and_then(|mut c| {
+                        if i == 0 {
+                            migrate(&mut c)?;
+                        }
+                        Ok(c)
+                    });
+                    let mut client = match first {
+                        Ok(c) => {
+                            let _ = ready_tx.send(Ok(()));
+                            c
+                        }
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    drop(ready_tx);
+                    loop {
+                        let call = match rx.lock() {
+                            Ok(rx) => rx.recv(),
+                            Err(_) => return,
+                        };
+                        // Ends when every handle of the store is dropped.
+                        let Ok(call) = call else { return };
+                        // A dropped connection (server restart, network) is made
+                        // again before the next call; the failed call reported it.
+                        if client.is_closed() {
+                            match connect(&settings) {
+                                Ok(c) => client = c,
+                                Err(e) => tracing::warn!("database reconnect failed: {e}"),
                             }
                         }
+                        call(&mut client);
                     }
-                    call(&mut client);
-                }
-            })
-            .map_err(|_| StoreError::Stopped)?;
-        ready_rx.recv().map_err(|_| StoreError::Stopped)??;
+                })
+                .map_err(|_| StoreError::Stopped)?;
+            // Migrations first, then the rest connect (they may need the schema).
+            if i == 0 {
+                ready_rx.recv().map_err(|_| StoreError::Stopped)??;
+            }
+        }
+        drop(ready_tx);
+        for _ in 1..CONNECTIONS {
+            ready_rx.recv().map_err(|_| StoreError::Stopped)??;
+        }
         Ok(PgStore {
             inner: Arc::new(Inner {
                 tx,
