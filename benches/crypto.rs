@@ -9,7 +9,7 @@ use prereg_station::idp::{EnrollOptions, Idp, ProductData, ShipmentResult};
 use prereg_station::jose::response::{
     seal_credential_response, seal_pin_response, DeviceIdentity, MadeCredential,
 };
-use prereg_station::jose::{decrypt_job, StationKeys};
+use prereg_station::jose::{decrypt_job, IdpSigners, RequestPolicy, StationKeys};
 use prereg_station::secret::SecretString;
 use prereg_station::webauthn::testkit::SoftCa;
 use prereg_station::webauthn::{self, Expected, TrustRoots};
@@ -36,7 +36,8 @@ fn program_one(
     cred_jwes: &[String],
     now: i64,
 ) -> (String, Vec<String>) {
-    let reqs = decrypt_job(keys, pin_jwe, cred_jwes, now).expect("valid job");
+    let reqs =
+        decrypt_job(keys, &RequestPolicy::default(), pin_jwe, cred_jwes, now).expect("valid job");
     let device = DeviceIdentity {
         serial_number: "12345678".into(),
         firmware_version: "5.7.1".into(),
@@ -99,9 +100,42 @@ fn main() {
         let (pin_jwe, cred_jwes) = (&pc.fido_pin_request, &pc.fido_credential_requests);
 
         let decrypt = time_us(iters, || {
-            black_box(decrypt_job(&keys, pin_jwe, cred_jwes, now).expect("valid"));
+            black_box(
+                decrypt_job(&keys, &RequestPolicy::default(), pin_jwe, cred_jwes, now)
+                    .expect("valid"),
+            );
         });
-        let reqs = decrypt_job(&keys, pin_jwe, cred_jwes, now).expect("valid");
+        // The same job IdP-signed (SPEC §4): ES384 JWS inside each JWE.
+        let signed = idp
+            .enroll(
+                &keys.transport_jwks(),
+                &EnrollOptions { sign: true, ..opts },
+            )
+            .expect("enroll signed")
+            .remove(0);
+        let signers = IdpSigners::from_json(
+            &std::fs::read_to_string(idp.signing_jwks_path()).expect("idp jwks"),
+        )
+        .expect("jwks");
+        let signing = RequestPolicy {
+            idp_signers: Some(&signers),
+            ..RequestPolicy::default()
+        };
+        let spc = &signed.shipment_items[0].product_customizations[0];
+        let decrypt_signed = time_us(iters, || {
+            black_box(
+                decrypt_job(
+                    &keys,
+                    &signing,
+                    &spc.fido_pin_request,
+                    &spc.fido_credential_requests,
+                    now,
+                )
+                .expect("valid"),
+            );
+        });
+        let reqs =
+            decrypt_job(&keys, &RequestPolicy::default(), pin_jwe, cred_jwes, now).expect("valid");
         let c = &reqs.credentials[0];
         let cdj = webauthn::client_data_json(c.challenge.expose(), &c.origin);
         let cdh = webauthn::client_data_hash(&cdj);
@@ -166,6 +200,7 @@ fn main() {
         });
         println!("-- 1 PIN request + {creds} credential request(s) per key");
         println!("  request decryption + validation (whole job)   {decrypt:>10.0} µs");
+        println!("  the same, IdP-signed requests (+ ES384 each)  {decrypt_signed:>10.0} µs");
         println!("  credential response sign+encrypt (each)       {seal_cred:>10.0} µs");
         println!("  PIN response sign+encrypt                     {seal_pin:>10.0} µs");
         println!("  attestation verification, packed x5c (each)   {verify:>10.0} µs");

@@ -1,7 +1,10 @@
 //! Station benchmark (prints figures; never a timed test). See docs/benchmarks.md.
 //!
-//! 1. Keys per hour with 1, 8 and 32 simulated slots under the assumed YubiKey
-//!    latency model of `sim::latency`.
+//! 1. Keys per hour with 1, 8, 32 and 64 simulated slots under the assumed
+//!    YubiKey latency model of `sim::latency`; per key, the device messages by
+//!    command, the modelled device time, and both against the shortest command
+//!    sequence of the job (issue #16, docs/benchmarks.md), with no saving, the
+//!    cm|acfg token merge (the shipped default), and every saving on.
 //! 2. The station's own CPU per key (process CPU minus the simulator's, which is
 //!    metered inside the latency wrapper) as a share of the key's modelled time,
 //!    and 32-slot scaling against 32 × the one-slot rate.
@@ -14,8 +17,10 @@ use prereg_station::cli::jobs::{import_file, open_store};
 use prereg_station::config::Config;
 use prereg_station::idp::{EnrollOptions, Idp};
 use prereg_station::jose::keys::StationKeys;
+use prereg_station::profile::{FirmwareProfile, ProfileSet};
 use prereg_station::shipment::Job;
-use prereg_station::sim::latency::{self, LatencyModel};
+use prereg_station::sim::latency::{self, CommandClass, LatencyModel};
+use prereg_station::station::policy::ProfilePolicy;
 use prereg_station::station::simslot::{SimSource, SIM_CA_SEED};
 use prereg_station::station::source::KeySource;
 use prereg_station::station::{app, Station};
@@ -24,6 +29,66 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 const PROFILE: &str = "yubikey-5.7";
+
+/// Which of issue #16's savings the station uses.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Savings {
+    /// One token per permission, a getKeyAgreement per PIN operation (before #16).
+    None,
+    /// One cm|acfg token (the shipped default: every built-in profile).
+    Merge,
+    /// The merge and key-agreement reuse (a profile flag, off in every
+    /// built-in profile until a real key confirms it).
+    All,
+}
+
+impl Savings {
+    fn name(self) -> &'static str {
+        match self {
+            Savings::None => "none",
+            Savings::Merge => "merge",
+            Savings::All => "all",
+        }
+    }
+
+    /// The built-in profiles with this choice of savings.
+    fn policy(self) -> ProfilePolicy {
+        let profiles: Vec<FirmwareProfile> = prereg_station::profile::builtin()
+            .iter()
+            .cloned()
+            .map(|mut p| {
+                p.pin_session.combined_token_permissions = self != Savings::None;
+                p.pin_session.keeps_key_agreement = self == Savings::All;
+                p
+            })
+            .collect();
+        ProfilePolicy::new(ProfileSet::from_profiles(profiles).expect("built-in names are unique"))
+    }
+}
+
+/// The shortest command sequence for a one-credential job with forceChangePin
+/// and minPINLength (SPEC §7; reasoning in docs/benchmarks.md), plus one touch.
+const SHORTEST: &[(CommandClass, u32)] = &[
+    (CommandClass::Init, 1),
+    (CommandClass::ReadConfig, 1),
+    (CommandClass::GetInfo, 2),
+    (CommandClass::KeyAgreement, 1),
+    (CommandClass::SetPin, 1),
+    (CommandClass::PinToken, 2),
+    (CommandClass::MakeCredential, 1),
+    (CommandClass::CredMgmt, 2),
+    (CommandClass::SetMinPinLength, 1),
+];
+
+fn shortest(model: &LatencyModel) -> (u32, Duration) {
+    let n = SHORTEST.iter().map(|(_, n)| n).sum();
+    let t = SHORTEST
+        .iter()
+        .map(|&(c, n)| model.delay(c) * n)
+        .sum::<Duration>()
+        + model.touch;
+    (n, t)
+}
 
 fn main() {
     let rounds: usize = env_num("PREREG_BENCH_ROUNDS", 4).max(1);
@@ -47,18 +112,25 @@ fn main() {
         micros(read_cost),
         millis(insert_cost)
     );
+    let (short_n, short_t) = shortest(&model);
+    println!(
+        "shortest sequence: {short_n} messages, {:.0} ms of modelled device time per key",
+        millis(short_t)
+    );
     println!();
     println!("keys/h: steady state (keys after the first round / their time); per key: model =");
-    println!("modelled device time (jittered), wall = slot time per key,");
-    println!("sim/station/meter = CPU of simulator / station / CPU meter");
+    println!("modelled device time (jittered), xmin = model / shortest sequence, wall = slot");
+    println!("time per key, sim/station/meter = CPU of simulator / station / CPU meter");
     println!(
-        "{:>5} {:>5} {:>5} {:>7} {:>8} {:>9} {:>6} {:>9} {:>7} {:>8} {:>6} {:>8}",
+        "{:>5} {:>5} {:>5} {:>5} {:>7} {:>8} {:>9} {:>5} {:>6} {:>9} {:>7} {:>8} {:>6} {:>8}",
         "slots",
+        "save",
         "state",
         "keys",
         "wall s",
         "keys/h",
         "model ms",
+        "xmin",
         "wall",
         "sim ms",
         "station",
@@ -70,19 +142,29 @@ fn main() {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     let mut hook_missing = false;
     let shm = Path::new("/dev/shm");
-    let mut runs = vec![(1usize, false), (8, false), (32, false)];
+    let mut runs = vec![
+        (1usize, false, Savings::None),
+        (1, false, Savings::Merge),
+        (1, false, Savings::All),
+        (8, false, Savings::Merge),
+        (32, false, Savings::Merge),
+        (64, false, Savings::Merge),
+    ];
     if shm.is_dir() {
         // The same with the SQLite state on tmpfs: fsync costs nothing there,
-        // which shows how much of the 32-slot figure the store's fsyncs cost.
-        runs.push((32, true));
+        // which shows how much of the many-slot figures the store's fsyncs cost.
+        runs.push((1, true, Savings::Merge));
+        runs.push((32, true, Savings::Merge));
+        runs.push((64, true, Savings::Merge));
     }
-    for (slots, on_shm) in runs {
+    for (slots, on_shm, savings) in runs {
         let keys = if slots == 1 {
             2 * rounds
         } else {
             slots * rounds
         };
-        match run_station(slots, keys, on_shm.then_some(shm)) {
+        let state = if on_shm { "tmpfs" } else { "disk" };
+        match run_station(slots, keys, on_shm.then_some(shm), savings) {
             Ok(r) => {
                 hook_missing |= r.wrapped == 0;
                 // Metering reads: ~1 read inside each bracket (charged to the
@@ -95,17 +177,19 @@ fn main() {
                 let rate = r
                     .steady
                     .unwrap_or(keys as f64 * 3600.0 / r.wall.as_secs_f64());
-                if !on_shm {
-                    rates.push((slots, rate));
+                if savings == Savings::Merge {
+                    rates.push((slots, state, rate));
                 }
                 println!(
-                    "{:>5} {:>5} {:>5} {:>7.1} {:>8.0} {:>9.0} {:>6.0} {:>9.1} {:>7.1} {:>8.1} {:>5.2}% {:>7.0}%",
+                    "{:>5} {:>5} {:>5} {:>5} {:>7.1} {:>8.0} {:>9.0} {:>5.2} {:>6.0} {:>9.1} {:>7.1} {:>8.1} {:>5.2}% {:>7.0}%",
                     slots,
-                    if on_shm { "tmpfs" } else { "disk" },
+                    savings.name(),
+                    state,
                     keys,
                     r.wall.as_secs_f64(),
                     rate,
                     model_per_key,
+                    model_per_key / millis(short_t),
                     millis(r.wall) * slots as f64 / keys as f64,
                     per_key(sim),
                     per_key(station),
@@ -113,16 +197,23 @@ fn main() {
                     100.0 * per_key(station) / model_per_key.max(f64::MIN_POSITIVE),
                     100.0 * r.process_cpu.as_secs_f64() / (r.cpu_wall.as_secs_f64() * cores)
                 );
-                if slots == 1 {
-                    let mix: Vec<String> = r
-                        .messages
-                        .iter()
-                        .map(|(c, n)| format!("{} {:.1}", c.name(), *n as f64 / keys as f64))
-                        .collect();
-                    println!("      messages per key: {}", mix.join(", "));
-                }
+                let total: u64 = r.messages.iter().map(|(_, n)| n).sum();
+                let mix: Vec<String> = r
+                    .messages
+                    .iter()
+                    .map(|(c, n)| format!("{} {:.1}", c.name(), *n as f64 / keys as f64))
+                    .collect();
+                println!(
+                    "      round trips per key: {:.1} ({:.2} × the shortest {short_n}): {}",
+                    total as f64 / keys as f64,
+                    total as f64 / keys as f64 / f64::from(short_n),
+                    mix.join(", ")
+                );
             }
-            Err(e) => println!("{slots:>5} {keys:>5}  FAILED: {e}"),
+            Err(e) => println!(
+                "{slots:>5} {:>5} {state:>5} {keys:>5}  FAILED: {e}",
+                savings.name()
+            ),
         }
     }
     if hook_missing {
@@ -131,16 +222,20 @@ fn main() {
              connect(); figures above are WITHOUT the latency model"
         );
     }
-    if let (Some((_, one)), Some((_, many))) = (
-        rates.iter().find(|(s, _)| *s == 1),
-        rates.iter().find(|(s, _)| *s == 32),
-    ) {
-        println!(
-            "scaling: 32 slots = {:.0} keys/h vs 32 × 1 slot = {:.0} keys/h: {:.1}% of linear",
-            many,
-            32.0 * one,
-            100.0 * many / (32.0 * one)
-        );
+    for state in ["disk", "tmpfs"] {
+        let Some((_, _, one)) = rates.iter().find(|(s, st, _)| *s == 1 && *st == state) else {
+            continue;
+        };
+        for many in [8usize, 32, 64] {
+            if let Some((_, _, rate)) = rates.iter().find(|(s, st, _)| *s == many && *st == state) {
+                println!(
+                    "scaling ({state}): {many} slots = {:.0} keys/h vs {many} × 1 slot = {:.0} keys/h: {:.1}% of linear",
+                    rate,
+                    many as f64 * one,
+                    100.0 * rate / (many as f64 * one)
+                );
+            }
+        }
     }
     latency::set_metering(false);
     latency::set_model(None);
@@ -196,7 +291,12 @@ struct RunResult {
 }
 
 /// One station with `slots` simulated slots programming `keys` jobs.
-fn run_station(slots: usize, keys: usize, base: Option<&Path>) -> Result<RunResult, String> {
+fn run_station(
+    slots: usize,
+    keys: usize,
+    base: Option<&Path>,
+    savings: Savings,
+) -> Result<RunResult, String> {
     let dir = TempDir::new(base)?;
     let d = dir.0.as_path();
     let keys_dir = d.join("keys");
@@ -248,13 +348,14 @@ fn run_station(slots: usize, keys: usize, base: Option<&Path>) -> Result<RunResu
         return Err(format!("imported {} of {keys} jobs", imported.imported));
     }
     drop(station_keys);
-    let setup = app::setup(config, store).map_err(|e| e.to_string())?;
+    let mut setup = app::setup(config, store).map_err(|e| e.to_string())?;
+    setup.policy = Box::new(savings.policy());
 
     latency::reset_stats();
     let cpu0 = process_cpu()?;
     let t0 = Instant::now();
     let station = Station::start(setup).map_err(|e| e.to_string())?;
-    let deadline = t0 + Duration::from_secs(120 + keys as u64 * 10);
+    let deadline = t0 + Duration::from_secs(180 + keys as u64 * 10);
     // The programmed list is a cheap mutex; drained() is three store queries,
     // so it is polled only once every key is programmed.
     let programmed_now = || station.shared().programmed.lock().map_or(0, |p| p.len());

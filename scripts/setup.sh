@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # Installs what building and testing prereg-station needs on a clean Debian
 # machine that has only the Rust toolchain: C libraries for the -sys crates and
-# the independent test peers (python-fido2, jwcrypto) in a private venv.
+# the independent test peers (python-fido2, jwcrypto) in a private venv, and
+# libfido2-dev for the libfido2 peer check (tests/libfido2/).
 # Idempotent: every step checks before it installs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# libssl-dev: OpenSSL headers for the josekit dev-dependency (tests only; the
+# station binary does not link OpenSSL).
 need_apt=()
 # postgresql + openssl: the throw-away fleet database of scripts/pg-throwaway.sh (SPEC §13).
-for pkg in pkg-config libudev-dev libpcsclite-dev libclang-dev pcscd vsmartcard-vpcd postgresql openssl; do
+for pkg in pkg-config libudev-dev libpcsclite-dev libclang-dev libssl-dev pcscd vsmartcard-vpcd libfido2-dev postgresql openssl; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then
@@ -16,6 +19,15 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]}" >&2
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+# cargo-deny for scripts/deny.sh (licences, bans, sources, advisories). No
+# prebuilt binary can be fetched here, so it is built from crates.io: measured
+# 20 min 26 s wall (700 MB peak RSS) on a 2-core machine shared with other
+# builds; once per machine, then it stays in ~/.cargo/bin.
+if ! command -v cargo-deny >/dev/null 2>&1; then
+  echo "setup: installing cargo-deny 0.20 (built from source, takes minutes)" >&2
+  cargo install --locked cargo-deny --version '^0.20'
 fi
 
 with_python=0; with_browser=0

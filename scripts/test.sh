@@ -11,6 +11,7 @@ scripts/setup.sh --with-python --with-browser
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
+scripts/deny.sh
 
 # Independent CTAP 2.1 peer (fido-authenticator behind the UDP HID bridge): its own
 # workspace; the interop tests below and tests/it/trussed.rs drive it.
@@ -32,9 +33,20 @@ unset PREREG_HIL_KEYS
 PREREG_REQUIRE_PEERS=1 cargo test --locked
 .venv/bin/python -m pytest -q tests/python
 
+# python-fido2's own device test suite (Yubico's tests for real authenticators, from the
+# fido2 sdist, run unmodified) and libfido2 (tests/libfido2/client.c, custom report I/O over the
+# same bridge) against a simulated key of every profile over the UDP bridge (issue #15):
+# 0 failures, and every skip explained by the key's own getInfo.
+tests/python/run-device-suite.sh
+tests/libfido2/run.sh
+
 # Keys over PC/SC through a real pcscd with the vpcd virtual reader
 # (tests/it/pcsc.rs; skipped above because PREREG_PCSC is unset there).
 tests/pcsc/run-pcscd.sh -- cargo test --locked --test it pcsc::
+
+# Every fuzz target for a few seconds (docs/fuzzing.md); skipped, saying so, without nightly
+# and cargo-fuzz.
+FUZZ_SECS=10 scripts/fuzz-smoke.sh
 
 # The fleet store (SPEC §13) on a real, throw-away PostgreSQL: the store's
 # tests on both backends and the multi-process fleet tests (tests/it/fleet.rs).

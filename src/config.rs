@@ -2,6 +2,8 @@
 //! error), then validated once into typed values with one-line errors that
 //! name the key and what to do (exit code 2).
 
+use crate::jose::request::DEFAULT_MAX_REQUEST_LIFETIME_DAYS;
+use crate::jose::{IdpSigners, RequestPolicy};
 use crate::transport::DeviceSpec;
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -28,6 +30,7 @@ struct RawConfig {
     rig: Option<RawRig>,
     web: Option<RawWeb>,
     sink: Option<RawSink>,
+    upstream: Option<crate::upstream::RawUpstream>,
     store: Option<RawStore>,
 }
 
@@ -95,6 +98,7 @@ struct RawStation {
     sim_seed: Option<u64>,
     #[serde(default)]
     reset_non_blank: bool,
+    max_request_lifetime_days: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -104,6 +108,7 @@ struct RawCustomization {
     min_firmware: Option<String>,
     #[serde(default)]
     products: Vec<u32>,
+    idp_signing_jwks: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -134,6 +139,10 @@ struct RawWeb {
 #[serde(deny_unknown_fields)]
 struct RawSink {
     http_url: String,
+    /// TLS of an `https://` sink (SPEC §6), as for `[upstream]` (SPEC §12).
+    ca: Option<PathBuf>,
+    client_cert: Option<String>,
+    client_key: Option<String>,
 }
 
 /// A firmware version `major.minor.patch`, ordered.
@@ -169,6 +178,25 @@ pub struct Customization {
     pub min_firmware: Option<Version>,
     /// Allowed product ids; empty = any product known to the profiles.
     pub products: Vec<u32>,
+    /// `idp_signing_jwks = "FILE"` (SPEC §4): every request of this
+    /// customization must be IdP-signed by a key of this JWKS.
+    pub idp_signing_jwks: Option<PathBuf>,
+    /// That file's keys, read and checked when the configuration is loaded
+    /// (a bad file stops the station before it touches a key).
+    pub idp_signers: Option<IdpSigners>,
+    /// `[station] max_request_lifetime_days`, copied here so that everything
+    /// the recipe applies to one job's requests comes from its customization.
+    pub max_request_lifetime_days: u32,
+}
+
+impl Customization {
+    /// What this customization asks of its requests (SPEC §4).
+    pub fn request_policy(&self) -> RequestPolicy<'_> {
+        RequestPolicy {
+            idp_signers: self.idp_signers.as_ref(),
+            max_lifetime_secs: i64::from(self.max_request_lifetime_days) * 86_400,
+        }
+    }
 }
 
 /// One rig position.
@@ -208,6 +236,13 @@ pub struct Config {
     pub http_sink: Option<String>,
     /// `[store]`: the fleet database; `None` = SQLite in `state_dir`.
     pub store: Option<StoreConfig>,
+    /// `[sink] ca`, `client_cert`, `client_key` for an `https://` sink.
+    pub http_sink_tls: crate::upstream::TlsFiles,
+    /// `[upstream]` (SPEC §12): pull locked shipments, return results there.
+    pub upstream: Option<crate::upstream::UpstreamConfig>,
+    /// `[station] max_request_lifetime_days` (SPEC §4, default 30): the
+    /// longest `exp - iat` a request may carry.
+    pub max_request_lifetime_days: u32,
 }
 
 impl Config {
@@ -239,6 +274,13 @@ impl Config {
         if s.id.trim().is_empty() {
             return Err("[station] id must not be empty".into());
         }
+        let max_request_lifetime_days = s
+            .max_request_lifetime_days
+            .unwrap_or(DEFAULT_MAX_REQUEST_LIFETIME_DAYS);
+        // A request lives days, not years; 10 years bounds the arithmetic too.
+        if !(1..=3650).contains(&max_request_lifetime_days) {
+            return Err("[station] max_request_lifetime_days must be 1..=3650".into());
+        }
         let mut customizations = Vec::new();
         for c in raw.customization {
             if customizations.iter().any(|x: &Customization| x.id == c.id) {
@@ -250,10 +292,23 @@ impl Config {
                 .map(str::parse)
                 .transpose()
                 .map_err(|e| format!("[[customization]] {}: min_firmware {e}", c.id))?;
+            let idp_signers = match &c.idp_signing_jwks {
+                None => None,
+                Some(path) => Some(load_idp_signers(path).map_err(|e| {
+                    format!(
+                        "[[customization]] {}: idp_signing_jwks {}: {e}",
+                        c.id,
+                        path.display()
+                    )
+                })?),
+            };
             customizations.push(Customization {
                 id: c.id,
                 min_firmware,
                 products: c.products,
+                idp_signing_jwks: c.idp_signing_jwks,
+                idp_signers,
+                max_request_lifetime_days,
             });
         }
         let mut slots = Vec::new();
@@ -267,6 +322,7 @@ impl Config {
                 device,
             });
         }
+        check_slot_count(slots.len()).map_err(|e| format!("[[slot]]: {e}"))?;
         let web = match raw.web {
             None => None,
             Some(w) => {
@@ -325,6 +381,7 @@ impl Config {
                     .into(),
             );
         }
+        let (http_sink, http_sink_tls, upstream) = upstream_and_sink(raw.sink, raw.upstream)?;
         let state_dir = s.state_dir;
         let store = parse_store(raw.store)?;
         Ok(Config {
@@ -344,7 +401,10 @@ impl Config {
             rig_simulated,
             reset_non_blank: s.reset_non_blank,
             web,
-            http_sink: raw.sink.map(|s| s.http_url),
+            http_sink,
+            http_sink_tls,
+            upstream,
+            max_request_lifetime_days,
             store,
         })
     }
@@ -357,6 +417,66 @@ impl Config {
     pub fn db_path(&self) -> PathBuf {
         self.state_dir.join("station.db")
     }
+}
+
+type SinkParts = (
+    Option<String>,
+    crate::upstream::TlsFiles,
+    Option<crate::upstream::UpstreamConfig>,
+);
+
+/// `[sink]` and `[upstream]` (SPEC §6, §12): URL rules of
+/// [`crate::upstream::http::check_url`]; results go to one of them, not both.
+fn upstream_and_sink(
+    sink: Option<RawSink>,
+    upstream: Option<crate::upstream::RawUpstream>,
+) -> Result<SinkParts, String> {
+    let upstream = upstream
+        .map(crate::upstream::UpstreamConfig::from_raw)
+        .transpose()?;
+    let Some(sink) = sink else {
+        return Ok((None, Default::default(), upstream));
+    };
+    if upstream.is_some() {
+        return Err(
+            "[sink] and [upstream] both set: results go to the upstream back end (SPEC §12) or to the sink, keep one"
+                .into(),
+        );
+    }
+    let tls = crate::upstream::TlsFiles {
+        ca: sink.ca,
+        client_cert: sink.client_cert,
+        client_key: sink.client_key,
+    };
+    crate::upstream::http::check_url(&sink.http_url, &tls)
+        .map_err(|e| format!("[sink] http_url: {e}"))?;
+    Ok((Some(sink.http_url), tls, upstream))
+}
+
+/// Reads an `idp_signing_jwks` file (a public JWKS: size-capped, parsed and
+/// checked key by key).
+fn load_idp_signers(path: &Path) -> Result<IdpSigners, String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot read ({e})"))?;
+    let mut text = String::new();
+    file.take(1024 * 1024)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("cannot read ({e})"))?;
+    IdpSigners::from_json(&text)
+}
+
+/// Every `[[slot]]` is a rig position (SPEC §11), and the rig protocol
+/// addresses at most [`crate::rig::codec::MAX_SLOTS`] (SPEC §9: `PRESENT?` is
+/// a 64-bit mask): more is a configuration error, not a run whose extra slots
+/// fail and quarantine keys.
+pub fn check_slot_count(slots: usize) -> Result<(), String> {
+    let max = usize::from(crate::rig::codec::MAX_SLOTS);
+    if slots > max {
+        return Err(format!(
+            "{slots} slots; the rig protocol (SPEC §9) addresses at most {max}"
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -397,6 +517,24 @@ listen = "127.0.0.1:8080"
         assert_eq!(c.slots[1].device, DeviceSpec::Sim("yubikey-5.7".into()));
         assert_eq!(c.customizations[0].min_firmware, Some(Version(5, 7, 0)));
         assert_eq!(c.rig_port.as_ref().unwrap().1, 115_200);
+    }
+
+    #[test]
+    fn more_slots_than_the_rig_protocol_addresses_is_a_configuration_error() {
+        let with = |n: usize| {
+            let mut text = GOOD.to_string();
+            for _ in 2..n {
+                text.push_str("\n[[slot]]\ndevice = \"sim:yubikey-5.7\"\n");
+            }
+            Config::parse(&text)
+        };
+        assert_eq!(with(64).unwrap().slots.len(), 64);
+        let err = with(65).unwrap_err();
+        assert_eq!(
+            err,
+            "[[slot]]: 65 slots; the rig protocol (SPEC §9) addresses at most 64"
+        );
+        assert!(!err.contains('\n'));
     }
 
     #[test]
@@ -449,6 +587,102 @@ listen = "127.0.0.1:8080"
         .unwrap();
         assert!(c.reset_non_blank);
         assert!(!Config::parse(GOOD).unwrap().rig_simulated);
+    }
+
+    #[test]
+    fn request_lifetime_defaults_to_30_days_and_is_bounded() {
+        let c = Config::parse(GOOD).unwrap();
+        assert_eq!(c.max_request_lifetime_days, 30);
+        assert_eq!(
+            c.customizations[0].request_policy().max_lifetime_secs,
+            30 * 86_400
+        );
+        let seven = GOOD.replace(
+            "[[customization]]",
+            "max_request_lifetime_days = 7\n\n[[customization]]",
+        );
+        let c = Config::parse(&seven).unwrap();
+        assert_eq!(
+            c.customizations[0].request_policy().max_lifetime_secs,
+            7 * 86_400
+        );
+        for bad in ["0", "100000"] {
+            let text = GOOD.replace(
+                "[[customization]]",
+                &format!("max_request_lifetime_days = {bad}\n\n[[customization]]"),
+            );
+            let e = Config::parse(&text).unwrap_err();
+            assert!(e.contains("max_request_lifetime_days"), "{e}");
+        }
+    }
+
+    #[test]
+    fn idp_signing_jwks_is_loaded_and_a_bad_file_names_the_key() {
+        use crate::jose::jwk::{EcJwk, KeyUse};
+        let dir = tempfile::tempdir().unwrap();
+        let sk = p384::SecretKey::random(&mut rand_core::OsRng);
+        let jwks = crate::jose::Jwks {
+            keys: vec![EcJwk::from_public(&sk.public_key(), "idp-1", KeyUse::Sig)],
+        };
+        let path = dir.path().join("idp.jwks");
+        std::fs::write(&path, jwks.to_json_pretty()).unwrap();
+        let line = |p: &Path| {
+            GOOD.replace(
+                "products = [1, 29]",
+                &format!(
+                    "products = [1, 29]\nidp_signing_jwks = {:?}",
+                    p.display().to_string()
+                ),
+            )
+        };
+        let c = Config::parse(&line(&path)).unwrap();
+        let policy = c.customizations[0].request_policy();
+        assert!(policy.idp_signers.unwrap().find("idp-1").is_some());
+        assert!(Config::parse(GOOD).unwrap().customizations[0]
+            .request_policy()
+            .idp_signers
+            .is_none());
+        let missing = Config::parse(&line(&dir.path().join("nope.jwks"))).unwrap_err();
+        assert!(
+            missing.contains("idp_signing_jwks") && missing.contains("C19881"),
+            "{missing}"
+        );
+        std::fs::write(&path, "{\"keys\": 1}").unwrap();
+        let bad = Config::parse(&line(&path)).unwrap_err();
+        assert!(bad.contains("not a JWK set"), "{bad}");
+    }
+
+    #[test]
+    fn sink_and_upstream_are_exclusive_and_the_sink_follows_the_url_rules() {
+        let sink = |url: &str, extra: &str| {
+            Config::parse(&format!("{GOOD}\n[sink]\nhttp_url = \"{url}\"\n{extra}"))
+        };
+        assert!(sink("http://127.0.0.1:9000/in", "").is_ok());
+        let https = sink("https://sink.example/in", "ca = \"/etc/ca.pem\"").unwrap();
+        assert_eq!(
+            https.http_sink_tls.ca.as_deref(),
+            Some(Path::new("/etc/ca.pem"))
+        );
+        for (url, extra, want) in [
+            ("http://sink.example/in", "", "loopback"),
+            ("https://sink.example/in", "", "ca"),
+            (
+                "https://sink.example/in",
+                "ca = \"/c\"\nclient_cert = \"c.pem\"",
+                "client_key",
+            ),
+        ] {
+            let err = sink(url, extra).unwrap_err();
+            assert!(
+                err.contains("[sink] http_url") && err.contains(want),
+                "{err}"
+            );
+        }
+        let up = "[upstream]\nurl = \"https://b.example/api\"\nca = \"/c\"\nclient_cert = \"c.pem\"\nclient_key = \"c.key\"\n";
+        let c = Config::parse(&format!("{GOOD}\n{up}")).unwrap();
+        assert_eq!(c.upstream.unwrap().url, "https://b.example/api");
+        let err = sink("http://127.0.0.1:9/in", up).unwrap_err();
+        assert!(err.contains("both set"), "{err}");
     }
 
     #[test]

@@ -29,7 +29,7 @@
 //! | [`station`] | supervisor and slot workers |
 //! | [`rig`] | rig controller protocol and drivers |
 //! | [`web`] | status page and metrics |
-//! | [`cli`], [`error`], [`hardening`] | command line, exit codes, process hardening |
+//! | [`cli`], [`error`], [`hardening`], [`memlock`] | command line, exit codes, process hardening, locked secret pages |
 //! | [`escape`] | untrusted strings escaped for logs and terminals |
 
 pub mod cbor;
@@ -54,6 +54,7 @@ pub mod sim;
 pub mod station;
 pub mod store;
 pub mod transport;
+pub mod upstream;
 pub mod web;
 pub mod webauthn;
 pub mod yubikey;

@@ -12,8 +12,13 @@ fn main() {
     init_tracing(cli.log_format, cli.verbose, quiet);
     prereg_station::hardening::apply();
     if let Err(err) = cli::dispatch(cli) {
-        eprintln!("prereg-station: {err}");
+        // Not eprintln!: a closed stderr must not turn an error into a panic.
+        cli::output::write_stderr(format_args!("prereg-station: {err}\n"));
         std::process::exit(err.exit_code());
+    }
+    if cli::output::lost_output() {
+        // Said on stderr at the failed write (cli/output.rs).
+        std::process::exit(1);
     }
 }
 

@@ -100,6 +100,42 @@ pub struct Quirks {
     pub accepts_truncated_v2_pin_auth: bool,
 }
 
+/// How the authenticator treats PIN/UV auth tokens and its key-agreement key
+/// (issue #16). Read by the station (which savings it may use) and by the
+/// simulator (how it answers).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PinSession {
+    /// getPinUvAuthTokenUsingPinWithPermissions accepts several permissions in
+    /// one token (CTAP 2.1 §6.5.5.7: `permissions` is a bit set), so credential
+    /// management and authenticatorConfig can share one `cm|acfg` token. When
+    /// false the simulator answers CTAP2_ERR_UNAUTHORIZED_PERMISSION (0x40) to a
+    /// token request with more than one of cm, acfg, and the station falls back
+    /// to one token per permission (and remembers that for the key's line).
+    #[serde(default = "yes")]
+    pub combined_token_permissions: bool,
+    /// The authenticator keeps its key-agreement key until power-up or a failed
+    /// PIN check (CTAP 2.1 §6.5.4 / §6.5.5.7), so the station may reuse one
+    /// shared secret for the PIN operations of one power session instead of a
+    /// getKeyAgreement per operation. Off until the hardware-in-the-loop check
+    /// (`tests/it/hil.rs`, docs/operations.md) has confirmed it on a real key.
+    #[serde(default)]
+    pub keeps_key_agreement: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for PinSession {
+    fn default() -> Self {
+        Self {
+            combined_token_permissions: true,
+            keeps_key_agreement: false,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PinBlocklist {
@@ -133,6 +169,8 @@ struct RawProfile {
     options: BTreeMap<String, bool>,
     #[serde(default)]
     quirks: Quirks,
+    #[serde(default)]
+    pin_session: PinSession,
     #[serde(default)]
     pin_blocklist: PinBlocklist,
     products: Vec<ProfileProduct>,
@@ -173,6 +211,8 @@ pub struct FirmwareProfile {
     /// getInfo 0x04 at the factory; absent = unsupported.
     pub options: BTreeMap<String, bool>,
     pub quirks: Quirks,
+    /// Token permissions and key-agreement lifetime (issue #16).
+    pub pin_session: PinSession,
     pub pin_blocklist: Vec<String>,
     pub products: Vec<ProfileProduct>,
 }
@@ -279,6 +319,7 @@ impl FirmwareProfile {
             pin_complexity: raw.pin_complexity,
             options: raw.options,
             quirks: raw.quirks,
+            pin_session: raw.pin_session,
             pin_blocklist: raw.pin_blocklist.pins,
             products: raw.products,
         })
@@ -292,6 +333,13 @@ impl FirmwareProfile {
     /// Whether getInfo lists `version` (e.g. "FIDO_2_1").
     pub fn has_version(&self, version: &str) -> bool {
         self.versions.iter().any(|v| v == version)
+    }
+
+    /// Whether firmware `fw` belongs to this profile's line: at least
+    /// `min_firmware` and the same major.minor as `firmware`.
+    pub fn covers_firmware(&self, fw: (u8, u8, u8)) -> bool {
+        let (min, line) = (&self.min_firmware, &self.firmware);
+        fw >= (min.major, min.minor, min.patch) && (fw.0, fw.1) == (line.major, line.minor)
     }
 
     /// authenticatorConfig (0x0D) exists on this line.
@@ -447,6 +495,20 @@ impl ProfileSet {
         Ok(Self { profiles })
     }
 
+    /// A set of already parsed profiles (tests, benchmarks: a profile with a
+    /// setting changed). Names must be unique.
+    pub fn from_profiles(profiles: Vec<FirmwareProfile>) -> Result<Self, ProfileError> {
+        let mut out: Vec<FirmwareProfile> = Vec::new();
+        for p in profiles {
+            if out.iter().any(|q| q.name == p.name) {
+                return Err(ProfileError::Duplicate(p.name));
+            }
+            out.push(p);
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(Self { profiles: out })
+    }
+
     /// Profiles by name.
     pub fn get(&self, name: &str) -> Result<&FirmwareProfile, ProfileError> {
         self.profiles
@@ -519,6 +581,25 @@ mod tests {
             ]
         );
         assert_eq!(builtin().names().len(), 4);
+    }
+
+    #[test]
+    fn key_agreement_reuse_is_off_until_hardware_confirms_it() {
+        // issue #16: no shipped profile may enable reuse before the HIL check
+        // (docs/operations.md) has passed on a real key of its line.
+        for p in builtin().iter() {
+            assert!(!p.pin_session.keeps_key_agreement, "{}", p.name);
+            assert!(p.pin_session.combined_token_permissions, "{}", p.name);
+        }
+        let y57 = builtin_profile("yubikey-5.7").unwrap();
+        assert!(y57.covers_firmware((5, 7, 4)) && y57.covers_firmware((5, 7, 0)));
+        assert!(!y57.covers_firmware((5, 4, 3)) && !y57.covers_firmware((5, 8, 0)));
+        // An unknown key in [pin_session] is refused like anywhere else.
+        let text = BUILTIN_SOURCES[2].1.replace(
+            "keeps_key_agreement = false",
+            "keeps_key_agreement = false\nreuse_everything = true",
+        );
+        assert!(FirmwareProfile::from_toml(&text).is_err());
     }
 
     #[test]

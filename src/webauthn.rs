@@ -33,6 +33,27 @@ const OID_ECDSA_SHA384: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840
 const OID_RSA_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.11");
 const OID_RSA_ENCRYPTION: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
 const OID_BASIC_CONSTRAINTS: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.19");
+const OID_KEY_USAGE: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.15");
+const OID_SUBJECT_KEY_ID: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.14");
+const OID_AUTHORITY_KEY_ID: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.35");
+const OID_SUBJECT_ALT_NAME: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.17");
+
+/// Extensions this verifier understands well enough to accept as critical
+/// (RFC 5280 §4.2: "A certificate-using system MUST reject the certificate if
+/// it encounters a critical extension it does not recognize"):
+/// basicConstraints and keyUsage are enforced on every issuer; the key
+/// identifiers and subjectAltName carry no constraint on this path (RFC 5280
+/// §4.2.1.6 has subjectAltName critical when the subject is empty). Not here,
+/// so refused when critical: nameConstraints, certificatePolicies, policy
+/// constraints, extendedKeyUsage and anything private — none of them is
+/// processed, so none may constrain a chain we accept.
+const KNOWN_CRITICAL: [ObjectIdentifier; 5] = [
+    OID_BASIC_CONSTRAINTS,
+    OID_KEY_USAGE,
+    OID_SUBJECT_KEY_ID,
+    OID_AUTHORITY_KEY_ID,
+    OID_SUBJECT_ALT_NAME,
+];
 const OID_OU: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.11");
 
 /// COSE alg ES256.
@@ -81,8 +102,14 @@ pub enum AttestationError {
     SignatureInvalid,
     #[error("a certificate is outside its validity period")]
     CertificateExpired,
-    #[error("an intermediate certificate is not a CA")]
+    #[error("an issuing certificate is not a CA (basicConstraints cA missing or false)")]
     NotCa,
+    #[error("an issuing certificate's pathLenConstraint is exceeded")]
+    PathLenExceeded,
+    #[error("an issuing certificate's keyUsage lacks keyCertSign")]
+    KeyUsageNoCertSign,
+    #[error("a certificate carries a critical extension this verifier does not process")]
+    UnknownCriticalExtension,
     #[error("certificate signature algorithm or key type is not supported")]
     CertAlgUnsupported,
     #[error("a certificate signature in the chain does not verify")]
@@ -126,6 +153,9 @@ impl AttestationError {
             SignatureInvalid => "attestation.signature",
             CertificateExpired => "attestation.cert_expired",
             NotCa => "attestation.not_ca",
+            PathLenExceeded => "attestation.path_len",
+            KeyUsageNoCertSign => "attestation.key_usage",
+            UnknownCriticalExtension => "attestation.critical_extension",
             CertAlgUnsupported => "attestation.cert_alg_unsupported",
             ChainSignatureInvalid => "attestation.chain_signature",
             UntrustedRoot => "attestation.untrusted_root",
@@ -554,7 +584,61 @@ fn cert_aaguid(cert: &Certificate) -> Result<[u8; 16], AttestationError> {
         .map_err(|_| AttestationError::CertificateMalformed)
 }
 
+/// RFC 5280 §4.2: every critical extension must be one this verifier knows.
+fn check_critical_extensions(cert: &Certificate) -> Result<(), AttestationError> {
+    let unknown = cert
+        .tbs_certificate
+        .extensions
+        .iter()
+        .flatten()
+        .any(|e| e.critical && !KNOWN_CRITICAL.contains(&e.extn_id));
+    if unknown {
+        return Err(AttestationError::UnknownCriticalExtension);
+    }
+    Ok(())
+}
+
+/// RFC 5280 §6.1.4 (k), (l), (m), (n) for a certificate that issues another
+/// on the path: basicConstraints present with cA true; its
+/// pathLenConstraint, if any, at least the number of non-self-issued
+/// intermediates below it (`intermediates_below`, the leaf not counted);
+/// keyUsage, if present, asserting keyCertSign.
+fn check_issuer(cert: &Certificate, intermediates_below: usize) -> Result<(), AttestationError> {
+    let bc = extension(cert, &OID_BASIC_CONSTRAINTS).ok_or(AttestationError::NotCa)?;
+    let bc = x509_cert::ext::pkix::BasicConstraints::from_der(bc.extn_value.as_bytes())
+        .map_err(|_| AttestationError::CertificateMalformed)?;
+    if !bc.ca {
+        return Err(AttestationError::NotCa);
+    }
+    if bc
+        .path_len_constraint
+        .is_some_and(|max| intermediates_below > usize::from(max))
+    {
+        return Err(AttestationError::PathLenExceeded);
+    }
+    if let Some(ku) = extension(cert, &OID_KEY_USAGE) {
+        let ku = x509_cert::ext::pkix::KeyUsage::from_der(ku.extn_value.as_bytes())
+            .map_err(|_| AttestationError::CertificateMalformed)?;
+        if !ku.key_cert_sign() {
+            return Err(AttestationError::KeyUsageNoCertSign);
+        }
+    }
+    Ok(())
+}
+
+/// Non-self-issued intermediates (RFC 5280 §6.1.4 (l): a self-issued
+/// certificate does not count against pathLenConstraint) in `certs`.
+fn count_intermediates(certs: &[Certificate]) -> usize {
+    certs
+        .iter()
+        .filter(|c| c.tbs_certificate.subject != c.tbs_certificate.issuer)
+        .count()
+}
+
 /// Walks `chain` (leaf first) to one of `roots`; returns the root's subject.
+/// Every certificate, leaf and root included, is in its validity period and
+/// has no unknown critical extension; every issuer (x5c intermediates and
+/// the root) passes [`check_issuer`].
 fn verify_chain(
     chain: &[Certificate],
     roots: &TrustRoots,
@@ -562,8 +646,9 @@ fn verify_chain(
 ) -> Result<String, AttestationError> {
     for (i, cert) in chain.iter().enumerate() {
         check_validity(cert, now)?;
-        if i > 0 && !is_ca(cert) {
-            return Err(AttestationError::NotCa);
+        check_critical_extensions(cert)?;
+        if i > 0 {
+            check_issuer(cert, count_intermediates(&chain[1..i]))?;
         }
         if let Some(issuer) = chain.get(i + 1) {
             verify_cert_signature(cert, issuer)?;
@@ -585,6 +670,8 @@ fn verify_chain(
             && verify_cert_signature(top, root).is_ok()
         {
             check_validity(root, now)?;
+            check_critical_extensions(root)?;
+            check_issuer(root, count_intermediates(&chain[1..]))?;
             return Ok(root.tbs_certificate.subject.to_string());
         }
     }
@@ -1064,5 +1151,271 @@ mod tests {
             AuthenticatorData::parse(&ad),
             Err(AttestationError::AuthDataMalformed)
         );
+    }
+
+    // ---- chain rules (RFC 5280 §4.2, §6.1.4) on purpose-built chains ----
+
+    mod chain_rules {
+        use super::super::*;
+        use p256::ecdsa::signature::Signer;
+        use std::str::FromStr;
+        use x509_cert::builder::{Builder, CertificateBuilder, Profile};
+        use x509_cert::ext::pkix::{BasicConstraints, KeyUsage, KeyUsages};
+        use x509_cert::ext::Extension;
+        use x509_cert::name::Name;
+        use x509_cert::serial_number::SerialNumber;
+        use x509_cert::spki::SubjectPublicKeyInfoOwned;
+        use x509_cert::time::Validity;
+
+        const NOW: i64 = 1_764_320_000;
+
+        struct Ca {
+            cert: Certificate,
+            key: p256::ecdsa::SigningKey,
+        }
+
+        fn name(cn: &str) -> Name {
+            Name::from_str(&format!("CN={cn},O=prereg chain test")).unwrap()
+        }
+
+        fn issue(profile: Profile, cn: &str, issuer: Option<&Ca>, serial: u32) -> Ca {
+            let key = p256::ecdsa::SigningKey::random(&mut rand_core::OsRng);
+            let spki = SubjectPublicKeyInfoOwned::from_key(*key.verifying_key()).unwrap();
+            let t = |secs| {
+                x509_cert::time::Time::try_from(
+                    std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs),
+                )
+                .unwrap()
+            };
+            let validity = Validity {
+                not_before: t(1_577_836_800),
+                not_after: t(2_524_521_600),
+            };
+            let signer = issuer.map(|i| &i.key).unwrap_or(&key);
+            let cert = CertificateBuilder::new(
+                profile,
+                SerialNumber::from(serial),
+                validity,
+                name(cn),
+                spki,
+                signer,
+            )
+            .unwrap()
+            .build::<p256::ecdsa::DerSignature>()
+            .unwrap();
+            Ca { cert, key }
+        }
+
+        /// A root, one intermediate (pathLen 0) and a leaf, as the builder makes them.
+        fn base() -> (Ca, Ca, Ca) {
+            let root = issue(Profile::Root, "root", None, 1);
+            let int = issue(
+                Profile::SubCA {
+                    issuer: name("root"),
+                    path_len_constraint: Some(0),
+                },
+                "int",
+                Some(&root),
+                2,
+            );
+            let leaf = issue(
+                Profile::Leaf {
+                    issuer: name("int"),
+                    enable_key_agreement: false,
+                    enable_key_encipherment: false,
+                },
+                "leaf",
+                Some(&int),
+                3,
+            );
+            (root, int, leaf)
+        }
+
+        /// `cert` with its extensions edited and re-signed by `signer`.
+        fn edit(
+            cert: &Certificate,
+            signer: &p256::ecdsa::SigningKey,
+            f: impl FnOnce(&mut Vec<Extension>),
+        ) -> Certificate {
+            let mut c = cert.clone();
+            let mut exts = c.tbs_certificate.extensions.take().unwrap_or_default();
+            f(&mut exts);
+            c.tbs_certificate.extensions = Some(exts);
+            let tbs = c.tbs_certificate.to_der().unwrap();
+            let sig: p256::ecdsa::DerSignature = signer.sign(&tbs);
+            c.signature = der::asn1::BitString::from_bytes(sig.as_bytes()).unwrap();
+            c
+        }
+
+        fn set(exts: &mut Vec<Extension>, oid: ObjectIdentifier, critical: bool, value: Vec<u8>) {
+            exts.retain(|e| e.extn_id != oid);
+            exts.push(Extension {
+                extn_id: oid,
+                critical,
+                extn_value: der::asn1::OctetString::new(value).unwrap(),
+            });
+        }
+
+        fn basic(ca: bool, path_len: Option<u8>) -> Vec<u8> {
+            BasicConstraints {
+                ca,
+                path_len_constraint: path_len,
+            }
+            .to_der()
+            .unwrap()
+        }
+
+        const PRIVATE_OID: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.99999.7");
+
+        fn roots_of(root: &Certificate) -> TrustRoots {
+            let mut roots = TrustRoots::default();
+            roots.add_pem_or_der(&root.to_der().unwrap()).unwrap();
+            roots
+        }
+
+        #[test]
+        fn builder_chain_verifies() {
+            let (root, int, leaf) = base();
+            let roots = roots_of(&root.cert);
+            verify_chain(&[leaf.cert.clone(), int.cert.clone()], &roots, NOW).unwrap();
+            // The root in x5c too (trusted by identity) is still fine.
+            verify_chain(&[leaf.cert, int.cert, root.cert], &roots, NOW).unwrap();
+        }
+
+        #[test]
+        fn an_issuer_without_ca_true_is_refused() {
+            let (root, int, leaf) = base();
+            let roots = roots_of(&root.cert);
+            let not_ca = edit(&int.cert, &root.key, |e| {
+                set(e, OID_BASIC_CONSTRAINTS, true, basic(false, None))
+            });
+            let no_bc = edit(&int.cert, &root.key, |e| {
+                e.retain(|x| x.extn_id != OID_BASIC_CONSTRAINTS)
+            });
+            for int in [not_ca, no_bc] {
+                assert_eq!(
+                    verify_chain(&[leaf.cert.clone(), int], &roots, NOW),
+                    Err(AttestationError::NotCa)
+                );
+            }
+            // The root as trust anchor obeys the same rule.
+            let root_not_ca = edit(&root.cert, &root.key, |e| {
+                set(e, OID_BASIC_CONSTRAINTS, true, basic(false, None))
+            });
+            assert_eq!(
+                verify_chain(&[leaf.cert, int.cert], &roots_of(&root_not_ca), NOW),
+                Err(AttestationError::NotCa)
+            );
+        }
+
+        #[test]
+        fn a_path_longer_than_path_len_constraint_is_refused() {
+            // root -> int1 (pathLen 0) -> int2 -> leaf: int1 has one intermediate below.
+            let root = issue(Profile::Root, "root", None, 1);
+            let sub = |issuer: &str, len| Profile::SubCA {
+                issuer: name(issuer),
+                path_len_constraint: len,
+            };
+            let int1 = issue(sub("root", Some(0)), "int1", Some(&root), 2);
+            let int2 = issue(sub("int1", None), "int2", Some(&int1), 3);
+            let leaf = issue(
+                Profile::Leaf {
+                    issuer: name("int2"),
+                    enable_key_agreement: false,
+                    enable_key_encipherment: false,
+                },
+                "leaf",
+                Some(&int2),
+                4,
+            );
+            let roots = roots_of(&root.cert);
+            let chain = [leaf.cert.clone(), int2.cert.clone(), int1.cert.clone()];
+            assert_eq!(
+                verify_chain(&chain, &roots, NOW),
+                Err(AttestationError::PathLenExceeded)
+            );
+            // pathLen 1 on int1 allows it.
+            let int1_ok = edit(&int1.cert, &root.key, |e| {
+                set(e, OID_BASIC_CONSTRAINTS, true, basic(true, Some(1)))
+            });
+            let chain = [leaf.cert.clone(), int2.cert.clone(), int1_ok];
+            verify_chain(&chain, &roots, NOW).unwrap();
+            // A root with pathLen 0 cannot have an intermediate below it.
+            let (root, int, leaf) = base();
+            let tight_root = edit(&root.cert, &root.key, |e| {
+                set(e, OID_BASIC_CONSTRAINTS, true, basic(true, Some(0)))
+            });
+            assert_eq!(
+                verify_chain(&[leaf.cert, int.cert], &roots_of(&tight_root), NOW),
+                Err(AttestationError::PathLenExceeded)
+            );
+        }
+
+        #[test]
+        fn an_issuer_whose_key_usage_lacks_key_cert_sign_is_refused() {
+            let (root, int, leaf) = base();
+            let roots = roots_of(&root.cert);
+            let ku = KeyUsage(KeyUsages::DigitalSignature | KeyUsages::CRLSign)
+                .to_der()
+                .unwrap();
+            let int_bad = edit(&int.cert, &root.key, |e| set(e, OID_KEY_USAGE, true, ku));
+            assert_eq!(
+                verify_chain(&[leaf.cert.clone(), int_bad], &roots, NOW),
+                Err(AttestationError::KeyUsageNoCertSign)
+            );
+            // keyUsage absent altogether is allowed (RFC 5280 §4.2.1.3 "when present").
+            let int_no_ku = edit(&int.cert, &root.key, |e| {
+                e.retain(|x| x.extn_id != OID_KEY_USAGE)
+            });
+            verify_chain(&[leaf.cert, int_no_ku], &roots, NOW).unwrap();
+        }
+
+        #[test]
+        fn an_unknown_critical_extension_is_refused_on_any_certificate() {
+            let (root, int, leaf) = base();
+            let roots = roots_of(&root.cert);
+            let crit = |cert: &Certificate, signer: &p256::ecdsa::SigningKey, critical| {
+                edit(cert, signer, |e| {
+                    set(e, PRIVATE_OID, critical, vec![0x05, 0x00])
+                })
+            };
+            // On the leaf, the intermediate, and the root.
+            assert_eq!(
+                verify_chain(
+                    &[crit(&leaf.cert, &int.key, true), int.cert.clone()],
+                    &roots,
+                    NOW
+                ),
+                Err(AttestationError::UnknownCriticalExtension)
+            );
+            assert_eq!(
+                verify_chain(
+                    &[leaf.cert.clone(), crit(&int.cert, &root.key, true)],
+                    &roots,
+                    NOW
+                ),
+                Err(AttestationError::UnknownCriticalExtension)
+            );
+            let root_crit = crit(&root.cert, &root.key, true);
+            assert_eq!(
+                verify_chain(
+                    &[leaf.cert.clone(), int.cert.clone()],
+                    &roots_of(&root_crit),
+                    NOW
+                ),
+                Err(AttestationError::UnknownCriticalExtension)
+            );
+            // A critical nameConstraints is not processed here, so it is refused too.
+            let name_constraints = ObjectIdentifier::new_unwrap("2.5.29.30");
+            let int_nc = edit(&int.cert, &root.key, |e| {
+                set(e, name_constraints, true, vec![0x30, 0x00])
+            });
+            assert_eq!(
+                verify_chain(&[leaf.cert.clone(), int_nc], &roots, NOW),
+                Err(AttestationError::UnknownCriticalExtension)
+            );
+            // The same extension, not critical, is ignored.
+            verify_chain(&[crit(&leaf.cert, &int.key, false), int.cert], &roots, NOW).unwrap();
+        }
     }
 }

@@ -41,6 +41,11 @@ pub struct Args {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 300)]
     pub timeout: u64,
+    /// The whole demo over the network (SPEC §12): the reference back end
+    /// (`idp serve`) offers the jobs over mutual TLS on 127.0.0.1, the
+    /// station pulls them and returns the results there.
+    #[arg(long)]
+    pub upstream: bool,
 }
 
 /// The simulator's attestation CA seed used by `sim:` slots and `sim ca`.
@@ -52,6 +57,8 @@ pub fn run(args: Args) -> CliResult {
             "--keys, --slots and --credentials must be at least 1",
         ));
     }
+    crate::config::check_slot_count(args.slots)
+        .map_err(|e| CliError::usage(format!("--slots: {e}")))?;
     let profile = crate::profile::builtin_profile(&args.profile).map_err(CliError::usage)?;
     let product = profile
         .products
@@ -71,7 +78,7 @@ pub fn run(args: Args) -> CliResult {
         }
     };
     let t0 = Instant::now();
-    println!(
+    outln!(
         "prereg-station demo: {} keys over {} simulated {} slots, in {}",
         args.keys,
         args.slots,
@@ -88,23 +95,36 @@ pub fn run(args: Args) -> CliResult {
     std::fs::write(&ca_path, pem)
         .map_err(|e| CliError::failed(format!("{}: {e}", ca_path.display())))?;
 
+    // The IdP signs its requests (SPEC §4); the station verifies them against
+    // the IdP's public JWKS, so a job made with the public transport key alone
+    // is refused.
+    let idp = Idp::open(&dir.join("idp")).map_err(CliError::failed)?;
+    idp.signing_key().map_err(CliError::failed)?;
+
     // Station configuration, written out so `run --config` can reuse the directory.
     let config_text = demo_config(
         &dir,
         &keys_dir,
         &ca_path,
+        &idp.signing_jwks_path(),
         &args.profile,
         product,
         args.slots,
         &profile.min_firmware.to_string(),
     );
+    // `--upstream`: the back end listens first; the station is configured to pull from it.
+    let (config_text, backend) = if args.upstream {
+        let (text, backend) = crate::cli::demo_upstream::start(&dir, &keys_dir, config_text)?;
+        (text, Some(backend))
+    } else {
+        (config_text, None)
+    };
     let config_path = dir.join("station.toml");
     std::fs::write(&config_path, &config_text)
         .map_err(|e| CliError::failed(format!("{}: {e}", config_path.display())))?;
     let config = Config::parse(&config_text).map_err(CliError::failed)?;
 
     // The IdP enrolls users and hands the fulfillment order to the station.
-    let idp = Idp::open(&dir.join("idp")).map_err(CliError::failed)?;
     let shipments = idp
         .enroll(
             &transport_jwks,
@@ -116,6 +136,7 @@ pub fn run(args: Args) -> CliResult {
                 // forceChangePin or a minimum PIN length; the IdP asks for neither.
                 force_change_pin: profile.has_set_min_pin_length(),
                 pin_min_length: profile.has_set_min_pin_length().then_some(6),
+                sign: true,
                 ..EnrollOptions::default()
             },
         )
@@ -129,12 +150,21 @@ pub fn run(args: Args) -> CliResult {
         .map_err(|e| CliError::failed(format!("{}: {e}", jobs_path.display())))?;
     app::preflight(&config)?;
     let store = open_store(&config)?;
-    let counts = import_file(&store, &config, &jobs_path)?;
-    println!(
-        "  IdP enrolled {} users; station imported {} jobs",
-        shipments.len(),
-        counts.imported
-    );
+    if let Some(b) = &backend {
+        idp.offer(&shipments).map_err(CliError::failed)?;
+        outln!(
+            "  IdP enrolled {} users; back end https://{} offers them over mutual TLS",
+            shipments.len(),
+            b.local_addr()
+        );
+    } else {
+        let counts = import_file(&store, &config, &jobs_path)?;
+        outln!(
+            "  IdP enrolled {} users; station imported {} jobs",
+            shipments.len(),
+            counts.imported
+        );
+    }
     drop(keys);
 
     // Program everything.
@@ -143,18 +173,26 @@ pub fn run(args: Args) -> CliResult {
         Some(addr) => {
             let cfg = crate::web::WebConfig::new(addr, None).map_err(CliError::usage)?;
             let handle = crate::web::spawn(cfg, setup.board.clone()).map_err(CliError::failed)?;
-            println!("  status page: http://{}/", handle.local_addr());
+            outln!("  status page: http://{}/", handle.local_addr());
             hold(args.web_hold, "before programming starts");
             Some(handle)
         }
         None => None,
     };
     let station = Station::start(setup).map_err(CliError::failed)?;
+    let poller = crate::cli::run::start_upstream(&station, &store, &config)?;
     let deadline = Instant::now() + Duration::from_secs(args.timeout);
-    while !station.drained() && Instant::now() < deadline {
+    let done = |station: &Station| {
+        station.drained()
+            && (backend.is_none() || crate::cli::demo_upstream::results_held(&dir) >= args.keys)
+    };
+    while !done(&station) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
     }
-    let finished = station.drained();
+    let finished = done(&station);
+    if let Some(p) = poller {
+        p.stop(Duration::from_secs(2));
+    }
     let programmed = station
         .shared()
         .programmed
@@ -177,13 +215,23 @@ pub fn run(args: Args) -> CliResult {
 
     // Verify every delivered result as the IdP's activate endpoint would.
     let roots = TrustRoots::from_files(&[&ca_path]).map_err(CliError::failed)?;
-    let results =
-        idp::read_results(std::slice::from_ref(&config.outbox_dir)).map_err(CliError::failed)?;
+    let results_dir = match backend {
+        Some(b) => {
+            b.shutdown();
+            crate::cli::demo_upstream::results_dir(&dir)
+        }
+        None => config.outbox_dir.clone(),
+    };
+    let results = idp::read_results(&[results_dir]).map_err(CliError::failed)?;
     let reports = idp.activate(&sign_jwks, &roots, &results, crate::idp::unix_now());
-    println!();
-    println!(
+    outln!();
+    outln!(
         "{:<5} {:<10} {:<8} {:<5} {:<9} SHIPMENT",
-        "SLOT", "SERIAL", "FIRMWARE", "CREDS", "VERIFIED"
+        "SLOT",
+        "SERIAL",
+        "FIRMWARE",
+        "CREDS",
+        "VERIFIED"
     );
     let mut ok = 0;
     for r in &reports {
@@ -194,7 +242,7 @@ pub fn run(args: Args) -> CliResult {
             .unwrap_or_default();
         let verified = r.verified();
         ok += usize::from(verified);
-        println!(
+        outln!(
             "{:<5} {:<10} {:<8} {:<5} {:<9} {}",
             slot,
             r.serial_number.as_deref().unwrap_or("-"),
@@ -208,12 +256,12 @@ pub fn run(args: Args) -> CliResult {
             .iter()
             .chain(r.credentials.iter().filter_map(|c| c.failure.as_ref()))
         {
-            println!("      failure: {f}");
+            outln!("      failure: {f}");
         }
     }
     let quarantined = store.quarantined().map(|q| q.len()).unwrap_or(0);
-    println!();
-    println!(
+    outln!();
+    outln!(
         "{ok}/{} keys programmed and verified by the reference IdP in {:.1}s ({:.0} keys/hour); {quarantined} quarantined",
         args.keys,
         took.as_secs_f64(),
@@ -233,7 +281,7 @@ pub fn run(args: Args) -> CliResult {
 /// `--web-hold`: the status page stays up while nothing else happens.
 fn hold(secs: u64, why: &str) {
     if secs > 0 {
-        println!("  status page held {secs}s {why}");
+        outln!("  status page held {secs}s {why}");
         std::thread::sleep(Duration::from_secs(secs));
     }
 }
@@ -257,6 +305,7 @@ fn demo_config(
     dir: &Path,
     keys: &Path,
     ca: &Path,
+    idp_signing_jwks: &Path,
     profile: &str,
     product: u32,
     slots: usize,
@@ -265,11 +314,12 @@ fn demo_config(
     let q = |p: &Path| toml::Value::String(p.display().to_string()).to_string();
     let mut text = format!(
         "[station]\nid = \"demo\"\nstate_dir = {}\nkeys_dir = {}\noutbox_dir = {}\nattestation_roots = [{}]\n\n\
-         [[customization]]\nid = \"C19881\"\nmin_firmware = \"{min_fw}\"\nproducts = [{product}]\n",
+         [[customization]]\nid = \"C19881\"\nmin_firmware = \"{min_fw}\"\nproducts = [{product}]\nidp_signing_jwks = {}\n",
         q(&dir.join("state")),
         q(keys),
         q(&dir.join("outbox")),
         q(ca),
+        q(idp_signing_jwks),
     );
     for i in 0..slots {
         text.push_str(&format!(

@@ -2,11 +2,20 @@
 //! what is attached, and what one key is (in the spirit of `ykman info` and
 //! `fido2-token -I`). Read-only, except `devices reset`, which wipes a key
 //! (bench use: keys must be blank to be programmed again).
+//!
+//! `info` and `reset` take the same `--device`: a hidraw path, `udp:HOST:PORT`,
+//! `pcsc:READER`, `sim:PROFILE`, or a serial number looked up among the
+//! attached keys (as `ykman --device SERIAL` does). Without `--device` they use
+//! the only attached key, and say which; with none or several they stop and
+//! list what they found. "Attached" means FIDO HID devices, PC/SC readers with
+//! a card, and the `[[slot]]` devices of `--config` (how a UDP bridge is found:
+//! it cannot be enumerated).
 
 use crate::ctap2::{Client, CtapDevice, CtapError, GetInfo, PinRetries};
 use crate::ctaphid::{HidChannel, InitInfo, KeepaliveStatus, Timeouts};
 use crate::error::{CliError, CliResult};
 use crate::pin::PinProtocol;
+use crate::transport::spec::DeviceSelector;
 use crate::transport::{hid, DeviceSpec, TransportError};
 use crate::yubikey::{self, DeviceInfo};
 use serde_json::{json, Value as Json};
@@ -15,7 +24,8 @@ use std::time::{Duration, Instant};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
-    /// FIDO HID devices attached to this machine (usage page 0xF1D0).
+    /// FIDO HID devices attached to this machine (usage page 0xF1D0), PC/SC
+    /// readers, and every key that answers with its serial (for --device).
     List {
         /// One JSON document instead of a table.
         #[arg(long)]
@@ -23,9 +33,10 @@ pub enum Command {
     },
     /// Identify one key: serial, firmware, form factor, AAGUID, CTAP options, PIN retries.
     Info {
-        /// A hidraw path, udp:HOST:PORT, pcsc:READER or sim:PROFILE.
+        /// A serial number, hidraw path, udp:HOST:PORT, pcsc:READER or
+        /// sim:PROFILE; default: the only attached key.
         #[arg(long, value_name = "DEV")]
-        device: String,
+        device: Option<String>,
         /// One JSON document instead of text.
         #[arg(long)]
         json: bool,
@@ -33,9 +44,10 @@ pub enum Command {
     /// Wipe one key (authenticatorReset): PIN and every credential are lost.
     /// A YubiKey accepts it only within 10 s of being plugged in, with a touch.
     Reset {
-        /// A hidraw path or udp:HOST:PORT.
+        /// A serial number, hidraw path, udp:HOST:PORT, pcsc:READER or
+        /// sim:PROFILE; default: the only attached key.
         #[arg(long, value_name = "DEV")]
-        device: String,
+        device: Option<String>,
         /// Confirms that the key may be wiped; without it nothing happens.
         #[arg(long)]
         yes: bool,
@@ -45,28 +57,211 @@ pub enum Command {
     },
 }
 
-pub fn run(_config: &Option<PathBuf>, cmd: Command) -> CliResult {
+pub fn run(config: &Option<PathBuf>, cmd: Command) -> CliResult {
     match cmd {
-        Command::List { json } => list(json),
-        Command::Info { device, json } => info(&device, json),
+        Command::List { json } => list(config, json),
+        Command::Info { device, json } => info(&select(config, device.as_deref())?.0, json),
         Command::Reset {
             device,
             yes,
             wait_secs,
-        } => reset(&device, yes, Duration::from_secs(wait_secs)),
+        } => {
+            let (spec, serial) = select(config, device.as_deref())?;
+            // A key found by its serial is found the same way after the
+            // re-insert: its /dev/hidrawN (or reader) may have changed.
+            let again = match serial {
+                Some(serial) => Again::BySerial { serial, config },
+                None => Again::AtSameDevice,
+            };
+            reset(&spec, yes, Duration::from_secs(wait_secs), again)
+        }
+    }
+}
+
+/// The device `--device` names (an address, or a serial number looked up
+/// among the attached keys), or the only attached key when it is absent;
+/// with the key's serial when it was looked up by one.
+fn select(
+    config: &Option<PathBuf>,
+    device: Option<&str>,
+) -> Result<(DeviceSpec, Option<u32>), CliError> {
+    let wanted = device
+        .map(str::parse::<DeviceSelector>)
+        .transpose()
+        .map_err(CliError::usage)?;
+    if let Some(DeviceSelector::Spec(spec)) = wanted {
+        return Ok((spec, None));
+    }
+    let found = attached(config)?;
+    let listing = || {
+        if found.is_empty() {
+            "none found (FIDO HID devices, PC/SC readers with a card, [[slot]] devices of --config)"
+                .to_string()
+        } else {
+            found
+                .iter()
+                .map(|k| format!("{} ({})", k.spec, k.serial_text()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    };
+    match wanted {
+        Some(DeviceSelector::Serial(n)) => found
+            .iter()
+            .find(|k| k.serial == Some(n))
+            .map(|k| (k.spec.clone(), k.serial))
+            .ok_or_else(|| {
+                CliError::usage(format!(
+                    "no attached key has serial {n}; attached: {}",
+                    listing()
+                ))
+            }),
+        _ => {
+            let mut keys = found.iter().collect::<Vec<_>>();
+            // One YubiKey over USB is both a FIDO HID device and a CCID
+            // reader: the same serial twice is one key (HID listed first).
+            keys.dedup_by(|b, a| a.serial.is_some() && a.serial == b.serial);
+            match keys.as_slice() {
+                [only] => {
+                    errln!(
+                        "Using the only attached key: {} ({}).",
+                        only.spec,
+                        only.serial_text()
+                    );
+                    Ok((only.spec.clone(), only.serial))
+                }
+                [] => Err(CliError::usage(format!(
+                    "no key attached: {}; insert one or pass --device DEV",
+                    listing()
+                ))),
+                _ => Err(CliError::usage(format!(
+                    "{} keys attached: {}; pick one with --device SERIAL (or a path)",
+                    keys.len(),
+                    listing()
+                ))),
+            }
+        }
+    }
+}
+
+/// A key found attached, and its serial when it reports one.
+#[derive(Debug)]
+struct Attached {
+    spec: DeviceSpec,
+    serial: Option<u32>,
+}
+
+impl Attached {
+    fn serial_text(&self) -> String {
+        self.serial
+            .map_or_else(|| "no serial".into(), |s| format!("serial {s}"))
+    }
+}
+
+/// Every key that answers: FIDO HID devices, then the `[[slot]]` devices of
+/// the configuration (UDP bridges cannot be enumerated), then PC/SC readers
+/// with a card. Sorted so that one key seen twice keeps its HID path first.
+fn attached(config: &Option<PathBuf>) -> Result<Vec<Attached>, CliError> {
+    let mut specs: Vec<DeviceSpec> = hid::list_fido_devices()
+        .map_err(|e| CliError::failed(format!("cannot enumerate HID devices: {e}")))?
+        .into_iter()
+        .map(|d| DeviceSpec::Hid(d.path))
+        .collect();
+    if config.is_some() {
+        let cfg = crate::cli::jobs::load_config(config)?;
+        specs.extend(
+            cfg.slots
+                .into_iter()
+                .map(|s| s.device)
+                // A sim: slot makes a fresh key each time: nothing attached.
+                .filter(|d| !matches!(d, DeviceSpec::Sim(_))),
+        );
+    }
+    // No pcscd on this machine is not an error: there are just no readers.
+    if let Ok(readers) = crate::pcsc::list_readers() {
+        specs.extend(
+            readers
+                .into_iter()
+                .filter(|r| r.card_present)
+                .map(|r| DeviceSpec::Pcsc(r.name)),
+        );
+    }
+    let mut seen = std::collections::HashSet::new();
+    specs.retain(|s| seen.insert(s.clone()));
+    let mut found: Vec<Attached> = specs
+        .into_iter()
+        .filter_map(|spec| {
+            let serial = match &spec {
+                DeviceSpec::Pcsc(reader) => crate::pcsc::device_info(reader).ok()?.serial,
+                _ => {
+                    let mut channel = probe(&spec)?;
+                    yubikey::read_device_info(&mut channel)
+                        .ok()
+                        .and_then(|i| i.serial)
+                }
+            };
+            Some(Attached { spec, serial })
+        })
+        .collect();
+    found.sort_by_key(|k| (k.serial, matches!(k.spec, DeviceSpec::Pcsc(_))));
+    Ok(found)
+}
+
+/// A report transport to `spec`: HID, UDP, or a fresh blank simulated key
+/// of a profile, in-process.
+fn open_reports(spec: &DeviceSpec) -> Result<Box<dyn crate::transport::Transport>, CliError> {
+    match spec {
+        DeviceSpec::Sim(name) => {
+            let prof = crate::profile::builtin_profile(name).map_err(CliError::usage)?;
+            let product = crate::sim::SimConfig::default_product(&prof);
+            let config = crate::sim::SimConfig::new(prof, product).map_err(CliError::failed)?;
+            Ok(Box::new(
+                crate::sim::SimKey::new(config).map_err(CliError::failed)?,
+            ))
+        }
+        _ => spec.open_transport().map_err(|e| open_failed(spec, e)),
     }
 }
 
 /// A CTAPHID channel to `spec`, or `None` when nothing answers INIT.
 fn probe(spec: &DeviceSpec) -> Option<HidChannel<Box<dyn crate::transport::Transport>>> {
-    let transport = spec.open_transport().ok()?;
+    let transport = open_reports(spec).ok()?;
     HidChannel::open(transport, Timeouts::short()).ok()
+}
+
+/// Whether a key answers at `spec` (for the re-insert wait of `reset`).
+fn present(spec: &DeviceSpec) -> bool {
+    match spec {
+        DeviceSpec::Pcsc(reader) => {
+            crate::pcsc::transport::NfcCtap::open(reader, crate::pcsc::LengthMode::Short).is_ok()
+        }
+        _ => probe(spec).is_some(),
+    }
+}
+
+/// A key's CTAP2 link for `devices reset`: CTAPHID reports or CTAP over PC/SC.
+enum Link {
+    Hid(HidChannel<Box<dyn crate::transport::Transport>>),
+    Nfc(NfcDevice),
+}
+
+impl CtapDevice for Link {
+    fn cbor(
+        &mut self,
+        request: &[u8],
+        keepalive: &mut dyn FnMut(KeepaliveStatus),
+    ) -> Result<Vec<u8>, CtapError> {
+        match self {
+            Link::Hid(c) => CtapDevice::cbor(c, request, keepalive),
+            Link::Nfc(n) => n.cbor(request, keepalive),
+        }
+    }
 }
 
 /// Polls until `probe(spec)` is `want` (present or gone), or `until` passes.
 fn wait_for(spec: &DeviceSpec, want: bool, until: Instant) -> bool {
     while Instant::now() < until {
-        if probe(spec).is_some() == want {
+        if present(spec) == want {
             return true;
         }
         std::thread::sleep(Duration::from_millis(200));
@@ -74,16 +269,45 @@ fn wait_for(spec: &DeviceSpec, want: bool, until: Instant) -> bool {
     false
 }
 
+/// Where `devices reset` looks for the key after the operator re-inserts it.
+enum Again<'a> {
+    /// The path or address it was given.
+    AtSameDevice,
+    /// Wherever a key with this serial answers now.
+    BySerial {
+        serial: u32,
+        config: &'a Option<PathBuf>,
+    },
+}
+
+impl Again<'_> {
+    /// Polls until the key is back, or `until` passes: where it is now.
+    fn wait(&self, spec: &DeviceSpec, until: Instant) -> Option<DeviceSpec> {
+        match self {
+            Again::AtSameDevice => wait_for(spec, true, until).then(|| spec.clone()),
+            Again::BySerial { serial, config } => loop {
+                let found = attached(config).ok().and_then(|keys| {
+                    keys.into_iter()
+                        .find(|k| k.serial == Some(*serial))
+                        .map(|k| k.spec)
+                });
+                if found.is_some() {
+                    return found;
+                }
+                if Instant::now() >= until {
+                    return None;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            },
+        }
+    }
+}
+
 /// authenticatorReset (CTAP 2.1 §6.6). Tried at once (a key plugged in just
 /// now is inside its reset window); NOT_ALLOWED means the window is over, so
 /// the operator re-inserts the key and we try once more right after.
-fn reset(dev: &str, yes: bool, wait: Duration) -> CliResult {
-    let spec: DeviceSpec = dev.parse().map_err(CliError::usage)?;
-    if !matches!(spec, DeviceSpec::Hid(_) | DeviceSpec::Udp { .. }) {
-        return Err(CliError::usage(format!(
-            "{spec}: reset works on a hidraw path or udp:HOST:PORT"
-        )));
-    }
+fn reset(spec: &DeviceSpec, yes: bool, wait: Duration, again: Again<'_>) -> CliResult {
+    let mut spec = spec.clone();
     if !yes {
         return Err(CliError::usage(format!(
             "devices reset wipes the PIN and every credential on {spec}; \
@@ -96,13 +320,13 @@ fn reset(dev: &str, yes: bool, wait: Duration) -> CliResult {
     let mut touch_cue = |k: KeepaliveStatus| {
         if k == KeepaliveStatus::UPNEEDED && !asked {
             asked = true;
-            eprintln!("Touch the key now to confirm the reset.");
+            errln!("Touch the key now to confirm the reset.");
         }
     };
     let first = Client::new(channel).reset(&mut touch_cue);
     let outcome = match first {
         Err(e) if e.status() == Some(crate::ctap2::StatusCode::NOT_ALLOWED) => {
-            eprintln!(
+            errln!(
                 "Key {serial} at {spec}: remove it and insert it again \
                  (reset is only accepted within 10 s of power-up)."
             );
@@ -113,18 +337,22 @@ fn reset(dev: &str, yes: bool, wait: Duration) -> CliResult {
                     wait.as_secs()
                 )));
             }
-            eprintln!("Removed. Insert it again.");
-            if !wait_for(&spec, true, until) {
+            errln!("Removed. Insert it again.");
+            spec = match again.wait(&spec, until) {
+                Some(now_at) => now_at,
+                None => {
+                    return Err(CliError::failed(format!(
+                        "{spec}: no key came back within {} s; nothing was changed \
+                         (a re-inserted key may get a new /dev/hidrawN: pass --device SERIAL, \
+                         or use a per-port udev symlink)",
+                        wait.as_secs()
+                    )))
+                }
+            };
+            let (channel, back) = open_for_reset(&spec)?;
+            if back != serial {
                 return Err(CliError::failed(format!(
-                    "{spec}: no key came back within {} s; nothing was changed \
-                     (a re-inserted key may get a new /dev/hidrawN: use a per-port udev symlink)",
-                    wait.as_secs()
-                )));
-            }
-            let (channel, again) = open_for_reset(&spec)?;
-            if again != serial {
-                return Err(CliError::failed(format!(
-                    "{spec}: key {again} came back, not key {serial}; nothing was changed"
+                    "{spec}: key {back} came back, not key {serial}; nothing was changed"
                 )));
             }
             Client::new(channel).reset(&mut touch_cue)
@@ -133,7 +361,7 @@ fn reset(dev: &str, yes: bool, wait: Duration) -> CliResult {
     };
     match outcome {
         Ok(()) => {
-            println!("Key at {spec} reset: no PIN, no credentials.");
+            outln!("Key at {spec} reset: no PIN, no credentials.");
             Ok(())
         }
         Err(e) => Err(CliError::failed(format!(
@@ -143,30 +371,45 @@ fn reset(dev: &str, yes: bool, wait: Duration) -> CliResult {
     }
 }
 
-/// Opens the key for `devices reset` (CTAPHID INIT) and reads its serial
-/// (for the prompts and the same-key check after a re-insert).
-fn open_for_reset(
-    spec: &DeviceSpec,
-) -> Result<(HidChannel<Box<dyn crate::transport::Transport>>, String), CliError> {
-    let mut channel = HidChannel::open(
-        spec.open_transport().map_err(|e| open_failed(spec, e))?,
-        Timeouts::default(),
-    )
-    .map_err(|e| {
-        CliError::failed(format!(
-            "{spec}: CTAPHID INIT failed: {e}; is the key inserted (or the bridge running)? nothing was changed"
-        ))
-    })?;
-    let serial = yubikey::read_device_info(&mut channel)
-        .ok()
-        .and_then(|i| i.serial)
-        .map_or_else(|| "without a serial".to_string(), |s| s.to_string());
-    Ok((channel, serial))
+/// Opens the key for `devices reset` (CTAPHID INIT, or the FIDO applet over
+/// PC/SC) and reads its serial (for the prompts and the same-key check after
+/// a re-insert).
+fn open_for_reset(spec: &DeviceSpec) -> Result<(Link, String), CliError> {
+    let (link, serial) = match spec {
+        DeviceSpec::Pcsc(reader) => {
+            use crate::pcsc::{transport::NfcCtap, LengthMode};
+            // Serial first: the management applet and the FIDO applet
+            // each take the card for their own session.
+            let serial = crate::pcsc::device_info(reader).ok().and_then(|i| i.serial);
+            let nfc = NfcCtap::open(reader, LengthMode::Short).map_err(|e| {
+                CliError::failed(format!(
+                    "cannot open {spec}: {e}; is the key on the reader? nothing was changed"
+                ))
+            })?;
+            (Link::Nfc(NfcDevice(nfc)), serial)
+        }
+        _ => {
+            let mut channel =
+                HidChannel::open(open_reports(spec)?, Timeouts::default()).map_err(|e| {
+                    CliError::failed(format!(
+                        "{spec}: CTAPHID INIT failed: {e}; is the key inserted (or the bridge running)? nothing was changed"
+                    ))
+                })?;
+            let serial = yubikey::read_device_info(&mut channel)
+                .ok()
+                .and_then(|i| i.serial);
+            (Link::Hid(channel), serial)
+        }
+    };
+    let serial = serial.map_or_else(|| "without a serial".to_string(), |s| s.to_string());
+    Ok((link, serial))
 }
 
-fn list(as_json: bool) -> CliResult {
+fn list(config: &Option<PathBuf>, as_json: bool) -> CliResult {
     let devices = hid::list_fido_devices()
         .map_err(|e| CliError::failed(format!("cannot enumerate HID devices: {e}")))?;
+    // The keys `--device` can name: the same lookup `info` and `reset` use.
+    let keys = attached(config)?;
     // PC/SC is optional on a rig: no pcscd means no readers, said once, not a failure.
     let readers = crate::pcsc::list_readers().map_err(|e| e.to_string());
     if as_json {
@@ -182,18 +425,24 @@ fn list(as_json: bool) -> CliResult {
                 .collect::<Vec<_>>()),
             Err(e) => json!({ "error": e }),
         };
-        let out = serde_json::to_string_pretty(&json!({ "hid": devices, "pcsc": readers_json }))
-            .map_err(|e| CliError::failed(format!("cannot encode JSON: {e}")))?;
-        println!("{out}");
+        let keys_json: Vec<Json> = keys
+            .iter()
+            .map(|k| json!({ "device": k.spec.to_string(), "serial": k.serial }))
+            .collect();
+        let out = serde_json::to_string_pretty(
+            &json!({ "hid": devices, "pcsc": readers_json, "keys": keys_json }),
+        )
+        .map_err(|e| CliError::failed(format!("cannot encode JSON: {e}")))?;
+        outln!("{out}");
         return Ok(());
     }
     if devices.is_empty() {
-        println!("No FIDO HID devices found (check the udev rule or run as a user with access to /dev/hidraw*).");
+        outln!("No FIDO HID devices found (check the udev rule or run as a user with access to /dev/hidraw*).");
     }
     // USB strings and reader names come from the device or the driver: escaped.
     use crate::escape::Untrusted;
     for d in devices {
-        println!(
+        outln!(
             "{}  {:04x}:{:04x}  {}{}",
             Untrusted(&d.path),
             d.vendor_id,
@@ -212,10 +461,20 @@ fn list(as_json: bool) -> CliResult {
                     (true, None) => "card".to_string(),
                     (false, _) => "no card".to_string(),
                 };
-                println!("pcsc:{}  {card}", Untrusted(&r.name));
+                outln!("pcsc:{}  {card}", Untrusted(&r.name));
             }
         }
-        Err(e) => println!("PC/SC readers: unavailable ({})", Untrusted(&e)),
+        Err(e) => outln!("PC/SC readers: unavailable ({})", Untrusted(&e)),
+    }
+    if !keys.is_empty() {
+        outln!("Keys (--device takes the serial or the device):");
+        for k in &keys {
+            outln!(
+                "  {:<16} {}",
+                k.serial_text(),
+                Untrusted(&k.spec.to_string())
+            );
+        }
     }
     Ok(())
 }
@@ -230,21 +489,11 @@ struct Report {
     pin_retries: Result<Option<PinRetries>, String>,
 }
 
-fn info(dev: &str, as_json: bool) -> CliResult {
-    let spec: DeviceSpec = dev.parse().map_err(CliError::usage)?;
+fn info(spec: &DeviceSpec, as_json: bool) -> CliResult {
+    let spec = spec.clone();
     let report = match &spec {
         DeviceSpec::Hid(_) | DeviceSpec::Udp { .. } | DeviceSpec::Sim(_) => {
-            let transport: Box<dyn crate::transport::Transport> = match &spec {
-                // A fresh blank simulated key of that profile, in-process.
-                DeviceSpec::Sim(name) => {
-                    let prof = crate::profile::builtin_profile(name).map_err(CliError::usage)?;
-                    let product = crate::sim::SimConfig::default_product(&prof);
-                    let config =
-                        crate::sim::SimConfig::new(prof, product).map_err(CliError::failed)?;
-                    Box::new(crate::sim::SimKey::new(config).map_err(CliError::failed)?)
-                }
-                _ => spec.open_transport().map_err(|e| open_failed(&spec, e))?,
-            };
+            let transport = open_reports(&spec)?;
             let mut channel = HidChannel::open(transport, Timeouts::default()).map_err(|e| {
                 CliError::failed(format!(
                     "{spec}: CTAPHID INIT failed: {e}; is this a FIDO device (and is the bridge running)?"
@@ -267,7 +516,7 @@ fn info(dev: &str, as_json: bool) -> CliResult {
     if as_json {
         let out = serde_json::to_string_pretty(&to_json(&report))
             .map_err(|e| CliError::failed(format!("cannot encode JSON: {e}")))?;
-        println!("{out}");
+        outln!("{out}");
     } else {
         print_text(&report);
     }
@@ -390,7 +639,7 @@ fn to_json(r: &Report) -> Json {
 fn print_text(r: &Report) {
     // Values are read from the key (versions, extensions, strings): escaped.
     let line =
-        |k: &str, v: String| println!("{:<36}{}", format!("{k}:"), crate::escape::Untrusted(&v));
+        |k: &str, v: String| outln!("{:<36}{}", format!("{k}:"), crate::escape::Untrusted(&v));
     let i = &r.get_info;
     line("Device", format!("{} ({})", r.device, r.link));
     match &r.device_info {

@@ -11,6 +11,8 @@ use std::path::PathBuf;
 pub enum FleetCommand {
     /// The stations sharing the PostgreSQL store and the queue depth by state.
     Status {
+        /// One JSON object: `stations` (id, version, slots, heartbeat, leased,
+        /// in flight) and `queue` (state, count).
         #[arg(long)]
         json: bool,
     },
@@ -34,9 +36,9 @@ pub fn run_fleet(config: &Option<PathBuf>, cmd: FleetCommand) -> CliResult {
             })?;
             if json {
                 let text = serde_json::to_string_pretty(&status).map_err(CliError::failed)?;
-                println!("{text}");
+                outln!("{text}");
             } else {
-                print!("{}", render(&status));
+                out!("{}", render(&status));
             }
             Ok(())
         }
@@ -50,7 +52,7 @@ pub fn run_store(config: &Option<PathBuf>, cmd: StoreCommand) -> CliResult {
             // Opening migrates; `migrate` again reports what is left (nothing).
             let store = open_store(&config)?;
             let more = store.migrate().map_err(CliError::failed)?;
-            println!(
+            outln!(
                 "store ({}) is at the latest schema{}",
                 store.backend_name(),
                 if more > 0 { " (applied more)" } else { "" }

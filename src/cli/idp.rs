@@ -14,6 +14,9 @@ pub enum Command {
     Enroll(EnrollArgs),
     /// Verify delivered results (SPEC §6) as the IdP's activate endpoint must.
     Activate(ActivateArgs),
+    /// The reference fulfillment back end (SPEC §12): offers the enrolled
+    /// shipments over mutual TLS and keeps the results for `idp activate`.
+    Serve(crate::cli::idp_serve::Args),
 }
 
 #[derive(Debug, clap::Args)]
@@ -24,19 +27,25 @@ pub struct EnrollArgs {
     /// The station's transport-keys.jwks.
     #[arg(long, value_name = "FILE")]
     pub station_jwks: PathBuf,
+    /// Users to enroll: one shipment (one key) each.
     #[arg(long, default_value_t = 1)]
     pub users: usize,
+    /// WebAuthn relying party id of the first credential.
     #[arg(long, default_value = "myorg.okta.com")]
     pub rp_id: String,
+    /// Relying party display name.
     #[arg(long, default_value = "MyOrg")]
     pub rp_name: String,
     /// Default https:// + rp id.
     #[arg(long)]
     pub origin: Option<String>,
+    /// SPEC §3 customization_id (a `[[customization]]` id of the station).
     #[arg(long, default_value = "C19881")]
     pub customization: String,
+    /// SPEC §3 product_id (key model) of every shipment.
     #[arg(long, default_value_t = 1)]
     pub product: u32,
+    /// SPEC §3 inventory_product_id (the order system's SKU).
     #[arg(long, default_value_t = 106)]
     pub inventory_product: u32,
     /// Credential requests (enrollments) per user: the first on --rp-id, the k-th on a sibling RP (myorg-2.okta.com, …).
@@ -55,6 +64,12 @@ pub struct EnrollArgs {
     /// authenticatorConfig (YubiKey 5.2 / 5.4 firmware).
     #[arg(long)]
     pub no_force_change_pin: bool,
+    /// Sign every request (SPEC §4 IdP-signed requests): an ES384 JWS by the
+    /// IdP's signing key (made on first use in the state directory) inside
+    /// each JWE. Writes the public key to STATE/idp-signing.jwks, the file
+    /// the station's `[[customization]] idp_signing_jwks` names.
+    #[arg(long)]
+    pub sign: bool,
     /// Output file (JSON lines); default stdout.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
@@ -62,6 +77,7 @@ pub struct EnrollArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct ActivateArgs {
+    /// IdP state directory (as given to `idp enroll`).
     #[arg(long, value_name = "DIR")]
     pub state: PathBuf,
     /// The station's sign.jwks.
@@ -92,6 +108,7 @@ pub fn run(cmd: Command) -> CliResult {
     match cmd {
         Command::Enroll(a) => enroll(a),
         Command::Activate(a) => activate(a),
+        Command::Serve(a) => crate::cli::idp_serve::run(a),
     }
 }
 
@@ -119,12 +136,22 @@ fn enroll(a: EnrollArgs) -> CliResult {
         now: unix_now(),
         force_change_pin: !a.no_force_change_pin,
         pin_min_length: (!a.no_force_change_pin).then_some(6),
+        sign: a.sign,
         ..EnrollOptions::default()
     };
     let idp = Idp::open(&a.state).map_err(|e| CliError::failed(format!("idp: {e}")))?;
     let shipments = idp
         .enroll(&jwks, &opts)
         .map_err(|e| CliError::failed(format!("idp enroll: {e}")))?;
+    // `idp serve` offers what was enrolled (SPEC §12).
+    idp.offer(&shipments)
+        .map_err(|e| CliError::failed(format!("idp enroll: {e}")))?;
+    if a.sign {
+        errln!(
+            "idp: requests signed; station configuration: idp_signing_jwks = {}",
+            toml::Value::String(idp.signing_jwks_path().display().to_string())
+        );
+    }
     let mut text = String::new();
     for s in &shipments {
         text.push_str(&serde_json::to_string(s).unwrap_or_default());
@@ -134,13 +161,13 @@ fn enroll(a: EnrollArgs) -> CliResult {
         Some(path) => {
             std::fs::write(path, text)
                 .map_err(|e| CliError::failed(format!("{}: {e}", path.display())))?;
-            eprintln!(
+            errln!(
                 "idp: {} shipment(s) written to {}",
                 shipments.len(),
                 path.display()
             );
         }
-        None => print!("{text}"),
+        None => out!("{text}"),
     }
     Ok(())
 }

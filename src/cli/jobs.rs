@@ -11,24 +11,30 @@ use std::path::{Path, PathBuf};
 pub enum Command {
     /// Imports shipment files (one JSON shipment or JSON lines of them). Idempotent.
     Import {
+        /// Shipment files (SPEC §3): one JSON shipment, or JSON lines of them.
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
     /// Lists jobs, newest first.
     List {
+        /// At most this many jobs.
         #[arg(long, default_value_t = 50)]
         limit: usize,
+        /// JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
     /// Shows one job and its audit trail.
     Show {
+        /// The job's shipment id.
         id: String,
+        /// JSON (times as Unix seconds) instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Lists quarantined keys.
     Quarantine {
+        /// JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -80,7 +86,7 @@ pub fn run(config: &Option<PathBuf>, cmd: Command) -> CliResult {
             let mut total = ImportCounts::default();
             for f in &files {
                 let c = import_file(&store, &config, f)?;
-                println!(
+                outln!(
                     "{}: imported {}, already known {}, refused {}",
                     Untrusted(&f.display().to_string()),
                     c.imported,
@@ -88,33 +94,39 @@ pub fn run(config: &Option<PathBuf>, cmd: Command) -> CliResult {
                     c.refused
                 );
                 for r in &c.refusals {
-                    println!("  {r}");
+                    outln!("  {r}");
                 }
                 total.add(c);
             }
-            println!(
+            outln!(
                 "imported {} job(s), {} already known, {} refused (see `jobs list`)",
-                total.imported, total.duplicate, total.refused
+                total.imported,
+                total.duplicate,
+                total.refused
             );
             Ok(())
         }
         Command::List { limit, json } => {
             let rows = store.list(limit).map_err(CliError::failed)?;
             if json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::to_string_pretty(&rows).unwrap_or_default()
                 );
                 return Ok(());
             }
-            println!(
+            outln!(
                 "{:<26} {:>7} {:<10} {:<11} {:>8}  REASON",
-                "SHIPMENT", "PRODUCT", "CUSTOM", "STATE", "ATTEMPTS"
+                "SHIPMENT",
+                "PRODUCT",
+                "CUSTOM",
+                "STATE",
+                "ATTEMPTS"
             );
             for r in rows {
                 // Rows come from the database: ids and reasons imported
                 // before intake checked them, or written by anything else.
-                println!(
+                outln!(
                     "{:<26} {:>7} {:<10} {:<11} {:>8}  {}",
                     untrusted(&r.shipment_id),
                     r.product_id,
@@ -129,15 +141,17 @@ pub fn run(config: &Option<PathBuf>, cmd: Command) -> CliResult {
         Command::Show { id, json } => {
             let (row, audit) = store.show(&id).map_err(CliError::failed)?;
             if json {
-                println!("{}", serde_json::json!({ "job": row, "audit": audit }));
+                outln!("{}", serde_json::json!({ "job": row, "audit": audit }));
                 return Ok(());
             }
-            println!("shipment   {}\nproduct    {}\ncustom.    {}\nstate      {}\nattempts   {}\nreason     {}",
-                untrusted(&row.shipment_id), row.product_id, untrusted(&row.customization_id), row.state, row.attempts, untrusted(&row.reason.unwrap_or_default()));
+            // People read local RFC 3339 time; --json above keeps Unix seconds.
+            let when = crate::cli::localtime::rfc3339_local;
+            outln!("shipment   {}\nproduct    {}\ncustom.    {}\nstate      {}\nattempts   {}\nreason     {}\nupdated    {}",
+                untrusted(&row.shipment_id), row.product_id, untrusted(&row.customization_id), row.state, row.attempts, untrusted(&row.reason.unwrap_or_default()), when(row.updated_at));
             for a in audit {
-                println!(
+                outln!(
                     "  {} {:<12} slot={} serial={} fw={} {}",
-                    a.at,
+                    when(a.at),
                     untrusted(&a.event),
                     untrusted(&a.slot.unwrap_or_default()),
                     untrusted(&a.serial.unwrap_or_default()),
@@ -150,13 +164,13 @@ pub fn run(config: &Option<PathBuf>, cmd: Command) -> CliResult {
         Command::Quarantine { json } => {
             let rows = store.quarantined().map_err(CliError::failed)?;
             if json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::to_string_pretty(&rows).unwrap_or_default()
                 );
             } else {
                 for q in rows {
-                    println!(
+                    outln!(
                         "{} job={} step={} {}",
                         untrusted(&q.serial),
                         untrusted(&q.shipment_id.unwrap_or_default()),
@@ -179,17 +193,19 @@ fn print_delivery(store: &Store) -> CliResult {
         return Ok(());
     }
     let now_ms = crate::store::now_secs() * 1000;
-    println!(
+    outln!(
         "\n{} result(s) waiting for the sink, {} failing:",
         pending.len(),
         failing.len()
     );
-    println!(
+    outln!(
         "{:<26} {:>8} {:>9}  REASON",
-        "SHIPMENT", "ATTEMPTS", "NEXT TRY"
+        "SHIPMENT",
+        "ATTEMPTS",
+        "NEXT TRY"
     );
     for p in failing {
-        println!(
+        outln!(
             "{:<26} {:>8} {:>8}s  {}: {}",
             crate::escape::untrusted(&p.shipment_id),
             p.attempts,

@@ -9,6 +9,7 @@ pub enum Command {
     /// Add a new P-384 transport key and signing key to DIR (created 0700,
     /// key files 0600); the new signing key becomes the active one.
     Generate {
+        /// Keys directory (created if missing).
         #[arg(long, value_name = "DIR")]
         dir: PathBuf,
     },
@@ -17,11 +18,13 @@ pub enum Command {
         /// Keys directory; default $CREDENTIALS_DIRECTORY.
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
+        /// Directory the two JWK sets are written to (created if missing).
         #[arg(long, value_name = "OUT")]
         out: PathBuf,
     },
     /// List the key ids in DIR and which signing key is active.
     List {
+        /// Keys directory; default $CREDENTIALS_DIRECTORY.
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
     },
@@ -36,7 +39,7 @@ pub fn run(cmd: Command) -> CliResult {
         Command::Generate { dir } => {
             let keys = StationKeys::generate(&dir)
                 .map_err(|e| CliError::failed(format!("keys generate: {e}")))?;
-            println!(
+            outln!(
                 "keys in {}: transport {}; active signing key {}",
                 dir.display(),
                 keys.transport_kids().collect::<Vec<_>>().join(", "),
@@ -49,18 +52,18 @@ pub fn run(cmd: Command) -> CliResult {
             let (t, s) = keys
                 .export_jwks(&out)
                 .map_err(|e| CliError::failed(format!("keys export-jwks: {e}")))?;
-            println!("wrote {} and {}", t.display(), s.display());
+            outln!("wrote {} and {}", t.display(), s.display());
             Ok(())
         }
         Command::List { dir } => {
             let keys = load(&dir)?;
             for k in keys.transport_kids() {
-                println!("transport {k}");
+                outln!("transport {k}");
             }
             let active = keys.active_signing().kid.clone();
             for k in keys.signing_jwks().keys {
                 let mark = if k.kid == active { " (active)" } else { "" };
-                println!("signing   {}{mark}", k.kid);
+                outln!("signing   {}{mark}", k.kid);
             }
             Ok(())
         }

@@ -1,17 +1,28 @@
 //! The command line of SPEC §11. One file per command group; each exposes an
 //! `Args` type (clap) and a `run` function returning [`CliResult`]. `main.rs`
 //! only parses, initialises logging and maps errors to exit codes.
+//!
+//! Output goes through [`output`]'s `outln!` / `out!` / `errln!`, never
+//! `outln!` (a closed pipe must not panic, issue #17): the lint below holds it.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
 
 use crate::error::CliResult;
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
+// First: its macros are in scope for the modules declared after it.
+#[macro_use]
+pub mod output;
+
 pub mod demo;
+pub mod demo_upstream;
 pub mod devices;
 pub mod fleet;
 pub mod idp;
+pub mod idp_serve;
 pub mod jobs;
 pub mod keys;
+pub mod localtime;
 pub mod run;
 pub mod sim;
 

@@ -45,6 +45,9 @@ pub fn run(config_path: &Option<PathBuf>, args: Args) -> CliResult {
         .map(|dir| SpoolThread::spawn(store.clone(), config.clone(), dir))
         .transpose()
         .map_err(|e| CliError::failed(format!("cannot start the spool thread: {e}")))?;
+    // The upstream poller (SPEC §12) too: a back end that is down or slow
+    // delays only its own calls, never this loop, programming or delivery.
+    let upstream = start_upstream(&station, &store, &config)?;
     notify::notify("READY=1");
     tracing::info!(slots = config.slots.len(), "station running");
     let watchdog = notify::watchdog_interval().map(|d| d / 2);
@@ -62,7 +65,11 @@ pub fn run(config_path: &Option<PathBuf>, args: Args) -> CliResult {
             last_ping = Instant::now();
         }
         // `--once` also waits for the spool to be scanned once with nothing new.
-        if args.once && station.drained() && spool.as_ref().is_none_or(SpoolThread::idle) {
+        if args.once
+            && station.drained()
+            && spool.as_ref().is_none_or(SpoolThread::idle)
+            && upstream.as_ref().is_none_or(|u| u.empty_polls() > 0)
+        {
             break;
         }
         if args.once {
@@ -94,6 +101,11 @@ pub fn run(config_path: &Option<PathBuf>, args: Args) -> CliResult {
         }
     }
     notify::notify("STOPPING=1");
+    if let Some(upstream) = upstream {
+        if !upstream.stop(Duration::from_secs(2)) {
+            tracing::warn!("upstream poller still inside a call; not waiting for it");
+        }
+    }
     if let Some(spool) = spool {
         if !spool.stop(Duration::from_secs(2)) {
             tracing::warn!("spool thread still busy in the file system; not waiting for it");
@@ -117,7 +129,7 @@ pub fn run(config_path: &Option<PathBuf>, args: Args) -> CliResult {
     );
     let counts = store.counts().map_err(CliError::failed)?;
     let summary: Vec<String> = counts.iter().map(|(s, n)| format!("{s} {n}")).collect();
-    println!(
+    outln!(
         "programmed {programmed} key(s) this run; jobs: {}",
         summary.join(", ")
     );
@@ -163,6 +175,22 @@ fn once_undeliverable(stuck: &[crate::station::Undeliverable]) -> String {
         stuck.len(),
         each.join("; ")
     )
+}
+
+/// Starts the upstream poller when `[upstream]` is configured.
+pub fn start_upstream(
+    station: &Station,
+    store: &crate::store::Store,
+    config: &crate::config::Config,
+) -> Result<Option<crate::upstream::UpstreamThread>, CliError> {
+    let (Some(client), Some(up)) = (station.shared().upstream.clone(), config.upstream.as_ref())
+    else {
+        return Ok(None);
+    };
+    tracing::info!(url = %client.base(), poll_secs = up.poll.as_secs(), batch = up.batch, "pulling locked shipments from upstream");
+    crate::upstream::UpstreamThread::spawn(client, store.clone(), config.clone(), up.poll, up.batch)
+        .map(Some)
+        .map_err(|e| CliError::failed(format!("cannot start the upstream thread: {e}")))
 }
 
 /// Sets `flag` when `signal` arrives (tokio's signal handling on a small runtime thread).

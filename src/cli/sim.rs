@@ -114,7 +114,7 @@ fn serve(args: ServeArgs) -> CliResult {
         let control = key.control();
         let server = UdpServer::spawn(addr, key)
             .map_err(|e| CliError::failed(format!("{e}; is another simulator using the port?")))?;
-        println!(
+        outln!(
             "sim key {i}: profile {} product {product} serial {serial} udp {}",
             prof.name,
             server.local_addr()
@@ -128,7 +128,7 @@ fn serve(args: ServeArgs) -> CliResult {
     let mut line = String::new();
     let stdin = std::io::stdin();
     while stdin.read_line(&mut line).is_ok_and(|n| n > 0) {
-        println!("{}", control_line(&controls, line.trim()));
+        outln!("{}", control_line(&controls, line.trim()));
         let _ = std::io::stdout().flush();
         line.clear();
     }
@@ -189,7 +189,7 @@ pub fn control_line(controls: &[SimControl], line: &str) -> String {
 fn ca(args: CaArgs) -> CliResult {
     let pem = sim::ca_root_pem(args.seed).map_err(|e| CliError::failed(e.to_string()))?;
     if args.out.as_os_str() == "-" {
-        print!("{pem}");
+        out!("{pem}");
         return Ok(());
     }
     std::fs::write(&args.out, pem)

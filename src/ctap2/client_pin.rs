@@ -144,7 +144,83 @@ impl PinUvAuthToken {
     }
 }
 
+/// A shared secret kept between PIN operations of one power session, with the
+/// platform key the authenticator derived it from (issue #16).
+#[derive(Debug)]
+pub(crate) struct KeptSecret {
+    platform_key: CoseKey,
+    shared: SharedSecret,
+}
+
+/// Statuses a stale shared secret produces: a MAC that does not verify
+/// (setPIN, changePIN) or a PIN hash that decrypts to garbage (token requests).
+fn stale_secret_status(e: &CtapError) -> bool {
+    matches!(
+        e.status(),
+        Some(super::StatusCode::PIN_AUTH_INVALID) | Some(super::StatusCode::PIN_INVALID)
+    )
+}
+
 impl<D: CtapDevice> Client<D> {
+    /// Reuse the shared secret of one getKeyAgreement for the following PIN
+    /// operations (issue #16), instead of a getKeyAgreement before each as
+    /// python-fido2 and libfido2 do. Only for authenticators known to keep
+    /// their key-agreement key until power-up or a failed PIN check (CTAP 2.1
+    /// §6.5.4; firmware profile `pin_session.keeps_key_agreement`). After a
+    /// PIN_AUTH_INVALID or PIN_INVALID on a reused secret the operation is
+    /// repeated once with a fresh getKeyAgreement. Switching it off drops the
+    /// kept secret.
+    pub fn set_key_agreement_reuse(&mut self, on: bool) {
+        self.reuse_key_agreement = on;
+        if !on {
+            self.kept_secret = None;
+        }
+    }
+
+    /// Whether a shared secret is kept for reuse (tests; never the secret itself).
+    pub fn keeps_shared_secret(&self) -> bool {
+        self.kept_secret.is_some()
+    }
+
+    /// Runs one PIN operation with a shared secret: the kept one when reuse is
+    /// on (once more with a fresh one if the authenticator no longer knows it),
+    /// else a fresh one. The secret is kept again only after a success.
+    fn with_shared_secret<T>(
+        &mut self,
+        protocol: PinProtocol,
+        mut op: impl FnMut(&mut Self, &CoseKey, &SharedSecret) -> Result<T, CtapError>,
+    ) -> Result<T, CtapError> {
+        let kept = self
+            .kept_secret
+            .take()
+            .filter(|k| self.reuse_key_agreement && k.shared.protocol() == protocol);
+        let (platform_key, shared, reused) = match kept {
+            Some(k) => (k.platform_key, k.shared, true),
+            None => {
+                let (pk, ss) = self.shared_secret(protocol)?;
+                (pk, ss, false)
+            }
+        };
+        let (platform_key, shared, result) = match op(self, &platform_key, &shared) {
+            Err(e) if reused && stale_secret_status(&e) => {
+                // The authenticator regenerated its key (power-up, a failed PIN
+                // check, or firmware that does not keep it): one fresh try.
+                drop(shared);
+                let (pk, ss) = self.shared_secret(protocol)?;
+                let r = op(self, &pk, &ss);
+                (pk, ss, r)
+            }
+            r => (platform_key, shared, r),
+        };
+        if result.is_ok() && self.reuse_key_agreement {
+            self.kept_secret = Some(KeptSecret {
+                platform_key,
+                shared,
+            });
+        }
+        result
+    }
+
     fn client_pin(&mut self, params: Vec<(u64, Value)>) -> Result<Option<Value>, CtapError> {
         let map = Value::Map(
             params
@@ -198,8 +274,8 @@ impl<D: CtapDevice> Client<D> {
     }
 
     /// A fresh key agreement: getKeyAgreement then encapsulate. Done before
-    /// every PIN operation, since a wrong PIN makes the authenticator regenerate
-    /// its key (research §2.2).
+    /// every PIN operation unless reuse is on (see `set_key_agreement_reuse`),
+    /// since a wrong PIN makes the authenticator regenerate its key (research §2.2).
     fn shared_secret(
         &mut self,
         protocol: PinProtocol,
@@ -216,16 +292,17 @@ impl<D: CtapDevice> Client<D> {
         new_pin: &SecretString,
     ) -> Result<(), CtapError> {
         let padded = pin::pad_pin(new_pin)?;
-        let (platform_key, shared) = self.shared_secret(protocol)?;
-        let new_pin_enc = shared.encrypt(padded.expose())?;
-        let mut p = Self::base(protocol, ClientPinSubCommand::SET_PIN);
-        p.push((k::KEY_AGREEMENT, platform_key.to_cbor()));
-        p.push((
-            k::PIN_UV_AUTH_PARAM,
-            Value::from(shared.authenticate(&new_pin_enc)),
-        ));
-        p.push((k::NEW_PIN_ENC, Value::from(new_pin_enc)));
-        self.client_pin(p).map(drop)
+        self.with_shared_secret(protocol, |c, platform_key, shared| {
+            let new_pin_enc = shared.encrypt(padded.expose())?;
+            let mut p = Self::base(protocol, ClientPinSubCommand::SET_PIN);
+            p.push((k::KEY_AGREEMENT, platform_key.to_cbor()));
+            p.push((
+                k::PIN_UV_AUTH_PARAM,
+                Value::from(shared.authenticate(&new_pin_enc)),
+            ));
+            p.push((k::NEW_PIN_ENC, Value::from(new_pin_enc)));
+            c.client_pin(p).map(drop)
+        })
     }
 
     /// changePIN (0x04): pinUvAuthParam = authenticate(shared, newPinEnc ‖ pinHashEnc).
@@ -236,16 +313,17 @@ impl<D: CtapDevice> Client<D> {
         new_pin: &SecretString,
     ) -> Result<(), CtapError> {
         let padded = pin::pad_pin(new_pin)?;
-        let (platform_key, shared) = self.shared_secret(protocol)?;
-        let pin_hash_enc = shared.encrypt(pin::pin_hash(current).expose())?;
-        let new_pin_enc = shared.encrypt(padded.expose())?;
-        let auth = shared.authenticate(&[new_pin_enc.as_slice(), &pin_hash_enc].concat());
-        let mut p = Self::base(protocol, ClientPinSubCommand::CHANGE_PIN);
-        p.push((k::KEY_AGREEMENT, platform_key.to_cbor()));
-        p.push((k::PIN_UV_AUTH_PARAM, Value::from(auth)));
-        p.push((k::NEW_PIN_ENC, Value::from(new_pin_enc)));
-        p.push((k::PIN_HASH_ENC, Value::from(pin_hash_enc)));
-        self.client_pin(p).map(drop)
+        self.with_shared_secret(protocol, |c, platform_key, shared| {
+            let pin_hash_enc = shared.encrypt(pin::pin_hash(current).expose())?;
+            let new_pin_enc = shared.encrypt(padded.expose())?;
+            let auth = shared.authenticate(&[new_pin_enc.as_slice(), &pin_hash_enc].concat());
+            let mut p = Self::base(protocol, ClientPinSubCommand::CHANGE_PIN);
+            p.push((k::KEY_AGREEMENT, platform_key.to_cbor()));
+            p.push((k::PIN_UV_AUTH_PARAM, Value::from(auth)));
+            p.push((k::NEW_PIN_ENC, Value::from(new_pin_enc)));
+            p.push((k::PIN_HASH_ENC, Value::from(pin_hash_enc)));
+            c.client_pin(p).map(drop)
+        })
     }
 
     /// Legacy getPinToken (0x05), for FIDO_2_1_PRE keys without `pinUvAuthToken`.
@@ -295,28 +373,29 @@ impl<D: CtapDevice> Client<D> {
         permissions: Option<Permissions>,
         rp_id: Option<&str>,
     ) -> Result<PinUvAuthToken, CtapError> {
-        let (platform_key, shared) = self.shared_secret(protocol)?;
-        let pin_hash_enc = shared.encrypt(pin::pin_hash(pin).expose())?;
-        let mut p = Self::base(protocol, sub);
-        p.push((k::KEY_AGREEMENT, platform_key.to_cbor()));
-        p.push((k::PIN_HASH_ENC, Value::from(pin_hash_enc)));
-        if let Some(perm) = permissions {
-            p.push((k::PERMISSIONS, Value::from(perm.0)));
-        }
-        if let Some(rp) = rp_id {
-            p.push((k::RP_ID, Value::from(rp)));
-        }
-        let r = self
-            .client_pin(p)?
-            .ok_or_else(|| malformed(WHAT, "empty token reply"))?;
-        let enc = req_bytes(&r, k::RESP_PIN_UV_AUTH_TOKEN, WHAT, "pinUvAuthToken")?;
-        let token = shared.decrypt(enc).map_err(|_| {
-            malformed(
-                WHAT,
-                format!("pinUvAuthToken ciphertext of {} bytes", enc.len()),
-            )
-        })?;
-        PinUvAuthToken::new(protocol, token)
+        self.with_shared_secret(protocol, |c, platform_key, shared| {
+            let pin_hash_enc = shared.encrypt(pin::pin_hash(pin).expose())?;
+            let mut p = Self::base(protocol, sub);
+            p.push((k::KEY_AGREEMENT, platform_key.to_cbor()));
+            p.push((k::PIN_HASH_ENC, Value::from(pin_hash_enc)));
+            if let Some(perm) = permissions {
+                p.push((k::PERMISSIONS, Value::from(perm.0)));
+            }
+            if let Some(rp) = rp_id {
+                p.push((k::RP_ID, Value::from(rp)));
+            }
+            let r = c
+                .client_pin(p)?
+                .ok_or_else(|| malformed(WHAT, "empty token reply"))?;
+            let enc = req_bytes(&r, k::RESP_PIN_UV_AUTH_TOKEN, WHAT, "pinUvAuthToken")?;
+            let token = shared.decrypt(enc).map_err(|_| {
+                malformed(
+                    WHAT,
+                    format!("pinUvAuthToken ciphertext of {} bytes", enc.len()),
+                )
+            })?;
+            PinUvAuthToken::new(protocol, token)
+        })
     }
 }
 
@@ -417,6 +496,125 @@ mod tests {
                 .unwrap_err();
             assert_eq!(e.status(), Some(super::super::StatusCode::PIN_INVALID));
         }
+    }
+
+    /// An authenticator-side clientPIN that regenerates its key-agreement key
+    /// after every PIN check when `forget` is set; counts getKeyAgreement calls.
+    fn counting_authenticator(
+        forget: bool,
+        ka_calls: std::rc::Rc<std::cell::Cell<u32>>,
+        retries: std::rc::Rc<std::cell::Cell<u32>>,
+    ) -> impl FnMut(&[u8]) -> Vec<u8> {
+        let mut auth = KeyAgreement::generate();
+        let mut stored_hash: Option<Vec<u8>> = None;
+        move |req| {
+            let p = crate::cbor::decode(&req[1..]).unwrap();
+            let sub = p.get(2u64).unwrap().as_u64().unwrap();
+            let reply = |v: Option<Value>| {
+                let mut r = vec![0];
+                if let Some(v) = v {
+                    r.extend(crate::cbor::encode(&v));
+                }
+                r
+            };
+            if sub == 2 {
+                ka_calls.set(ka_calls.get() + 1);
+                return reply(ka_reply(&auth));
+            }
+            let platform = CoseKey::from_cbor(p.get(3u64).unwrap()).unwrap();
+            let ss = auth.shared_secret(PinProtocol::Two, &platform);
+            let out = match sub {
+                3 => {
+                    let enc = p.get(5u64).unwrap().as_bytes().unwrap();
+                    if !ss.verify(enc, p.get(4u64).unwrap().as_bytes().unwrap()) {
+                        return vec![0x33];
+                    }
+                    let pin = pin::unpad_pin(ss.decrypt(enc).unwrap().expose()).unwrap();
+                    stored_hash = Some(pin::pin_hash(&pin).expose().clone());
+                    reply(None)
+                }
+                9 => {
+                    let hash = ss.decrypt(p.get(6u64).unwrap().as_bytes().unwrap());
+                    if hash.ok().map(|h| h.expose().clone()) != stored_hash {
+                        // §6.5.5.7: a wrong PIN hash costs a retry and a new key.
+                        retries.set(retries.get() - 1);
+                        auth = KeyAgreement::generate();
+                        return vec![0x31];
+                    }
+                    retries.set(8);
+                    reply(Some(Value::map([(2, ss.encrypt(&[7u8; 32]).unwrap())])))
+                }
+                _ => vec![0x3e],
+            };
+            if forget {
+                auth = KeyAgreement::generate();
+            }
+            out
+        }
+    }
+
+    #[test]
+    fn reused_shared_secret_saves_key_agreements_and_recovers_from_a_new_key() {
+        use std::{cell::Cell, rc::Rc};
+        let pin = SecretString::new("583920".into());
+        for (forget, reuse, want_ka) in [
+            (false, false, 3),
+            (false, true, 1),
+            // A key that forgets: each reused token request fails once (one
+            // retry spent), is repeated with a fresh getKeyAgreement and succeeds.
+            (true, true, 3),
+        ] {
+            let (ka, retries) = (Rc::new(Cell::new(0)), Rc::new(Cell::new(8)));
+            let dev = ScriptedDevice::new().responder(counting_authenticator(
+                forget,
+                ka.clone(),
+                retries.clone(),
+            ));
+            let mut c = Client::new(dev);
+            c.set_key_agreement_reuse(reuse);
+            c.set_pin(PinProtocol::Two, &pin).unwrap();
+            for _ in 0..2 {
+                let t = c
+                    .get_pin_uv_auth_token_using_pin_with_permissions(
+                        PinProtocol::Two,
+                        &pin,
+                        Permissions::CM | Permissions::ACFG,
+                        None,
+                    )
+                    .unwrap();
+                assert_eq!(t.expose(), &[7u8; 32]);
+            }
+            assert_eq!(ka.get(), want_ka, "forget {forget} reuse {reuse}");
+            assert_eq!(retries.get(), 8, "full retries at the end");
+            assert_eq!(c.keeps_shared_secret(), reuse);
+            c.set_key_agreement_reuse(false);
+            assert!(!c.keeps_shared_secret());
+        }
+        // A wrong PIN on a reused secret is tried once more, fresh, and no more.
+        let (ka, retries) = (Rc::new(Cell::new(0)), Rc::new(Cell::new(8)));
+        let dev = ScriptedDevice::new().responder(counting_authenticator(
+            false,
+            ka.clone(),
+            retries.clone(),
+        ));
+        let mut c = Client::new(dev);
+        c.set_key_agreement_reuse(true);
+        c.set_pin(PinProtocol::Two, &pin).unwrap();
+        let wrong = SecretString::new("000000".into());
+        let e = c
+            .get_pin_uv_auth_token_using_pin_with_permissions(
+                PinProtocol::Two,
+                &wrong,
+                Permissions::CM,
+                None,
+            )
+            .unwrap_err();
+        assert_eq!(e.status(), Some(super::super::StatusCode::PIN_INVALID));
+        assert_eq!((ka.get(), retries.get()), (2, 6));
+        assert!(
+            !c.keeps_shared_secret(),
+            "a failed operation keeps no secret"
+        );
     }
 
     #[test]

@@ -218,6 +218,11 @@ pub const MAX_REPLY_LEN: usize = MAX_MESSAGE_LEN;
 pub struct Client<D: CtapDevice> {
     device: D,
     max_msg_size: usize,
+    /// Reuse one shared secret across PIN operations (issue #16); see
+    /// [`Client::set_key_agreement_reuse`].
+    reuse_key_agreement: bool,
+    /// The shared secret kept for reuse (a secret type; dropped when reuse is switched off).
+    kept_secret: Option<client_pin::KeptSecret>,
 }
 
 impl<D: CtapDevice> Client<D> {
@@ -226,6 +231,8 @@ impl<D: CtapDevice> Client<D> {
         Self {
             device,
             max_msg_size: DEFAULT_MAX_MSG_SIZE,
+            reuse_key_agreement: false,
+            kept_secret: None,
         }
     }
 

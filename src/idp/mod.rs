@@ -3,10 +3,14 @@
 //! and verifies delivered results as an IdP's activate endpoint must.
 //!
 //! State lives in a directory (0700): one record per shipment
-//! (`shipments/<id>.json`) and one private response key per enrollment
-//! (`keys/<kid>.jwk`, created 0600). The PIN is never written anywhere: it is
+//! (`shipments/<id>.json`) and one private response key per shipment
+//! (`keys/<kid>.jwk`, created 0600: SPEC §4 has every request of a job name
+//! the same `responseKey`). With `--sign`, the IdP's request-signing key
+//! (`signing/<kid>.jwk`, 0600) and its public JWKS (`idp-signing.jwks`, for
+//! the station's `idp_signing_jwks`). The PIN is never written anywhere: it is
 //! decrypted at activation and shown only when the caller asks (`--show-pin`).
 
+pub mod serve;
 pub mod wire;
 
 use crate::jose::jwe::{self, KeyManagement};
@@ -17,6 +21,7 @@ use crate::jose::request::{
     PinPolicy, PinRequestWire, RpEntity, UserEntity,
 };
 use crate::jose::response::{self, request_digest};
+use crate::jose::signed;
 use crate::jose::{b64url_decode, b64url_encode, cty};
 use crate::secret::SecretString;
 use crate::webauthn::{self, AttestationObject, Expected, TrustRoots};
@@ -81,6 +86,9 @@ pub struct EnrollOptions {
     pub lifetime_secs: i64,
     /// Unix seconds (`iat`).
     pub now: i64,
+    /// IdP-signed requests (SPEC §4): each request is an ES384 JWS by the
+    /// IdP's signing key inside the JWE (`cty` + `+jws`).
+    pub sign: bool,
 }
 
 impl Default for EnrollOptions {
@@ -101,6 +109,7 @@ impl Default for EnrollOptions {
             force_change_pin: true,
             lifetime_secs: 30 * 24 * 3600,
             now: unix_now(),
+            sign: false,
         }
     }
 }
@@ -212,6 +221,67 @@ impl Idp {
         self.state_dir.join("keys")
     }
 
+    fn signing_dir(&self) -> PathBuf {
+        self.state_dir.join("signing")
+    }
+
+    /// Where the public JWKS of the IdP's request-signing key is written: the
+    /// file a station's `[[customization]] idp_signing_jwks` names.
+    pub fn signing_jwks_path(&self) -> PathBuf {
+        self.state_dir.join("idp-signing.jwks")
+    }
+
+    /// The IdP's request-signing key (EC P-384, ES384), made on first use
+    /// and kept in `signing/`; its public JWKS is (re)written to
+    /// [`signing_jwks_path`](Self::signing_jwks_path).
+    pub fn signing_key(&self) -> Result<NamedKey, IdpError> {
+        let dir = self.signing_dir();
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(io(&dir))?;
+        let mut existing: Vec<PathBuf> = fs::read_dir(&dir)
+            .map_err(io(&dir))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "jwk"))
+            .collect();
+        existing.sort();
+        let key = match existing.first() {
+            Some(path) => {
+                let text = read_private(path)?;
+                let (key, key_use) = NamedKey::from_private_jwk(&text).map_err(|reason| {
+                    IdpError::Keys(crate::jose::KeyError::BadKeyFile {
+                        path: path.clone(),
+                        reason,
+                    })
+                })?;
+                if key_use != KeyUse::Sig {
+                    return Err(IdpError::Keys(crate::jose::KeyError::BadKeyFile {
+                        path: path.clone(),
+                        reason: "the IdP signing key file is not a sig key",
+                    }));
+                }
+                key
+            }
+            None => {
+                let key = NamedKey::generate("idp-sign");
+                write_private(&dir, &key, KeyUse::Sig)?;
+                key
+            }
+        };
+        let jwks = Jwks {
+            keys: vec![key.public_jwk(KeyUse::Sig)],
+        };
+        write_atomic(
+            &self.state_dir,
+            "idp-signing.jwks",
+            jwks.to_json_pretty().as_bytes(),
+            0o644,
+        )?;
+        Ok(key)
+    }
+
     fn record_path(&self, shipment_id: &str) -> PathBuf {
         self.state_dir
             .join("shipments")
@@ -242,6 +312,26 @@ impl Idp {
             return Err(IdpError::NoTransportKey);
         }
         let cred_protect = cred_protect_level(&opts.cred_protect)?;
+        let signer = if opts.sign {
+            Some(self.signing_key()?)
+        } else {
+            None
+        };
+        // A request JWE: the JSON itself, or (signing) a JWS of it (SPEC §4).
+        let seal =
+            |json: &[u8], tkey: &p384::PublicKey, tkid: &str, content_type: &str| match &signer {
+                None => jwe::encrypt(json, tkey, tkid, content_type, opts.alg),
+                Some(sk) => {
+                    let jws = signed::sign_request(json, sk.secret(), &sk.kid, content_type);
+                    jwe::encrypt(
+                        jws.as_bytes(),
+                        tkey,
+                        tkid,
+                        &signed::signed_cty(content_type),
+                        opts.alg,
+                    )
+                }
+            };
         let origin = opts
             .origin
             .clone()
@@ -255,7 +345,9 @@ impl Idp {
             let shipment_id = random_id("", BASE58, 22);
             let mut enrollments = Vec::new();
             let mut cred_jwes = Vec::new();
-            let mut first_key: Option<NamedKey> = None;
+            // SPEC §4: one response key for the job's PIN and credential requests.
+            let response_key = NamedKey::generate("idp-resp");
+            write_private(&self.keys_dir(), &response_key, KeyUse::Enc)?;
             let enrollment_ids: Vec<String> = (0..opts.credentials_per_user)
                 .map(|_| random_id("fwf", ALPHANUM, 17))
                 .collect();
@@ -266,8 +358,7 @@ impl Idp {
                 } else {
                     format!("https://{rp_id}")
                 };
-                let key = NamedKey::generate("idp-resp");
-                write_private(&self.keys_dir(), &key, KeyUse::Enc)?;
+                let key = &response_key;
                 let challenge = random_bytes(32);
                 let req = CredentialRequestWire {
                     v: 1,
@@ -323,8 +414,10 @@ impl Idp {
                     exp: opts.now + opts.lifetime_secs,
                     nbf: None,
                 };
-                let plain = serde_json::to_vec(&req).map_err(|_| IdpError::Options("json"))?;
-                let jwe = jwe::encrypt(&plain, tkey, tkid, cty::CRED_REQUEST, opts.alg)?;
+                let plain = zeroize::Zeroizing::new(
+                    serde_json::to_vec(&req).map_err(|_| IdpError::Options("json"))?,
+                );
+                let jwe = seal(&plain, tkey, tkid, cty::CRED_REQUEST)?;
                 enrollments.push(EnrollmentRecord {
                     enrollment_id: enrollment_id.clone(),
                     request_digest: request_digest(&jwe),
@@ -337,12 +430,8 @@ impl Idp {
                     cred_protect,
                 });
                 cred_jwes.push(jwe);
-                if first_key.is_none() {
-                    first_key = Some(key);
-                }
             }
-            // The PIN response goes to the first enrollment's key (one key per enrollment).
-            let pin_key = first_key.ok_or(IdpError::Options("no enrollment"))?;
+            let pin_key = &response_key;
             let pin_req = PinRequestWire {
                 v: 1,
                 user_id: user_id.clone(),
@@ -357,8 +446,10 @@ impl Idp {
                 exp: opts.now + opts.lifetime_secs,
                 nbf: None,
             };
-            let plain = serde_json::to_vec(&pin_req).map_err(|_| IdpError::Options("json"))?;
-            let pin_jwe = jwe::encrypt(&plain, tkey, tkid, cty::PIN_REQUEST, opts.alg)?;
+            let plain = zeroize::Zeroizing::new(
+                serde_json::to_vec(&pin_req).map_err(|_| IdpError::Options("json"))?,
+            );
+            let pin_jwe = seal(&plain, tkey, tkid, cty::PIN_REQUEST)?;
             let record = ShipmentRecord {
                 v: 1,
                 shipment_id: shipment_id.clone(),
@@ -579,14 +670,16 @@ impl Idp {
             Ok(h) => h.kid.unwrap_or_default(),
             Err(e) => return fail(c, e.code(), "credential response is not a JWE"),
         };
-        let Some(enr) = record.enrollments.iter().find(|e| e.response_kid == kid) else {
+        // One response key per shipment (older records: one per enrollment).
+        if kid != record.pin_response_kid
+            && !record.enrollments.iter().any(|e| e.response_kid == kid)
+        {
             return fail(
                 c,
                 "idp.kid_unknown",
                 "response encrypted to a key of no enrollment",
             );
-        };
-        c.enrollment_id = Some(enr.enrollment_id.clone());
+        }
         let key = match self.load_key(&kid) {
             Ok(k) => k,
             Err(_) => return fail(c, "idp.key_missing", "response key is missing"),
@@ -595,13 +688,18 @@ impl Idp {
             Ok(r) => r,
             Err(e) => return fail(c, e.code(), &e.to_string()),
         };
-        if r.authenticator_enrollment_id != enr.enrollment_id {
+        let Some(enr) = record
+            .enrollments
+            .iter()
+            .find(|e| e.enrollment_id == r.authenticator_enrollment_id && e.response_kid == kid)
+        else {
             return fail(
                 c,
                 "idp.enrollment_mismatch",
-                "response names another enrollment",
+                "response names no enrollment of this shipment under its key",
             );
-        }
+        };
+        c.enrollment_id = Some(enr.enrollment_id.clone());
         if r.request_digest != enr.request_digest {
             return fail(c, "idp.request_digest", "response answers another request");
         }

@@ -149,6 +149,19 @@ pub trait KeyPolicy: Send + Sync {
     ) -> Option<String>;
     /// Trivial PINs of this key's firmware profile.
     fn pin_blocklist(&self, key: &Identity) -> Vec<String>;
+    /// The key's firmware profile says it keeps its key-agreement key until
+    /// power-up or a failed PIN check, so one shared secret may serve all of
+    /// the recipe's PIN operations (issue #16). Off unless a profile says so.
+    fn keeps_key_agreement(&self, _key: &Identity) -> bool {
+        false
+    }
+    /// Keys like this one (same AAGUID and firmware) refused a combined
+    /// `cm|acfg` token before, or their profile says they would.
+    fn separate_tokens(&self, _key: &Identity) -> bool {
+        false
+    }
+    /// Remember that keys like this one refuse a combined token (in memory).
+    fn remember_separate_tokens(&self, _key: &Identity) {}
 }
 
 /// What a slot worker hears from the recipe while it runs.
@@ -227,6 +240,20 @@ pub fn program<D: CtapDevice>(
     job: &Job,
     events: &dyn SlotEvents,
 ) -> Result<Programmed, Disposition> {
+    client.set_key_agreement_reuse(st.policy.keeps_key_agreement(key));
+    let result = program_steps(st, client, key, job, events);
+    // Drops a kept shared secret: no secret outlives the recipe.
+    client.set_key_agreement_reuse(false);
+    result
+}
+
+fn program_steps<D: CtapDevice>(
+    st: &Station<'_>,
+    client: &mut Client<D>,
+    key: &Identity,
+    job: &Job,
+    events: &dyn SlotEvents,
+) -> Result<Programmed, Disposition> {
     // Step 3: key ↔ job (nothing decrypted yet).
     events.step(Step::Match);
     let reject = |reason: String| Disposition::RejectKey { reason };
@@ -250,10 +277,22 @@ pub fn program<D: CtapDevice>(
 
     // Step 4: decrypt and validate. Only now do secrets exist.
     events.step(Step::Decrypt);
-    let requests = decrypt_job(st.keys, &job.pin_request, &job.credential_requests, st.now)
-        .map_err(|e| Disposition::RefuseJob {
-            reason: format!("{}: {e}", e.code()),
-        })?;
+    // The customization's rules (signed requests, lifetime; SPEC §4). It is
+    // present: step 3 refused the job otherwise.
+    let policy = st
+        .customization
+        .map(Customization::request_policy)
+        .unwrap_or_default();
+    let requests = decrypt_job(
+        st.keys,
+        &policy,
+        &job.pin_request,
+        &job.credential_requests,
+        st.now,
+    )
+    .map_err(|e| Disposition::RefuseJob {
+        reason: format!("{}: {e}", e.code()),
+    })?;
     refuse_overwrites(&requests).map_err(|reason| Disposition::RefuseJob { reason })?;
     check_capabilities(key, &requests).map_err(reject)?;
 
@@ -296,24 +335,39 @@ pub fn program<D: CtapDevice>(
         );
     }
 
-    // Step 8: the key holds exactly the requested credentials.
-    events.step(Step::VerifyCredentials);
-    let _ = st.store.step(st.slot, "verifyCredentials");
-    verify_stored(client, key, protocol, &pin, &requests.credentials, &made).map_err(|reason| {
-        Disposition::Quarantine {
-            step: Step::VerifyCredentials,
-            reason,
-        }
-    })?;
-
-    // Step 9, last: forcePINChange (and minPINLength). No token can follow.
+    // Step 8: the key holds exactly the requested credentials. When step 9
+    // follows, one token carries both cm and acfg (CTAP 2.1 §6.5.5.7: the
+    // permissions are a bit set; credential management collects no user
+    // presence, so nothing clears them in between).
     let policy = &requests.pin;
     let wanted_min = policy.min_pin_length.map(u64::from);
-    if policy.force_change_pin || wanted_min.is_some_and(|m| m > key.info.min_pin_length) {
+    let configure =
+        policy.force_change_pin || wanted_min.is_some_and(|m| m > key.info.min_pin_length);
+    events.step(Step::VerifyCredentials);
+    let _ = st.store.step(st.slot, "verifyCredentials");
+    let verify_fail = |reason: String| Disposition::Quarantine {
+        step: Step::VerifyCredentials,
+        reason,
+    };
+    if key.info.credential_management_command().is_none() {
+        return Err(verify_fail(
+            "the key offers no credential management to verify with".into(),
+        ));
+    }
+    let (cm, cm_has_acfg) = verification_token(st, client, key, protocol, &pin, configure)
+        .map_err(|e| verify_fail(e.to_string()))?;
+    verify_stored(client, key, &cm, &requests.credentials, &made).map_err(verify_fail)?;
+    let mut acfg = cm_has_acfg.then_some(cm);
+
+    // Step 9, last: forcePINChange (and minPINLength). No token can follow.
+    if configure {
         events.step(Step::SetMinPinLength);
         let _ = st.store.step(st.slot, "setMinPINLength");
-        let acfg = token(client, key, protocol, &pin, Permissions::ACFG, None)
-            .map_err(quarantine(Step::SetMinPinLength))?;
+        let acfg = match acfg.take() {
+            Some(t) => t,
+            None => token(client, key, protocol, &pin, Permissions::ACFG, None)
+                .map_err(quarantine(Step::SetMinPinLength))?,
+        };
         let params = SetMinPinLength {
             new_min_pin_length: wanted_min.filter(|&m| m > key.info.min_pin_length),
             min_pin_length_rpids: None,
@@ -490,6 +544,44 @@ fn set_random_pin<D: CtapDevice>(
     }
 }
 
+/// Step 8's credential-management token, which, when step 9 follows
+/// (`configure`), also serves authenticatorConfig: one `cm|acfg` request. A key
+/// that answers UNAUTHORIZED_PERMISSION gets one token per permission, and the
+/// station remembers that for keys like it (same AAGUID and firmware). Returns
+/// the cm token and whether it also carries acfg.
+fn verification_token<D: CtapDevice>(
+    st: &Station<'_>,
+    client: &mut Client<D>,
+    key: &Identity,
+    protocol: PinProtocol,
+    pin: &SecretString,
+    configure: bool,
+) -> Result<(PinUvAuthToken, bool), CtapError> {
+    let combine = configure && key.info.supports_permissions() && !st.policy.separate_tokens(key);
+    if combine {
+        match token(
+            client,
+            key,
+            protocol,
+            pin,
+            Permissions::CM | Permissions::ACFG,
+            None,
+        ) {
+            Ok(t) => return Ok((t, true)),
+            Err(e) if e.status() == Some(StatusCode::UNAUTHORIZED_PERMISSION) => {
+                tracing::info!(
+                    firmware = %crate::escape::Untrusted(&key.firmware),
+                    "the key refused a cm|acfg token: one token per permission for keys like it"
+                );
+                st.policy.remember_separate_tokens(key);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let cm = token(client, key, protocol, pin, Permissions::CM, None)?;
+    Ok((cm, false))
+}
+
 /// A PIN token for `permissions` (or the legacy getPinToken on keys without `pinUvAuthToken`).
 fn token<D: CtapDevice>(
     client: &mut Client<D>,
@@ -599,22 +691,20 @@ fn make_credential<D: CtapDevice>(
 fn verify_stored<D: CtapDevice>(
     client: &mut Client<D>,
     key: &Identity,
-    protocol: PinProtocol,
-    pin: &SecretString,
+    cm: &PinUvAuthToken,
     requests: &[ValidatedCredentialRequest],
     made: &[Made],
 ) -> Result<(), String> {
     let Some(command) = key.info.credential_management_command() else {
         return Err("the key offers no credential management to verify with".into());
     };
-    let cm = token(client, key, protocol, pin, Permissions::CM, None).map_err(|e| e.to_string())?;
     let rps = client
-        .enumerate_rps(command, &cm)
+        .enumerate_rps(command, cm)
         .map_err(|e| e.to_string())?;
     let mut found: Vec<(String, Vec<u8>, Vec<u8>)> = Vec::new();
     for rp in &rps {
         let creds = client
-            .enumerate_credentials(command, &rp.rp_id_hash, &cm)
+            .enumerate_credentials(command, &rp.rp_id_hash, cm)
             .map_err(|e| e.to_string())?;
         for c in creds {
             found.push((

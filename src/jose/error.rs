@@ -43,8 +43,16 @@ pub enum JoseError {
     TagLength,
     #[error("AES-GCM authentication failed (tampered ciphertext, header or tag)")]
     TagInvalid,
-    #[error("JWS alg is not ES384")]
+    #[error(
+        "JWS alg is not one this profile accepts (ES384; ES256 or ES384 for IdP-signed requests)"
+    )]
     SigAlgUnsupported,
+    #[error("JWS alg does not match the curve of the key its kid names")]
+    SigAlgKeyMismatch,
+    #[error("JWS kid names no key of the IdP signing JWKS")]
+    SignerUnknown,
+    #[error("JWS cty does not match the content type of the request")]
+    JwsCtyMismatch,
     #[error("JWS signature is invalid")]
     SignatureInvalid,
     #[error("JWK is not an EC P-384 key of the expected use")]
@@ -78,6 +86,9 @@ impl JoseError {
             TagLength => "jwe.tag_length",
             TagInvalid => "jwe.tag_invalid",
             SigAlgUnsupported => "jws.alg_unsupported",
+            SigAlgKeyMismatch => "jws.alg_key_mismatch",
+            SignerUnknown => "jws.kid_unknown",
+            JwsCtyMismatch => "jws.cty_mismatch",
             SignatureInvalid => "jws.signature_invalid",
             JwkInvalid => "jose.jwk_invalid",
             Internal => "jose.internal",

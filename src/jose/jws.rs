@@ -17,6 +17,10 @@ pub struct JwsHeader {
     pub kid: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub typ: Option<String>,
+    /// Content type of the payload (RFC 7515 §4.1.10); an IdP-signed request
+    /// names its request type here (SPEC §4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cty: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub crit: Option<serde_json::Value>,
 }
@@ -40,8 +44,19 @@ pub fn sign(payload: &[u8], key: &p384::SecretKey, kid: &str, typ: &str) -> Zero
         alg: "ES384".into(),
         kid: Some(kid.into()),
         typ: Some(typ.into()),
+        cty: None,
         crit: None,
     };
+    sign_with_header(payload, key, &header)
+}
+
+/// Signs `payload` as a compact ES384 JWS under `header` (whose `alg` must be
+/// `ES384`: the key is P-384). The result embeds the payload, so it zeroizes.
+pub fn sign_with_header(
+    payload: &[u8],
+    key: &p384::SecretKey,
+    header: &JwsHeader,
+) -> Zeroizing<String> {
     // Serializing three strings cannot fail.
     let header_b64 = b64::encode(serde_json::to_vec(&header).unwrap_or_default());
     let payload_b64 = Zeroizing::new(b64::encode(payload));

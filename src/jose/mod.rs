@@ -11,6 +11,7 @@
 //! | [`jwe`] | compact JWE, `ECDH-ES+A256KW` / `ECDH-ES` with `A256GCM` (RFC 7516, RFC 7518 §4.6) |
 //! | [`jws`] | compact JWS `ES384` (RFC 7515, RFC 7518 §3.4) |
 //! | [`request`] | typed, validated PIN and credential requests (SPEC §4) |
+//! | [`signed`] | IdP-signed requests: JWS ES256/ES384 inside the request JWE (SPEC §4) |
 //! | [`response`] | PIN and credential responses, signed then encrypted (SPEC §5) |
 
 pub mod error;
@@ -20,12 +21,14 @@ pub mod jws;
 pub mod keys;
 pub mod request;
 pub mod response;
+pub mod signed;
 
 pub use error::JoseError;
 pub use jwe::KeyManagement;
 pub use jwk::{EcJwk, Jwks};
 pub use keys::{KeyError, StationKeys};
-pub use request::{decrypt_job, DecryptedRequests, RequestError, RequestRefusal};
+pub use request::{decrypt_job, DecryptedRequests, RequestError, RequestPolicy, RequestRefusal};
+pub use signed::IdpSigners;
 
 /// The `cty` values of SPEC §2.
 pub mod cty {

@@ -5,6 +5,7 @@
 
 use super::jwe::{self, KeyResolver};
 use super::jwk::{EcJwk, KeyUse};
+use super::signed::{self, IdpSigners};
 use super::{b64, cty, JoseError};
 use crate::secret::SecretBytes;
 use serde::{Deserialize, Serialize};
@@ -19,6 +20,29 @@ pub const IAT_LEEWAY_SECS: i64 = 300;
 pub const MIN_CHALLENGE_LEN: usize = 16;
 /// COSE alg ES256 (RFC 9053): every YubiKey supports it, so it must be offered.
 pub const COSE_ES256: i64 = -7;
+/// `[station] max_request_lifetime_days` when unset (SPEC §4).
+pub const DEFAULT_MAX_REQUEST_LIFETIME_DAYS: u32 = 30;
+
+/// What one customization asks of its requests (SPEC §4), beside the rules
+/// every request obeys.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestPolicy<'a> {
+    /// `idp_signing_jwks`: every request must be an IdP-signed JWS verified
+    /// against these keys. `None`: requests are plain JSON, and a signed one
+    /// is refused (it cannot be verified, and is never accepted unverified).
+    pub idp_signers: Option<&'a IdpSigners>,
+    /// Largest `exp - iat`, seconds (`max_request_lifetime_days`).
+    pub max_lifetime_secs: i64,
+}
+
+impl Default for RequestPolicy<'_> {
+    fn default() -> Self {
+        RequestPolicy {
+            idp_signers: None,
+            max_lifetime_secs: i64::from(DEFAULT_MAX_REQUEST_LIFETIME_DAYS) * 86_400,
+        }
+    }
+}
 
 /// Which request of a job an error is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +104,16 @@ pub enum RequestRefusal {
     PinPolicyInvalid,
     #[error("an extension value is not supported")]
     ExtensionUnsupported,
+    #[error("responseKey differs from the PIN request's (one job, one response key)")]
+    ResponseKeyMismatch,
+    #[error("exp - iat exceeds max_request_lifetime_days (or exp is before iat)")]
+    Lifetime,
+    #[error("request is not IdP-signed but its customization requires signed requests")]
+    Unsigned,
+    #[error(
+        "request is IdP-signed (+jws) but its customization has no idp_signing_jwks to verify it"
+    )]
+    SignedNotConfigured,
 }
 
 impl RequestRefusal {
@@ -105,6 +139,10 @@ impl RequestRefusal {
             ResponseKeyInvalid => "request.response_key_invalid",
             PinPolicyInvalid => "request.pin_policy_invalid",
             ExtensionUnsupported => "request.extension_unsupported",
+            ResponseKeyMismatch => "request.response_key_mismatch",
+            Lifetime => "request.lifetime",
+            Unsigned => "request.unsigned",
+            SignedNotConfigured => "request.signed_not_configured",
         }
     }
 }
@@ -609,12 +647,60 @@ pub fn validate_credential_request(
     })
 }
 
+/// The request JSON of one request JWE under `policy` (SPEC §4): plain JSON
+/// in a JWE of `cty` = `content_type`, or — for a signing customization — a
+/// JWS verified against the IdP's keys in a JWE of `cty` = `content_type` +
+/// `+jws`. The signed/unsigned decision is read from the header before any
+/// decryption, and decryption authenticates that header (it is the AAD).
+fn open_request(
+    keys: &dyn KeyResolver,
+    policy: &RequestPolicy<'_>,
+    compact: &str,
+    content_type: &str,
+) -> Result<SecretBytes, RequestRefusal> {
+    let header_cty = jwe::peek_header(compact)
+        .map_err(RequestRefusal::Jose)?
+        .cty
+        .unwrap_or_default();
+    let signed_cty = signed::signed_cty(content_type);
+    match policy.idp_signers {
+        Some(signers) => {
+            if header_cty == content_type {
+                return Err(RequestRefusal::Unsigned);
+            }
+            let outer = jwe::decrypt(compact, keys, &signed_cty).map_err(RequestRefusal::Jose)?;
+            signed::verify_request_jws(outer.plaintext.expose(), signers, content_type)
+                .map_err(RequestRefusal::Jose)
+        }
+        None => {
+            if header_cty == signed_cty {
+                return Err(RequestRefusal::SignedNotConfigured);
+            }
+            let outer = jwe::decrypt(compact, keys, content_type).map_err(RequestRefusal::Jose)?;
+            Ok(outer.plaintext)
+        }
+    }
+}
+
+/// SPEC §4: `exp - iat` at most `max_request_lifetime_days` (a request valid
+/// for years is a standing licence to program keys).
+fn check_lifetime(iat: i64, exp: i64, policy: &RequestPolicy<'_>) -> Result<(), RequestRefusal> {
+    match exp.checked_sub(iat) {
+        Some(life) if (0..=policy.max_lifetime_secs).contains(&life) => Ok(()),
+        _ => Err(RequestRefusal::Lifetime),
+    }
+}
+
 /// Decrypts and validates a job's requests (SPEC §4, recipe step 4) with the
-/// station's transport keys, `now` in Unix seconds: each JWE must carry the
-/// `cty` of its slot; then the binding rule — every credential request's
-/// `userId` equals the PIN request's and every enrollment id is listed there.
+/// station's transport keys under the customization's `policy`, `now` in
+/// Unix seconds: each JWE must carry the `cty` of its slot (and be signed,
+/// if the customization says so); each request's lifetime is bounded; then
+/// the binding rules — every credential request's `userId` equals the PIN
+/// request's, every enrollment id is listed there, and every request names
+/// the same `responseKey`.
 pub fn decrypt_job(
     keys: &dyn KeyResolver,
+    policy: &RequestPolicy<'_>,
     pin_jwe: &str,
     cred_jwes: &[String],
     now: i64,
@@ -623,16 +709,17 @@ pub fn decrypt_job(
     if cred_jwes.is_empty() {
         return Err(err(Job, RequestRefusal::NoCredentialRequest));
     }
-    let pin_plain = jwe::decrypt(pin_jwe, keys, cty::PIN_REQUEST)
-        .map_err(|e| err(Pin, RequestRefusal::Jose(e)))?;
-    let pin = validate_pin_request(pin_plain.plaintext.expose(), pin_jwe, now)
-        .map_err(|r| err(Pin, r))?;
+    let pin_plain =
+        open_request(keys, policy, pin_jwe, cty::PIN_REQUEST).map_err(|r| err(Pin, r))?;
+    let pin = validate_pin_request(pin_plain.expose(), pin_jwe, now).map_err(|r| err(Pin, r))?;
+    check_lifetime(pin.iat, pin.exp, policy).map_err(|r| err(Pin, r))?;
     let mut credentials = Vec::with_capacity(cred_jwes.len());
     for (i, c) in cred_jwes.iter().enumerate() {
-        let plain = jwe::decrypt(c, keys, cty::CRED_REQUEST)
-            .map_err(|e| err(Credential(i), RequestRefusal::Jose(e)))?;
-        let req = validate_credential_request(plain.plaintext.expose(), c, now)
+        let plain =
+            open_request(keys, policy, c, cty::CRED_REQUEST).map_err(|r| err(Credential(i), r))?;
+        let req = validate_credential_request(plain.expose(), c, now)
             .map_err(|r| err(Credential(i), r))?;
+        check_lifetime(req.iat, req.exp, policy).map_err(|r| err(Credential(i), r))?;
         if req.user_id != pin.user_id {
             return Err(err(Credential(i), RequestRefusal::UserMismatch));
         }
@@ -644,6 +731,11 @@ pub fn decrypt_job(
             .any(|c: &ValidatedCredentialRequest| c.enrollment_id == req.enrollment_id)
         {
             return Err(err(Credential(i), RequestRefusal::DuplicateEnrollment));
+        }
+        // SPEC §4: one job, one response key (kid and point), so a
+        // credential response cannot be steered to another party's key.
+        if req.response_key != pin.response_key {
+            return Err(err(Credential(i), RequestRefusal::ResponseKeyMismatch));
         }
         credentials.push(req);
     }

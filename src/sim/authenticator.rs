@@ -120,6 +120,8 @@ pub struct PinStatus {
 pub struct AuthFaults {
     pub store_full: bool,
     pub flash_write_failure: bool,
+    /// Regenerate the key-agreement key after every PIN check (FaultPlan::forget_key_agreement).
+    pub forget_key_agreement: bool,
 }
 
 /// The simulated authenticator's state machine.
@@ -703,6 +705,14 @@ impl Authenticator {
                 if permissions & !supported != 0 {
                     return Err(S::UNAUTHORIZED_PERMISSION);
                 }
+                // A line that grants cm and acfg only one token at a time (profile
+                // `pin_session.combined_token_permissions = false`) refuses the
+                // pair before any PIN check, so no retry is spent (§6.5.5.7).
+                if !self.cfg.profile.pin_session.combined_token_permissions
+                    && (permissions & (perm::CM | perm::ACFG)).count_ones() > 1
+                {
+                    return Err(S::UNAUTHORIZED_PERMISSION);
+                }
                 let rp_id = text(p.get(10))?.map(str::to_string);
                 if permissions & (perm::MC | perm::GA) != 0 && rp_id.is_none() {
                     return Err(S::MISSING_PARAMETER);
@@ -759,6 +769,9 @@ impl Authenticator {
         }
         self.retries = PIN_RETRIES;
         self.consecutive_failures = 0;
+        if self.faults.forget_key_agreement {
+            self.key_agreement = new_key_agreement(&mut self.rng);
+        }
         Ok(())
     }
 
@@ -809,6 +822,9 @@ impl Authenticator {
         }
         self.pin = Some(state);
         self.retries = PIN_RETRIES;
+        if self.faults.forget_key_agreement {
+            self.key_agreement = new_key_agreement(&mut self.rng);
+        }
         ok_empty()
     }
 

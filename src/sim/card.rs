@@ -30,6 +30,7 @@ impl SimControl {
             let auto = dev.touch_mode == TouchMode::Auto && !dev.faults.refuse_touch;
             dev.auth.faults.store_full = dev.faults.store_full;
             dev.auth.faults.flash_write_failure = dev.faults.flash_write_failure;
+            dev.auth.faults.forget_key_agreement = dev.faults.forget_key_agreement;
             match dev.auth.process(request, started, auto) {
                 Outcome::Reply(r) => return r,
                 Outcome::NeedsTouch => {

@@ -25,6 +25,10 @@ pub struct FaultPlan {
     pub flash_write_failure: bool,
     /// The credential store reports itself full (KEY_STORE_FULL, remaining 0).
     pub store_full: bool,
+    /// The key regenerates its key-agreement key after every PIN check, as a
+    /// key that does not keep it for the power session would (issue #16: what
+    /// a platform reusing a shared secret must survive).
+    pub forget_key_agreement: bool,
 }
 
 /// Applies the packet faults of a plan to a stream of outgoing reports.

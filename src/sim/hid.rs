@@ -11,14 +11,21 @@ use crate::ctaphid::packet::{fragment, HidCommand, HidErrorCode, KeepaliveStatus
 use crate::ctaphid::{Assembler, Message, BROADCAST_CID, MAX_MESSAGE_LEN};
 use crate::transport::Report;
 use crate::yubikey::{DeviceInfo, READ_CONFIG};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
+
+#[cfg(test)]
+#[path = "hid_busy_tests.rs"]
+mod busy_tests;
 
 /// Interval between KEEPALIVEs while busy (research §1.6: about 100 ms).
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_millis(100);
 /// A half-received message older than this is dropped with MSG_TIMEOUT
 /// (CTAP 2.1 §11.2.5.3; RIOT uses 500 ms).
 pub const MESSAGE_TIMEOUT: Duration = Duration::from_millis(500);
+/// Bound on remembered refused channels (hosts retry a busy channel; a
+/// forgotten one only costs an INVALID_SEQ answer to its stray tail).
+const MAX_REFUSED: usize = 64;
 /// INIT capability flags: WINK | CBOR (MSG supported, so NMSG clear).
 pub const CAPABILITIES: u8 = 0x01 | 0x04;
 
@@ -39,6 +46,9 @@ pub struct HidDevice {
     channels: Vec<u32>,
     next_cid: u32,
     busy: Option<Busy>,
+    /// Channels whose request was refused with CHANNEL_BUSY at its first packet:
+    /// their continuation packets are dropped until their next init packet.
+    refused: BTreeSet<u32>,
     outbox: VecDeque<Report>,
     pub(crate) faults: FaultPlan,
     packet_faults: PacketFaults,
@@ -80,6 +90,7 @@ impl HidDevice {
             channels: Vec::new(),
             next_cid: first_cid.clamp(1, 0xffff_0000),
             busy: None,
+            refused: BTreeSet::new(),
             outbox: VecDeque::new(),
             faults: FaultPlan::default(),
             packet_faults: PacketFaults::default(),
@@ -105,6 +116,7 @@ impl HidDevice {
         self.partial_since.clear();
         self.channels.clear();
         self.busy = None;
+        self.refused.clear();
         self.outbox.clear();
         self.packet_faults.flush();
         self.touch_pressed = false;
@@ -117,6 +129,7 @@ impl HidDevice {
         self.partial_since.clear();
         self.channels.clear();
         self.busy = None;
+        self.refused.clear();
         self.outbox.clear();
     }
 
@@ -129,7 +142,33 @@ impl HidDevice {
         if !self.present {
             return;
         }
-        let cid = Packet::parse(report).cid();
+        let packet = Packet::parse(report);
+        let cid = packet.cid();
+        match packet {
+            Packet::Init { cmd, .. } => {
+                self.refused.remove(&cid);
+                // CTAP 2.1 §11.2.4: one transaction at a time; a request from another
+                // channel "will immediately fail with a busy-error message sent to the
+                // requesting channel". The transaction starts with the first packet of
+                // its request, so a half-received message counts as well as one that
+                // waits for a touch. The refused packet never reaches the assembler:
+                // the transaction in progress completes undisturbed. INIT is answered
+                // (it allocates or resyncs a channel and leaves the busy one alone;
+                // hosts open a key with it), and CANCEL on a non-active channel is
+                // ignored by `dispatch` (§11.2.9.1.5).
+                if cmd != HidCommand::INIT && cmd != HidCommand::CANCEL && self.busy_elsewhere(cid)
+                {
+                    if self.refused.len() >= MAX_REFUSED {
+                        self.refused.clear();
+                    }
+                    self.refused.insert(cid);
+                    return self.error(cid, HidErrorCode::CHANNEL_BUSY);
+                }
+            }
+            // The tail of a refused message: the host already has its answer.
+            Packet::Cont { .. } if self.refused.contains(&cid) => return,
+            Packet::Cont { .. } => {}
+        }
         match self.assembler.push(report) {
             Err(e) => {
                 self.partial_since.remove(&cid);
@@ -143,6 +182,13 @@ impl HidDevice {
                 self.partial_since.entry(cid).or_insert(now);
             }
         }
+    }
+
+    /// Whether a transaction on a channel other than `cid` is in progress: a
+    /// request half received, or one being processed (waiting for a touch).
+    fn busy_elsewhere(&self, cid: u32) -> bool {
+        self.busy.as_ref().is_some_and(|b| b.cid != cid)
+            || self.assembler.channels_in_progress().any(|c| c != cid)
     }
 
     /// Advances time: message timeouts, keepalives, touches, touch timeouts.
@@ -205,6 +251,7 @@ impl HidDevice {
     fn sync_auth_faults(&mut self) {
         self.auth.faults.store_full = self.faults.store_full;
         self.auth.faults.flash_write_failure = self.faults.flash_write_failure;
+        self.auth.faults.forget_key_agreement = self.faults.forget_key_agreement;
     }
 
     fn message(&mut self, msg: Message, now: Duration) {

@@ -99,7 +99,7 @@ impl Clock for ManualClock {
 pub enum TouchMode {
     /// Every user-presence check passes at once.
     Auto,
-    /// Only a [`SimControl::touch`] while the key waits (KEEPALIVE UPNEEDED meanwhile).
+    /// Only a rig's touch (`SimControl::touch`) while the key waits (KEEPALIVE UPNEEDED meanwhile).
     Rig,
     /// Nobody touches: user-presence checks time out.
     Never,

@@ -60,10 +60,13 @@ pub enum Reason {
     SinkUnreachable,
     /// The sink took the result but the store could not record it.
     Store,
+    /// The upstream back end holds a different result for this shipment
+    /// (`409`, SPEC §12): ours is kept and never purged until reconciled.
+    ResultConflict,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 7] = [
+    pub const ALL: [Reason; 8] = [
         Reason::BadId,
         Reason::OutboxConflict,
         Reason::OutboxIo,
@@ -71,6 +74,7 @@ impl Reason {
         Reason::SinkUnavailable,
         Reason::SinkUnreachable,
         Reason::Store,
+        Reason::ResultConflict,
     ];
 
     /// The named reason.
@@ -83,6 +87,7 @@ impl Reason {
             Reason::SinkUnavailable => "delivery.sink_unavailable",
             Reason::SinkUnreachable => "delivery.sink_unreachable",
             Reason::Store => "delivery.store",
+            Reason::ResultConflict => "delivery.result_conflict",
         }
     }
 
@@ -96,7 +101,7 @@ impl Reason {
     pub fn needs_operator(self) -> bool {
         matches!(
             self,
-            Reason::BadId | Reason::OutboxConflict | Reason::SinkRefused
+            Reason::BadId | Reason::OutboxConflict | Reason::SinkRefused | Reason::ResultConflict
         )
     }
 }
@@ -179,6 +184,9 @@ pub struct Failed {
 pub struct Pass {
     pub delivered: Vec<String>,
     pub failed: Vec<Failed>,
+    /// The store could not record a delivery or a failure: the backoff of
+    /// the results concerned was not saved, so the caller must pace itself.
+    pub store_failed: bool,
 }
 
 /// Tries every result due when the pass starts, each on its own: a failure is
@@ -201,7 +209,10 @@ pub fn deliver_due(
                     pass.delivered.push(id);
                     continue;
                 }
-                Err(e) => Failure::new(Reason::Store, format!("cannot record the delivery: {e}")),
+                Err(e) => {
+                    pass.store_failed = true;
+                    Failure::new(Reason::Store, format!("cannot record the delivery: {e}"))
+                }
             },
             Err(f) => f,
         };
@@ -217,6 +228,7 @@ pub fn deliver_due(
             Err(e) => {
                 // The store is failing too: the result stays due and is tried
                 // again next pass; nothing is lost, only the backoff.
+                pass.store_failed = true;
                 tracing::error!(shipment = %Untrusted(&id), "cannot record a delivery failure: {e}");
                 attempts
             }
@@ -255,6 +267,7 @@ fn http_failure(e: HttpSinkError) -> Failure {
             Reason::SinkRefused
         }
         HttpSinkError::Status { .. } => Reason::SinkUnavailable,
+        HttpSinkError::Conflict { .. } => Reason::ResultConflict,
         HttpSinkError::Io { .. } | HttpSinkError::BadUrl(_) => Reason::SinkUnreachable,
     };
     Failure::new(reason, e.to_string())
@@ -500,6 +513,33 @@ mod tests {
         for n in 1..9 {
             assert!(backoff(n, 0.999_999) <= backoff(n + 1, 0.0));
         }
+    }
+
+    /// Found when the disk filled up during a test run: a store that cannot
+    /// save a failure left the result due at once, and the delivery thread
+    /// retried and logged it every 10 ms. The pass now says so.
+    #[test]
+    fn a_store_that_cannot_record_a_failure_is_reported_by_the_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = dir.path().join("outbox");
+        let s = store_with(&["A"]);
+        private_dir(&outbox).unwrap();
+        fs::write(outbox.join("A.json"), "other").unwrap();
+        let pass = deliver_due(&s, Sink::Outbox(&outbox), &|| 1_000, &mut no_jitter()).unwrap();
+        assert!(!pass.store_failed);
+        // Any write to the outbox table now fails, as on a full disk.
+        s.call(|c| {
+            c.execute_batch(
+                "CREATE TRIGGER full BEFORE UPDATE ON outbox
+                 BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END;",
+            )?;
+            Ok(())
+        })
+        .unwrap();
+        let pass = deliver_due(&s, Sink::Outbox(&outbox), &|| 10_000, &mut no_jitter()).unwrap();
+        assert!(pass.store_failed);
+        assert_eq!(pass.failed.len(), 1);
+        assert_eq!(fs::read(outbox.join("A.json")).unwrap(), b"other");
     }
 
     #[test]

@@ -45,6 +45,9 @@ pub enum StationError {
     Store(#[from] crate::store::StoreError),
     #[error("cannot start a thread: {0}")]
     Thread(std::io::Error),
+    /// A configuration section that cannot be put to work (TLS files, URLs).
+    #[error("{section}: {reason}")]
+    Section { section: String, reason: String },
 }
 
 /// The key source of a configured slot: a simulated slot, or a device.
@@ -76,6 +79,9 @@ pub struct Shared {
     pub rig: Arc<dyn Rig>,
     /// `[sink] http_url`, when results go to an HTTP receiver instead of the outbox.
     pub http_sink: Option<http_sink::HttpSink>,
+    /// `[upstream]` (SPEC §12): the client the poller pulls work with; results
+    /// go back through `http_sink` (`PUT …/result`).
+    pub upstream: Option<crate::upstream::UpstreamClient>,
     pub stop: AtomicBool,
     /// Keys programmed in this run (for `demo` and `run --once` summaries).
     pub programmed: Mutex<Vec<Programmed>>,
@@ -189,18 +195,14 @@ impl Station {
             })?;
             sources.push((i, slot.name.clone(), source));
         }
-        let http_sink = match &setup.config.http_sink {
-            Some(url) => Some(
-                http_sink::HttpSink::parse(url).map_err(|e| StationError::Slot {
-                    slot: "[sink]".into(),
-                    reason: e.to_string(),
-                })?,
-            ),
-            None => None,
-        };
+        let (http_sink, upstream) = http_sinks(&setup.config)?;
+        if let Some(client) = &upstream {
+            setup.board.set_upstream(client.stats().clone());
+        }
         let (tx, rx) = mpsc::channel();
         let shared = Arc::new(Shared {
             http_sink,
+            upstream,
             config: setup.config,
             store: setup.store,
             keys: setup.keys,
@@ -320,6 +322,13 @@ impl Station {
         for w in self.workers.drain(..) {
             let _ = w.join();
         }
+        // A network sink hands over nothing more once stopping: the call in
+        // flight finishes within its deadline, the rest stays in the store
+        // for the next start, so a back end that hangs cannot hold shutdown
+        // for one deadline per pending result.
+        if let Some(sink) = &self.shared.http_sink {
+            sink.close();
+        }
         self.shared
             .delivery
             .lock()
@@ -328,6 +337,49 @@ impl Station {
         if let Some(d) = self.delivery.take() {
             let _ = d.join();
         }
+    }
+}
+
+/// The HTTP clients `config` asks for: `[sink] http_url` (POST), or
+/// `[upstream]` (SPEC §12, results PUT back to it). TLS files are read now
+/// (client key mode-checked in key custody), so a wrong file stops start-up.
+fn http_sinks(
+    config: &Config,
+) -> Result<
+    (
+        Option<http_sink::HttpSink>,
+        Option<crate::upstream::UpstreamClient>,
+    ),
+    StationError,
+> {
+    let err = |section: &str, e: crate::upstream::http::SetupError| StationError::Section {
+        section: section.into(),
+        reason: e.to_string(),
+    };
+    if let Some(up) = &config.upstream {
+        let http = crate::upstream::HttpClient::new(
+            &up.url,
+            &up.tls,
+            config.keys_dir.as_deref(),
+            up.timeout,
+        )
+        .map_err(|e| err("[upstream]", e))?;
+        let stats = Arc::new(crate::upstream::UpstreamStats::new(http.base().as_str()));
+        let client = crate::upstream::UpstreamClient::new(http, config.station_id.clone(), stats);
+        return Ok((
+            Some(http_sink::HttpSink::upstream(client.clone())),
+            Some(client),
+        ));
+    }
+    match &config.http_sink {
+        Some(url) => Ok((
+            Some(
+                http_sink::HttpSink::new(url, &config.http_sink_tls, config.keys_dir.as_deref())
+                    .map_err(|e| err("[sink]", e))?,
+            ),
+            None,
+        )),
+        None => Ok((None, None)),
     }
 }
 
@@ -366,6 +418,9 @@ fn start_sim_rig(
     Ok((sim, slots, Arc::new(serial)))
 }
 
+/// How long delivery pauses after the store failed to record an outcome.
+const STORE_TROUBLE_PAUSE: Duration = Duration::from_secs(2);
+
 /// The delivery thread: a pass over every due result whenever a worker
 /// stores one, and otherwise when the earliest backoff ends (at most
 /// [`DELIVERY_IDLE`] apart, to keep the board current), until the station
@@ -381,8 +436,12 @@ fn delivery_loop(shared: &Shared, rx: mpsc::Receiver<()>) {
             Some(http) => deliver::Sink::Http(http),
             None => deliver::Sink::Outbox(&shared.config.outbox_dir),
         };
+        let mut store_failed = false;
         match deliver::deliver_due(&shared.store, sink, &now_ms, &mut || rand::random::<f64>()) {
-            Ok(pass) => record_pass(shared, &pass),
+            Ok(pass) => {
+                store_failed = pass.store_failed;
+                record_pass(shared, &pass);
+            }
             Err(e) => tracing::error!("delivery: cannot list pending results (will retry): {e}"),
         }
         let status = shared.store.delivery_status().unwrap_or_default();
@@ -393,6 +452,12 @@ fn delivery_loop(shared: &Shared, rx: mpsc::Receiver<()>) {
             .min()
             .unwrap_or(DELIVERY_IDLE)
             .clamp(Duration::from_millis(10), DELIVERY_IDLE);
+        // A store that cannot save a failure's backoff (disk full) leaves the
+        // result due at once: without this pause the loop would retry and log
+        // it every 10 ms, filling the very disk that is full.
+        if store_failed {
+            wait = wait.max(STORE_TROUBLE_PAUSE);
+        }
         shared.board.set_delivery(
             status.len() as u64,
             status

@@ -5,16 +5,51 @@ use crate::config::Customization;
 use crate::job::recipe::{Identity, KeyPolicy};
 use crate::profile::{self, ProfileSet};
 use crate::shipment::Job;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+/// Key lines (AAGUID, firmware) remembered in memory.
+type LineSet = HashSet<([u8; 16], String)>;
 
 /// Matches keys to products and jobs using the loaded firmware profiles.
 #[derive(Debug, Clone)]
 pub struct ProfilePolicy {
     profiles: ProfileSet,
+    /// (AAGUID, firmware) of keys that refused a combined `cm|acfg` token
+    /// (issue #16). In memory: a restarted station asks once more.
+    separate_tokens: Arc<Mutex<LineSet>>,
 }
 
 impl ProfilePolicy {
     pub fn new(profiles: ProfileSet) -> Self {
-        Self { profiles }
+        Self {
+            profiles,
+            separate_tokens: Arc::default(),
+        }
+    }
+
+    /// The profiles of this key's line: they list its AAGUID and cover its
+    /// firmware (all of those listing the AAGUID when the firmware is unknown).
+    fn profiles_of<'a>(
+        &'a self,
+        key: &'a Identity,
+    ) -> impl Iterator<Item = &'a profile::FirmwareProfile> + 'a {
+        let fw = key
+            .device_info
+            .firmware
+            .map(|v| (v.major, v.minor, v.patch))
+            .or_else(|| key.info.firmware_version_triple());
+        self.profiles
+            .iter()
+            .filter(move |p| p.lists_aaguid(&key.info.aaguid))
+            .filter(move |p| fw.is_none_or(|fw| p.covers_firmware(fw)))
+    }
+
+    fn token_memory(&self) -> std::sync::MutexGuard<'_, LineSet> {
+        // The set holds no invariant a panic could break.
+        self.separate_tokens
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn profiles(&self) -> &ProfileSet {
@@ -90,6 +125,34 @@ impl KeyPolicy for ProfilePolicy {
         list.sort();
         list.dedup();
         list
+    }
+
+    /// Only when every profile of the key's line says so, and at least one
+    /// does (an unknown key gets a getKeyAgreement per PIN operation).
+    fn keeps_key_agreement(&self, key: &Identity) -> bool {
+        let mut any = false;
+        for p in self.profiles_of(key) {
+            if !p.pin_session.keeps_key_agreement {
+                return false;
+            }
+            any = true;
+        }
+        any
+    }
+
+    fn separate_tokens(&self, key: &Identity) -> bool {
+        let refused_before = self
+            .token_memory()
+            .contains(&(key.info.aaguid, key.firmware.clone()));
+        refused_before
+            || self
+                .profiles_of(key)
+                .any(|p| !p.pin_session.combined_token_permissions)
+    }
+
+    fn remember_separate_tokens(&self, key: &Identity) {
+        self.token_memory()
+            .insert((key.info.aaguid, key.firmware.clone()));
     }
 }
 

@@ -91,6 +91,45 @@ impl fmt::Display for DeviceSpec {
     }
 }
 
+/// What `--device` names on the command line (`devices info`, `devices
+/// reset`): a device address, or a key's serial number as `ykman --device
+/// SERIAL` takes it, which the CLI looks up among the attached keys. A string
+/// of digits only is a serial (no HID path is all digits; `hid:123` forces a
+/// path). Kept apart from [`DeviceSpec`]: a `[[slot]]` names a place on the
+/// rig, never a key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum DeviceSelector {
+    Spec(DeviceSpec),
+    /// A YubiKey serial number (device info tag 0x02, a u32).
+    Serial(u32),
+}
+
+impl FromStr for DeviceSelector {
+    type Err = DeviceSpecError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+            return s
+                .parse()
+                .map(DeviceSelector::Serial)
+                .map_err(|_| DeviceSpecError {
+                    input: s.to_owned(),
+                    reason: "a serial number is at most 4294967295",
+                });
+        }
+        s.parse().map(DeviceSelector::Spec)
+    }
+}
+
+impl fmt::Display for DeviceSelector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DeviceSelector::Spec(s) => s.fmt(f),
+            DeviceSelector::Serial(n) => write!(f, "serial {n}"),
+        }
+    }
+}
+
 impl DeviceSpec {
     /// Opens a HID or UDP device as a report [`Transport`]. PC/SC keys do not
     /// speak CTAPHID reports and simulated keys are made by the `sim` module,
@@ -171,6 +210,31 @@ mod tests {
         ] {
             assert!(p(bad).is_err(), "{bad:?} should be refused");
         }
+    }
+
+    #[test]
+    fn selectors_are_serials_when_all_digits_and_specs_otherwise() {
+        let p = |s: &str| s.parse::<DeviceSelector>();
+        assert_eq!(p("12345678").unwrap(), DeviceSelector::Serial(12345678));
+        assert_eq!(p("0").unwrap(), DeviceSelector::Serial(0));
+        assert_eq!(
+            p("hid:123").unwrap(),
+            DeviceSelector::Spec(DeviceSpec::Hid("123".into()))
+        );
+        assert_eq!(
+            p("/dev/hidraw1").unwrap(),
+            DeviceSelector::Spec(DeviceSpec::Hid("/dev/hidraw1".into()))
+        );
+        assert_eq!(
+            p("udp:127.0.0.1:8111").unwrap(),
+            DeviceSelector::Spec(DeviceSpec::Udp {
+                host: "127.0.0.1".into(),
+                port: 8111
+            })
+        );
+        assert!(p("4294967296").is_err(), "beyond u32");
+        assert!(p("").is_err());
+        assert!(p("udp:h:0").is_err());
     }
 
     #[test]

@@ -224,6 +224,8 @@ struct Inner {
     paused: AtomicBool,
     draining: AtomicBool,
     changes: broadcast::Sender<()>,
+    /// `[upstream]` health (SPEC §12), when the station pulls from a back end.
+    upstream: std::sync::OnceLock<Arc<crate::upstream::UpstreamStats>>,
 }
 
 /// The shared status board. Cheap to clone (one `Arc`); `Send + Sync`.
@@ -321,6 +323,7 @@ impl StatusBoard {
                 paused: AtomicBool::new(false),
                 draining: AtomicBool::new(false),
                 changes,
+                upstream: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -508,6 +511,24 @@ impl StatusBoard {
         self.inner.changes.receiver_count()
     }
 
+    /// Shows the upstream back end's health (SPEC §12) from these counters.
+    pub fn set_upstream(&self, stats: Arc<crate::upstream::UpstreamStats>) {
+        // A weak link back: the board owns the counters, not the reverse.
+        let board = Arc::downgrade(&self.inner);
+        stats.on_change(move || {
+            if let Some(inner) = board.upgrade() {
+                let _ = inner.changes.send(());
+            }
+        });
+        let _ = self.inner.upstream.set(stats);
+        self.changed();
+    }
+
+    /// The upstream counters, when the station has a back end.
+    pub fn upstream(&self) -> Option<crate::upstream::stats::UpstreamSnapshot> {
+        self.inner.upstream.get().map(|s| s.snapshot())
+    }
+
     /// Everything the page shows, at this instant.
     pub fn snapshot(&self) -> BoardSnapshot {
         let now = Instant::now();
@@ -567,6 +588,13 @@ impl StatusBoard {
             keys_last_hour,
             failures: st.failures.iter().cloned().collect(),
             delivery: st.delivery.clone(),
+            upstream: self.upstream().map(|u| UpstreamView {
+                state: if u.healthy() { "up" } else { "down" },
+                url: clip(&u.url),
+                last_poll_ok_ms: u.last_poll_ok_ms.max(0) as u64,
+                last_error: u.last_error.as_deref().map(clip),
+                conflicts: u.conflicts,
+            }),
         }
     }
 
@@ -594,6 +622,21 @@ pub struct BoardSnapshot {
     pub keys_last_hour: u64,
     pub failures: Vec<FailureView>,
     pub delivery: DeliverySnapshot,
+    /// `[upstream]` health (SPEC §12); absent without a back end.
+    pub upstream: Option<UpstreamView>,
+}
+
+/// The upstream back end as the page shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UpstreamView {
+    /// `up` after a good poll with no error since, else `down`.
+    pub state: &'static str,
+    pub url: String,
+    /// Unix ms of the last good poll; 0 = never.
+    pub last_poll_ok_ms: u64,
+    pub last_error: Option<String>,
+    /// Results the back end holds differently (409): kept, never purged.
+    pub conflicts: u64,
 }
 
 /// Results waiting for the sink (SPEC §6).
@@ -665,6 +708,20 @@ pub struct FailureView {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_upstream_health_change_notifies_the_page() {
+        let b = StatusBoard::new("s", 1);
+        let stats = Arc::new(crate::upstream::UpstreamStats::new("https://b/"));
+        b.set_upstream(stats.clone());
+        let mut rx = b.subscribe();
+        stats.error("poll: cannot connect".into());
+        assert!(rx.try_recv().is_ok(), "viewers are told");
+        assert_eq!(b.snapshot().upstream.unwrap().state, "down");
+        stats.poll_ok();
+        assert!(rx.try_recv().is_ok());
+        assert_eq!(b.snapshot().upstream.unwrap().state, "up");
+    }
 
     #[test]
     fn updates_notify_and_snapshot() {

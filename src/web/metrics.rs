@@ -44,6 +44,63 @@ fn histogram(out: &mut String, name: &str, labels: &str, h: &Histogram) {
     let _ = writeln!(out, "{name}_count{braces} {}", h.count);
 }
 
+/// The upstream back end (SPEC §12): calls by call and outcome, their
+/// latency, the last good poll and the 409s.
+fn upstream(out: &mut String, up: &crate::upstream::stats::UpstreamSnapshot) {
+    header(
+        out,
+        "prereg_upstream_calls_total",
+        "counter",
+        "Calls to the upstream back end by call and outcome.",
+    );
+    for ((call, outcome), c) in &up.calls {
+        let _ = writeln!(
+            out,
+            "prereg_upstream_calls_total{{call=\"{}\",outcome=\"{}\"}} {}",
+            escape(call),
+            escape(outcome),
+            c.count
+        );
+    }
+    header(
+        out,
+        "prereg_upstream_call_seconds_sum",
+        "counter",
+        "Total seconds spent in upstream calls by call and outcome.",
+    );
+    for ((call, outcome), c) in &up.calls {
+        let _ = writeln!(
+            out,
+            "prereg_upstream_call_seconds_sum{{call=\"{}\",outcome=\"{}\"}} {}",
+            escape(call),
+            escape(outcome),
+            c.seconds_sum
+        );
+    }
+    header(
+        out,
+        "prereg_upstream_last_poll_success_seconds",
+        "gauge",
+        "Unix time of the last successful poll (0: never).",
+    );
+    let _ = writeln!(
+        out,
+        "prereg_upstream_last_poll_success_seconds {}",
+        up.last_poll_ok_ms as f64 / 1000.0
+    );
+    header(
+        out,
+        "prereg_upstream_result_conflicts_total",
+        "counter",
+        "Results the back end holds differently (409): kept, never purged.",
+    );
+    let _ = writeln!(
+        out,
+        "prereg_upstream_result_conflicts_total {}",
+        up.conflicts
+    );
+}
+
 /// Renders every metric of the board.
 pub fn render(board: &StatusBoard) -> String {
     let s = board.snapshot();
@@ -138,6 +195,10 @@ pub fn render(board: &StatusBoard) -> String {
             "prereg_delivery_failures_total{{reason=\"{}\"}} {n}",
             escape(reason)
         );
+    }
+
+    if let Some(up) = board.upstream() {
+        upstream(&mut out, &up);
     }
 
     header(
@@ -257,6 +318,31 @@ mod tests {
             m.contains("prereg_rig_up 0\nprereg_rig_configured") || m.contains("prereg_rig_up 0\n")
         );
         assert!(m.ends_with('\n'));
+    }
+
+    #[test]
+    fn upstream_calls_latency_last_poll_and_conflicts_are_exported() {
+        let b = StatusBoard::new("s", 1);
+        assert!(
+            !render(&b).contains("prereg_upstream"),
+            "no back end, no series"
+        );
+        let stats = std::sync::Arc::new(crate::upstream::UpstreamStats::new("https://b/"));
+        stats.record("poll", "ok", std::time::Duration::from_millis(250));
+        stats.record("result", "conflict", std::time::Duration::from_millis(5));
+        stats.poll_ok();
+        stats.conflict();
+        b.set_upstream(stats);
+        let text = render(&b);
+        assert!(text.contains("prereg_upstream_calls_total{call=\"poll\",outcome=\"ok\"} 1"));
+        assert!(
+            text.contains("prereg_upstream_call_seconds_sum{call=\"poll\",outcome=\"ok\"} 0.25")
+        );
+        assert!(text.contains("prereg_upstream_result_conflicts_total 1"));
+        assert!(!text.contains("prereg_upstream_last_poll_success_seconds 0\n"));
+        let snap = b.snapshot();
+        let up = snap.upstream.unwrap();
+        assert_eq!((up.state, up.conflicts), ("up", 1));
     }
 
     #[test]

@@ -29,12 +29,15 @@ use sha2::{Digest, Sha256};
 use thiserror::Error;
 use tokio::sync::{broadcast, watch};
 
-use super::board::StatusBoard;
+use super::board::{BoardSnapshot, StatusBoard};
 use super::metrics;
 use crate::secret::SecretString;
 
 /// The page: one file, no build step.
 const PAGE: &str = include_str!("page.html");
+/// Where the page takes the board snapshot it paints first (issue #17: the
+/// page was blank until the live feed's first event).
+const FIRST_BOARD: &str = "@@FIRST_BOARD@@";
 /// Default listen address (SPEC §11 example).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// Shortest accepted token: 16 characters of the URL-safe alphabet.
@@ -422,14 +425,25 @@ static PAGE_CSP: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-async fn page() -> Response {
+/// The page with `board` inlined as its first paint. The JSON sits in a
+/// `<script type="application/json">` data block; every `<` in it becomes
+/// `\u003c` (the same string to `JSON.parse`), so no text from the station
+/// (a job id, a key's error) can close the block or open markup.
+fn render_page(board: &BoardSnapshot) -> String {
+    let json = serde_json::to_string(board)
+        .unwrap_or_else(|_| "null".into())
+        .replace('<', "\\u003c");
+    PAGE.replacen(FIRST_BOARD, &json, 1)
+}
+
+async fn page(State(app): State<App>) -> Response {
     let mut r = (
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
             (header::CACHE_CONTROL, "no-store"),
             (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         ],
-        PAGE,
+        render_page(&app.board.snapshot()),
     )
         .into_response();
     if let Ok(v) = HeaderValue::from_str(&PAGE_CSP) {
@@ -598,6 +612,37 @@ mod tests {
         ] {
             assert!(!is_loopback_host(h), "{h}");
         }
+    }
+
+    #[test]
+    fn page_inlines_the_board_as_data_that_cannot_close_its_block() {
+        let board = StatusBoard::new("line-1", 2);
+        let hostile = "</script><script>alert(1)</script><!--";
+        board.slot_update(
+            1,
+            crate::web::SlotView {
+                job: Some(hostile.into()),
+                ..crate::web::SlotView::new(crate::web::SlotState::Programming)
+            },
+        );
+        let page = render_page(&board.snapshot());
+        assert!(!page.contains(FIRST_BOARD));
+        let (_, rest) = page
+            .split_once(r#"<script type="application/json" id="first-board">"#)
+            .unwrap();
+        let (data, _) = rest.split_once("</script>").unwrap();
+        assert!(!data.contains('<'), "{data}");
+        let v: serde_json::Value = serde_json::from_str(data).unwrap();
+        assert_eq!(v["station"], "line-1");
+        assert_eq!(v["slots"][1]["state"], "programming");
+        assert_eq!(v["slots"][1]["job"], hostile);
+        // The executable script, and so the CSP hash, is the same every time.
+        let script = |p: &str| {
+            p.split_once("<script>")
+                .and_then(|(_, r)| r.split_once("</script>"))
+                .map(|(s, _)| s.to_owned())
+        };
+        assert_eq!(script(&page), script(PAGE));
     }
 
     #[test]

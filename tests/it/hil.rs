@@ -631,3 +631,82 @@ fn devices_reset_gives_up_when_the_key_is_not_reinserted() {
     assert!(key.pin_status().pin_set, "the key keeps its PIN");
     server.stop();
 }
+
+/// Issue #16: may the station reuse one shared secret for a key's PIN
+/// operations (firmware profile `pin_session.keeps_key_agreement`)? Only if
+/// the key keeps its key-agreement key across setPIN and successful PIN checks
+/// within one power session (CTAP 2.1 §6.5.4 generates it at power-up and
+/// regenerates it after a failed PIN check). Checked key by key with plain
+/// getKeyAgreement calls, then the station's reuse path itself must end with
+/// full PIN retries. Leaves each key with a PIN set (the other HIL test resets
+/// spent keys first). docs/operations.md "Confirming key-agreement reuse".
+#[test]
+fn hil_key_agreement_key_is_kept_within_a_power_session() {
+    let keys = Keys::new(1);
+    if refuse_if_not_allowed(&keys) {
+        return;
+    }
+    for dev in &keys.devices {
+        let mut c = Client::new(open(dev));
+        let info = c.get_info().unwrap();
+        if info.pin_set() == Some(true) || info.force_pin_change {
+            eprintln!("{dev} is not blank: reset it first (`prereg-station devices reset --device {dev} --yes`)");
+            panic!("{dev}: the key-agreement check needs a blank key");
+        }
+        let protocol = info.preferred_pin_protocol().unwrap_or(PinProtocol::Two);
+        let pin = SecretString::new("583920".into());
+        let first = c.get_key_agreement(protocol).unwrap();
+        c.set_pin(protocol, &pin).unwrap();
+        assert_eq!(
+            c.get_key_agreement(protocol).unwrap(),
+            first,
+            "{dev}: the key-agreement key changed across setPIN"
+        );
+        c.get_pin_uv_auth_token_using_pin_with_permissions(protocol, &pin, Permissions::CM, None)
+            .unwrap();
+        assert_eq!(
+            c.get_key_agreement(protocol).unwrap(),
+            first,
+            "{dev}: the key-agreement key changed across a successful PIN check"
+        );
+        // The station's path: one getKeyAgreement, then tokens on the kept secret.
+        c.set_key_agreement_reuse(true);
+        for permissions in [Permissions::CM, Permissions::CM | Permissions::ACFG] {
+            c.get_pin_uv_auth_token_using_pin_with_permissions(protocol, &pin, permissions, None)
+                .unwrap_or_else(|e| panic!("{dev}: token {permissions:?} on a kept secret: {e}"));
+        }
+        c.set_key_agreement_reuse(false);
+        assert_eq!(
+            c.get_key_agreement(protocol).unwrap(),
+            first,
+            "{dev}: the key-agreement key changed while the station reused it"
+        );
+        assert_eq!(
+            c.get_pin_retries(protocol).unwrap().retries,
+            FRESH_RETRIES,
+            "{dev}: reuse cost no PIN retry"
+        );
+        // Informational: CTAP 2.1 says a failed PIN check regenerates the key.
+        let wrong = SecretString::new("000000".into());
+        let _ = c.get_pin_uv_auth_token_using_pin_with_permissions(
+            protocol,
+            &wrong,
+            Permissions::CM,
+            None,
+        );
+        let after_wrong = c.get_key_agreement(protocol).unwrap();
+        c.get_pin_uv_auth_token_using_pin_with_permissions(protocol, &pin, Permissions::CM, None)
+            .unwrap();
+        assert_eq!(c.get_pin_retries(protocol).unwrap().retries, FRESH_RETRIES);
+        let fw = yubikey::read_device_info(c.device_mut())
+            .ok()
+            .and_then(|i| i.firmware)
+            .map_or_else(|| "unknown".to_string(), |v| v.to_string());
+        eprintln!(
+            "{dev}: firmware {fw} keeps its key-agreement key within a power session \
+             (regenerated after a wrong PIN: {}); `keeps_key_agreement = true` is \
+             supported for this firmware by this run",
+            after_wrong != first
+        );
+    }
+}

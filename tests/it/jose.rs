@@ -18,7 +18,10 @@ use prereg_station::jose::response::{
     open_credential_response, open_pin_response, seal_credential_response, seal_pin_response,
     DeviceIdentity, MadeCredential,
 };
-use prereg_station::jose::{b64url_decode, b64url_encode, cty, decrypt_job, StationKeys};
+use prereg_station::jose::signed;
+use prereg_station::jose::{
+    b64url_decode, b64url_encode, cty, decrypt_job, IdpSigners, RequestPolicy, StationKeys,
+};
 use prereg_station::secret::SecretString;
 use prereg_station::webauthn::testkit::SoftCa;
 use prereg_station::webauthn::{self, Expected, TrustRoots};
@@ -43,6 +46,7 @@ fn random_pin() -> SecretString {
 /// (software CA), verify on the spot, seal responses. Returns the result and the PIN.
 fn software_station(
     keys: &StationKeys,
+    policy: &RequestPolicy<'_>,
     ca: &SoftCa,
     roots: &TrustRoots,
     shipment: &Shipment,
@@ -53,6 +57,7 @@ fn software_station(
     let pc = &item.product_customizations[0];
     let reqs = decrypt_job(
         keys,
+        policy,
         &pc.fido_pin_request,
         &pc.fido_credential_requests,
         now,
@@ -167,7 +172,15 @@ fn end_to_end_enroll_program_activate() {
         let mut results = Vec::new();
         let mut pins = Vec::new();
         for (i, s) in shipments.iter().enumerate() {
-            let (r, pin) = software_station(&keys, &ca, &roots, s, &format!("1234567{i}"), NOW);
+            let (r, pin) = software_station(
+                &keys,
+                &RequestPolicy::default(),
+                &ca,
+                &roots,
+                s,
+                &format!("1234567{i}"),
+                NOW,
+            );
             results.push(r);
             pins.push(pin);
         }
@@ -293,7 +306,14 @@ fn refusal_table() {
     let pin_ok = enc(&f, &pin_plain(&f), cty::PIN_REQUEST);
     let cred_ok = enc(&f, &cred_plain(&f), cty::CRED_REQUEST);
     // The base case passes: every refusal below is caused by its one change.
-    decrypt_job(&f.keys, &pin_ok, std::slice::from_ref(&cred_ok), NOW).expect("base case is valid");
+    decrypt_job(
+        &f.keys,
+        &RequestPolicy::default(),
+        &pin_ok,
+        std::slice::from_ref(&cred_ok),
+        NOW,
+    )
+    .expect("base case is valid");
 
     let cred_with = |edit: &dyn Fn(&mut Value)| {
         let mut v = cred_plain(&f);
@@ -641,7 +661,7 @@ fn refusal_table() {
     assert!(cases.len() >= 20);
     let mut table = String::new();
     for (name, pin, creds, code) in &cases {
-        let err = decrypt_job(&f.keys, pin, creds, NOW)
+        let err = decrypt_job(&f.keys, &RequestPolicy::default(), pin, creds, NOW)
             .map(|_| ())
             .expect_err(name);
         table.push_str(&format!("{name:<48} {}\n", err.code()));
@@ -672,7 +692,14 @@ fn response_tamper_and_wrong_key_are_refused() {
     };
     let pin_jwe = seal_req(pin_plain(&f), cty::PIN_REQUEST);
     let cred_jwe = seal_req(cred_plain(&f), cty::CRED_REQUEST);
-    let reqs = decrypt_job(&f.keys, &pin_jwe, &[cred_jwe], NOW).unwrap();
+    let reqs = decrypt_job(
+        &f.keys,
+        &RequestPolicy::default(),
+        &pin_jwe,
+        &[cred_jwe],
+        NOW,
+    )
+    .unwrap();
     let device = DeviceIdentity {
         serial_number: "1".into(),
         firmware_version: "5.7.1".into(),
@@ -783,7 +810,15 @@ fn cli_paths_never_write_pin_or_plaintext() {
     let mut pins = Vec::new();
     let now = prereg_station::idp::unix_now();
     for (i, sh) in shipments.iter().enumerate() {
-        let (r, pin) = software_station(&keys, &ca, &roots, sh, &format!("900000{i}"), now);
+        let (r, pin) = software_station(
+            &keys,
+            &RequestPolicy::default(),
+            &ca,
+            &roots,
+            sh,
+            &format!("900000{i}"),
+            now,
+        );
         std::fs::write(
             outbox.join(format!("{}.json", r.shipment_id)),
             serde_json::to_vec(&r).unwrap(),
@@ -964,7 +999,8 @@ fn interop_jwcrypto_requests_decrypt_here() {
         let cred = made[alg]["cred"].as_str().unwrap().to_string();
         let h = jwe::peek_header(pin).unwrap();
         assert_eq!(h.alg, alg);
-        let reqs = decrypt_job(&f.keys, pin, &[cred], NOW).unwrap_or_else(|e| panic!("{alg}: {e}"));
+        let reqs = decrypt_job(&f.keys, &RequestPolicy::default(), pin, &[cred], NOW)
+            .unwrap_or_else(|e| panic!("{alg}: {e}"));
         assert_eq!(reqs.pin.user_id, "00us2hPODQncCkxef0g3");
         assert_eq!(reqs.credentials[0].challenge.expose(), &vec![9u8; 32]);
         assert_eq!(reqs.credentials[0].rp_id, "myorg.okta.com");
@@ -974,7 +1010,8 @@ fn interop_jwcrypto_requests_decrypt_here() {
     let h = jwe::peek_header(with_apu).unwrap();
     assert!(h.apu.is_some() && h.apv.is_some());
     let cred = made["ECDH-ES+A256KW"]["cred"].as_str().unwrap().to_string();
-    decrypt_job(&f.keys, with_apu, &[cred], NOW).expect("apu/apv honoured");
+    decrypt_job(&f.keys, &RequestPolicy::default(), with_apu, &[cred], NOW)
+        .expect("apu/apv honoured");
 }
 
 #[test]
@@ -987,7 +1024,15 @@ fn interop_jwcrypto_opens_responses_made_here() {
     let idp_dir = tmp.path().join("idp");
     let idp = Idp::open(&idp_dir).unwrap();
     let shipments = idp.enroll(&keys.transport_jwks(), &enroll_opts(1)).unwrap();
-    let (result, pin) = software_station(&keys, &ca, &roots, &shipments[0], "12345678", NOW);
+    let (result, pin) = software_station(
+        &keys,
+        &RequestPolicy::default(),
+        &ca,
+        &roots,
+        &shipments[0],
+        "12345678",
+        NOW,
+    );
     let data = &result.shipment_items[0].product_data[0];
     std::fs::write(
         tmp.path().join("sign.jwks"),
@@ -1042,7 +1087,14 @@ fn random_mutations_are_errors_not_panics() {
     };
     let pin_ok = enc(&f, &pin_plain(&f), cty::PIN_REQUEST);
     let cred_ok = enc(&f, &cred_plain(&f), cty::CRED_REQUEST);
-    let reqs = decrypt_job(&f.keys, &pin_ok, std::slice::from_ref(&cred_ok), NOW).unwrap();
+    let reqs = decrypt_job(
+        &f.keys,
+        &RequestPolicy::default(),
+        &pin_ok,
+        std::slice::from_ref(&cred_ok),
+        NOW,
+    )
+    .unwrap();
     let device = DeviceIdentity {
         serial_number: "1".into(),
         firmware_version: "5.7.1".into(),
@@ -1087,7 +1139,14 @@ fn random_mutations_are_errors_not_panics() {
     };
     for _ in 0..300 {
         let p = String::from_utf8_lossy(&mutate(pin_ok.as_bytes())).into_owned();
-        assert!(decrypt_job(&f.keys, &p, std::slice::from_ref(&cred_ok), NOW).is_err());
+        assert!(decrypt_job(
+            &f.keys,
+            &RequestPolicy::default(),
+            &p,
+            std::slice::from_ref(&cred_ok),
+            NOW
+        )
+        .is_err());
         let r = String::from_utf8_lossy(&mutate(sealed.as_bytes())).into_owned();
         assert!(open_pin_response(&r, &f.resp.kid, f.resp.secret(), &sign).is_err());
         let a = mutate(&att);
@@ -1161,4 +1220,583 @@ fn simulator_attestation_verifies_against_its_root() {
             .code(),
         "attestation.aaguid_mismatch"
     );
+}
+
+// ---- request policy: one response key, bounded lifetime, IdP signatures ----
+
+fn fixture() -> Fixture {
+    Fixture {
+        keys: StationKeys::generate_ephemeral(),
+        resp: NamedKey::generate("idp-resp"),
+    }
+}
+
+fn code_of(
+    f: &Fixture,
+    policy: &RequestPolicy<'_>,
+    pin: &str,
+    creds: Vec<String>,
+) -> Result<(), &'static str> {
+    decrypt_job(&f.keys, policy, pin, &creds, NOW)
+        .map(|_| ())
+        .map_err(|e| e.code())
+}
+
+#[test]
+fn a_credential_request_with_another_response_key_is_refused() {
+    let f = fixture();
+    let pin = enc(&f, &pin_plain(&f), cty::PIN_REQUEST);
+    let same = enc(&f, &cred_plain(&f), cty::CRED_REQUEST);
+    let policy = RequestPolicy::default();
+    assert_eq!(code_of(&f, &policy, &pin, vec![same.clone()]), Ok(()));
+    // Another key under the same kid, and another kid: both refused.
+    let stranger = NamedKey::generate("idp-resp");
+    for key in [
+        stranger.public_jwk(KeyUse::Enc),
+        EcJwk {
+            kid: "another-kid".into(),
+            ..f.resp.public_jwk(KeyUse::Enc)
+        },
+        EcJwk {
+            kid: f.resp.kid.clone(),
+            ..stranger.public_jwk(KeyUse::Enc)
+        },
+    ] {
+        let mut v = cred_plain(&f);
+        v["responseKey"] = serde_json::to_value(key).unwrap();
+        let other = enc(&f, &v, cty::CRED_REQUEST);
+        assert_eq!(
+            code_of(&f, &policy, &pin, vec![other]),
+            Err("request.response_key_mismatch")
+        );
+    }
+}
+
+#[test]
+fn request_lifetime_is_bounded_by_max_request_lifetime_days() {
+    let f = fixture();
+    let with_times = |v: Value, iat: i64, exp: i64, c: &str| {
+        let mut v = v;
+        v["iat"] = iat.into();
+        v["exp"] = exp.into();
+        enc(&f, &v, c)
+    };
+    let cred = enc(&f, &cred_plain(&f), cty::CRED_REQUEST);
+    let policy = RequestPolicy::default();
+    let day = 86_400;
+    // iat 0, exp in the year 3000: refused, on either request.
+    let year_3000 = 32_503_680_000;
+    let forever = with_times(pin_plain(&f), 0, year_3000, cty::PIN_REQUEST);
+    assert_eq!(
+        code_of(&f, &policy, &forever, vec![cred.clone()]),
+        Err("request.lifetime")
+    );
+    let pin = enc(&f, &pin_plain(&f), cty::PIN_REQUEST);
+    let long_cred = with_times(cred_plain(&f), NOW - 100, NOW + 31 * day, cty::CRED_REQUEST);
+    assert_eq!(
+        code_of(&f, &policy, &pin, vec![long_cred.clone()]),
+        Err("request.lifetime")
+    );
+    // Exactly 30 days is the default limit and passes; a tighter station refuses it.
+    let month = with_times(
+        pin_plain(&f),
+        NOW - 100,
+        NOW - 100 + 30 * day,
+        cty::PIN_REQUEST,
+    );
+    assert_eq!(code_of(&f, &policy, &month, vec![cred.clone()]), Ok(()));
+    let tight = RequestPolicy {
+        max_lifetime_secs: 7 * day,
+        ..RequestPolicy::default()
+    };
+    assert_eq!(
+        code_of(&f, &tight, &month, vec![cred.clone()]),
+        Err("request.lifetime")
+    );
+    // exp before iat is no lifetime at all.
+    let backwards = with_times(pin_plain(&f), NOW + 200, NOW + 100, cty::PIN_REQUEST);
+    assert_eq!(
+        code_of(&f, &policy, &backwards, vec![cred]),
+        Err("request.lifetime")
+    );
+}
+
+/// An IdP signing key (P-384) and the station-side verifier set of its JWKS.
+fn idp_signer(kid: &str) -> (NamedKey, IdpSigners) {
+    let key = NamedKey::new(kid, p384::SecretKey::random(&mut rand::rngs::OsRng));
+    let jwks = prereg_station::jose::Jwks {
+        keys: vec![key.public_jwk(KeyUse::Sig)],
+    };
+    let signers = IdpSigners::from_json(&jwks.to_json_pretty()).unwrap();
+    (key, signers)
+}
+
+/// A signed request JWE (SPEC §4): JWS by `signer` inside a JWE `cty`+`+jws`.
+fn enc_signed(f: &Fixture, v: &Value, content_type: &str, signer: &NamedKey) -> String {
+    let jws = signed::sign_request(
+        &serde_json::to_vec(v).unwrap(),
+        signer.secret(),
+        &signer.kid,
+        content_type,
+    );
+    let t = &f.keys.transport_jwks().keys[0];
+    jwe::encrypt(
+        jws.as_bytes(),
+        &t.to_public_key().unwrap(),
+        &t.kid,
+        &signed::signed_cty(content_type),
+        KeyManagement::EcdhEsA256Kw,
+    )
+    .unwrap()
+}
+
+/// A JWE around an arbitrary plaintext with the signed `cty`.
+fn enc_raw_signed_cty(f: &Fixture, plaintext: &[u8], content_type: &str) -> String {
+    let t = &f.keys.transport_jwks().keys[0];
+    jwe::encrypt(
+        plaintext,
+        &t.to_public_key().unwrap(),
+        &t.kid,
+        &signed::signed_cty(content_type),
+        KeyManagement::EcdhEsA256Kw,
+    )
+    .unwrap()
+}
+
+#[test]
+fn signing_customization_refuses_unsigned_forged_and_unknown_kid_requests() {
+    let f = fixture();
+    let (idp_key, signers) = idp_signer("idp-sign-1");
+    let signing = RequestPolicy {
+        idp_signers: Some(&signers),
+        ..RequestPolicy::default()
+    };
+    let pin = enc_signed(&f, &pin_plain(&f), cty::PIN_REQUEST, &idp_key);
+    let cred = enc_signed(&f, &cred_plain(&f), cty::CRED_REQUEST, &idp_key);
+    let reqs = decrypt_job(&f.keys, &signing, &pin, std::slice::from_ref(&cred), NOW)
+        .expect("signed job is accepted");
+    assert_eq!(reqs.pin.user_id, "00us2hPODQncCkxef0g3");
+    // The digest is over the request JWE as received (SPEC §5), signed or not.
+    assert_eq!(reqs.credentials[0].jwe, cred);
+
+    let unsigned_pin = enc(&f, &pin_plain(&f), cty::PIN_REQUEST);
+    let unsigned_cred = enc(&f, &cred_plain(&f), cty::CRED_REQUEST);
+    // Same kid, another key: a forgery by someone who read the JWKS.
+    let forger = NamedKey::new(
+        "idp-sign-1",
+        p384::SecretKey::random(&mut rand::rngs::OsRng),
+    );
+    let stranger = NamedKey::new(
+        "idp-sign-9",
+        p384::SecretKey::random(&mut rand::rngs::OsRng),
+    );
+    let pin_jws_es512 = {
+        let h =
+            b64url_encode(br#"{"alg":"ES512","kid":"idp-sign-1","cty":"prereg.pin-request.v1"}"#);
+        format!(
+            "{h}.{}.{}",
+            b64url_encode(pin_plain(&f).to_string()),
+            b64url_encode([1u8; 132])
+        )
+    };
+    let pin_jws_none = {
+        let h =
+            b64url_encode(br#"{"alg":"none","kid":"idp-sign-1","cty":"prereg.pin-request.v1"}"#);
+        format!("{h}.{}.", b64url_encode(pin_plain(&f).to_string()))
+    };
+    let cases: Vec<(&str, String, Vec<String>, &str)> = vec![
+        (
+            "unsigned PIN request",
+            unsigned_pin.clone(),
+            vec![cred.clone()],
+            "request.unsigned",
+        ),
+        (
+            "unsigned credential request",
+            pin.clone(),
+            vec![unsigned_cred.clone()],
+            "request.unsigned",
+        ),
+        (
+            "forged signature (same kid)",
+            enc_signed(&f, &pin_plain(&f), cty::PIN_REQUEST, &forger),
+            vec![cred.clone()],
+            "jws.signature_invalid",
+        ),
+        (
+            "unknown kid",
+            pin.clone(),
+            vec![enc_signed(
+                &f,
+                &cred_plain(&f),
+                cty::CRED_REQUEST,
+                &stranger,
+            )],
+            "jws.kid_unknown",
+        ),
+        (
+            "alg ES512",
+            enc_raw_signed_cty(&f, pin_jws_es512.as_bytes(), cty::PIN_REQUEST),
+            vec![cred.clone()],
+            "jws.alg_unsupported",
+        ),
+        (
+            "alg none",
+            enc_raw_signed_cty(&f, pin_jws_none.as_bytes(), cty::PIN_REQUEST),
+            vec![cred.clone()],
+            "jws.alg_unsupported",
+        ),
+        (
+            "plain JSON under a +jws cty",
+            enc_raw_signed_cty(&f, pin_plain(&f).to_string().as_bytes(), cty::PIN_REQUEST),
+            vec![cred.clone()],
+            "jose.malformed",
+        ),
+        (
+            "JWS cty of another request type",
+            enc_raw_signed_cty(
+                &f,
+                signed::sign_request(
+                    pin_plain(&f).to_string().as_bytes(),
+                    idp_key.secret(),
+                    &idp_key.kid,
+                    cty::CRED_REQUEST,
+                )
+                .as_bytes(),
+                cty::PIN_REQUEST,
+            ),
+            vec![cred.clone()],
+            "jws.cty_mismatch",
+        ),
+        (
+            "signed PIN request in the credential slot",
+            pin.clone(),
+            vec![pin.clone()],
+            "jwe.cty_mismatch",
+        ),
+    ];
+    for (name, p, c, want) in &cases {
+        assert_eq!(code_of(&f, &signing, p, c.clone()), Err(*want), "{name}");
+    }
+    // Without idp_signing_jwks, unsigned requests pass as before and a signed
+    // one is refused, never accepted unverified.
+    let plain = RequestPolicy::default();
+    assert_eq!(
+        code_of(&f, &plain, &unsigned_pin, vec![unsigned_cred.clone()]),
+        Ok(())
+    );
+    assert_eq!(
+        code_of(&f, &plain, &pin, vec![unsigned_cred]),
+        Err("request.signed_not_configured")
+    );
+}
+
+#[test]
+fn signed_end_to_end_idp_enroll_sign_program_activate() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = StationKeys::generate_ephemeral();
+    let ca = SoftCa::new(AAGUID);
+    let roots = TrustRoots::from_pem(ca.root_pem().as_bytes()).unwrap();
+    let idp = Idp::open(dir.path()).unwrap();
+    let shipments = idp
+        .enroll(
+            &keys.transport_jwks(),
+            &EnrollOptions {
+                sign: true,
+                credentials_per_user: 2,
+                ..enroll_opts(2)
+            },
+        )
+        .unwrap();
+    // The station reads the IdP's published JWKS, as `idp_signing_jwks` would.
+    let text = std::fs::read_to_string(idp.signing_jwks_path()).unwrap();
+    let signers = IdpSigners::from_json(&text).unwrap();
+    let policy = RequestPolicy {
+        idp_signers: Some(&signers),
+        ..RequestPolicy::default()
+    };
+    let pc = &shipments[0].shipment_items[0].product_customizations[0];
+    assert_eq!(
+        jwe::peek_header(&pc.fido_pin_request)
+            .unwrap()
+            .cty
+            .as_deref(),
+        Some("prereg.pin-request.v1+jws")
+    );
+    let results: Vec<_> = shipments
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            software_station(&keys, &policy, &ca, &roots, s, &format!("7000000{i}"), NOW).0
+        })
+        .collect();
+    let reports = idp.activate(&keys.signing_jwks(), &roots, &results, NOW);
+    assert!(reports.iter().all(|r| r.verified()), "{reports:?}");
+    // The IdP keeps one signing key: a second enroll signs with the same kid.
+    let again = idp
+        .enroll(
+            &keys.transport_jwks(),
+            &EnrollOptions {
+                sign: true,
+                ..enroll_opts(1)
+            },
+        )
+        .unwrap();
+    let pc = &again[0].shipment_items[0].product_customizations[0];
+    decrypt_job(
+        &keys,
+        &policy,
+        &pc.fido_pin_request,
+        &pc.fido_credential_requests,
+        NOW,
+    )
+    .expect("same signing key");
+}
+
+#[test]
+fn interop_jwcrypto_signed_requests_are_accepted() {
+    let Some(py) = peer_python() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let f = fixture();
+    std::fs::write(
+        tmp.path().join("transport.jwks"),
+        f.keys.transport_jwks().to_json_pretty(),
+    )
+    .unwrap();
+    std::fs::write(tmp.path().join("pin.json"), pin_plain(&f).to_string()).unwrap();
+    std::fs::write(tmp.path().join("cred.json"), cred_plain(&f).to_string()).unwrap();
+    let out = peer(&py, &["sign-requests", tmp.path().to_str().unwrap()]);
+    let made: Value = serde_json::from_str(&out).unwrap();
+    let jwks = std::fs::read_to_string(tmp.path().join("idp-signing.jwks")).unwrap();
+    let signers = IdpSigners::from_json(&jwks).expect("jwcrypto's public JWKS loads");
+    let policy = RequestPolicy {
+        idp_signers: Some(&signers),
+        ..RequestPolicy::default()
+    };
+    for alg in ["ES256", "ES384"] {
+        let pin = made[alg]["pin"].as_str().unwrap();
+        let cred = made[alg]["cred"].as_str().unwrap().to_string();
+        let reqs = decrypt_job(&f.keys, &policy, pin, std::slice::from_ref(&cred), NOW)
+            .unwrap_or_else(|e| panic!("{alg}: {e}"));
+        assert_eq!(reqs.credentials[0].challenge.expose(), &vec![9u8; 32]);
+        // The same JWEs without the JWKS: refused, not accepted unverified.
+        assert_eq!(
+            code_of(&f, &RequestPolicy::default(), pin, vec![cred]),
+            Err("request.signed_not_configured"),
+            "{alg}"
+        );
+    }
+}
+
+// ---- josekit (OpenSSL-backed) as an independent cross-check ----------------
+// The JOSE crate named in the product brief; a dev-dependency only. What it
+// checks is in docs/jose.md.
+
+mod josekit_peer {
+    use super::*;
+    use josekit::jwe::{JweHeader, ECDH_ES, ECDH_ES_A256KW};
+    use josekit::jwk::{Jwk, KeyPair};
+    use josekit::jws::{JwsHeader, ES256, ES384};
+
+    fn jwk_of(v: &impl serde::Serialize) -> Jwk {
+        Jwk::from_bytes(serde_json::to_vec(v).unwrap()).unwrap()
+    }
+
+    /// A request JWE made by josekit to the station's first transport key.
+    fn josekit_jwe(f: &Fixture, alg: &str, plaintext: &[u8], content_type: &str) -> String {
+        let transport = jwk_of(&f.keys.transport_jwks().keys[0]);
+        let mut header = JweHeader::new();
+        header.set_content_encryption("A256GCM");
+        header.set_content_type(content_type);
+        header.set_key_id(transport.key_id().unwrap());
+        let token = match alg {
+            "ECDH-ES+A256KW" => josekit::jwe::serialize_compact(
+                plaintext,
+                &header,
+                &ECDH_ES_A256KW.encrypter_from_jwk(&transport).unwrap(),
+            ),
+            "ECDH-ES" => josekit::jwe::serialize_compact(
+                plaintext,
+                &header,
+                &ECDH_ES.encrypter_from_jwk(&transport).unwrap(),
+            ),
+            other => panic!("{other}"),
+        }
+        .unwrap();
+        assert_eq!(jwe::peek_header(&token).unwrap().alg, alg);
+        token
+    }
+
+    #[test]
+    fn josekit_encrypted_requests_are_accepted() {
+        let f = fixture();
+        for alg in ["ECDH-ES+A256KW", "ECDH-ES"] {
+            let pin = josekit_jwe(
+                &f,
+                alg,
+                pin_plain(&f).to_string().as_bytes(),
+                cty::PIN_REQUEST,
+            );
+            let cred = josekit_jwe(
+                &f,
+                alg,
+                cred_plain(&f).to_string().as_bytes(),
+                cty::CRED_REQUEST,
+            );
+            let reqs = decrypt_job(&f.keys, &RequestPolicy::default(), &pin, &[cred], NOW)
+                .unwrap_or_else(|e| panic!("{alg}: {e}"));
+            assert_eq!(reqs.pin.user_id, "00us2hPODQncCkxef0g3");
+            assert_eq!(reqs.credentials[0].challenge.expose(), &vec![9u8; 32]);
+        }
+    }
+
+    #[test]
+    fn josekit_signed_requests_are_accepted_and_unsigned_or_forged_refused() {
+        let f = fixture();
+        // ES384 with the reference IdP's kind of key (a P-384 private JWK) and
+        // ES256 with a key josekit made itself.
+        let p384 = NamedKey::generate("idp-sign");
+        let p384_private = Jwk::from_bytes(&*p384.private_jwk_json(KeyUse::Sig)).unwrap();
+        let p256_pair = ES256.generate_key_pair().unwrap();
+        let mut p256_private = p256_pair.to_jwk_private_key();
+        p256_private.set_key_id("josekit-es256");
+        let mut p256_public = p256_pair.to_jwk_public_key();
+        p256_public.set_key_id("josekit-es256");
+        p256_public.set_key_use("sig");
+        let jwks = json!({"keys": [
+            serde_json::to_value(p384.public_jwk(KeyUse::Sig)).unwrap(),
+            Value::Object(p256_public.as_ref().clone()),
+        ]});
+        let signers = IdpSigners::from_json(&jwks.to_string()).unwrap();
+        let policy = RequestPolicy {
+            idp_signers: Some(&signers),
+            ..RequestPolicy::default()
+        };
+        let sign = |alg: &str, payload: &Value, content_type: &str| -> String {
+            let mut header = JwsHeader::new();
+            header.set_content_type(content_type);
+            let payload = payload.to_string();
+            let jws = if alg == "ES384" {
+                header.set_key_id(p384.kid.clone());
+                josekit::jws::serialize_compact(
+                    payload.as_bytes(),
+                    &header,
+                    &ES384.signer_from_jwk(&p384_private).unwrap(),
+                )
+            } else {
+                header.set_key_id("josekit-es256");
+                josekit::jws::serialize_compact(
+                    payload.as_bytes(),
+                    &header,
+                    &ES256.signer_from_jwk(&p256_private).unwrap(),
+                )
+            }
+            .unwrap();
+            josekit_jwe(
+                &f,
+                "ECDH-ES+A256KW",
+                jws.as_bytes(),
+                &signed::signed_cty(content_type),
+            )
+        };
+        for alg in ["ES256", "ES384"] {
+            let pin = sign(alg, &pin_plain(&f), cty::PIN_REQUEST);
+            let cred = sign(alg, &cred_plain(&f), cty::CRED_REQUEST);
+            decrypt_job(&f.keys, &policy, &pin, std::slice::from_ref(&cred), NOW)
+                .unwrap_or_else(|e| panic!("{alg}: {e}"));
+            // Unsigned (josekit-encrypted) requests: refused for this customization.
+            let unsigned = josekit_jwe(
+                &f,
+                "ECDH-ES+A256KW",
+                pin_plain(&f).to_string().as_bytes(),
+                cty::PIN_REQUEST,
+            );
+            assert_eq!(
+                code_of(&f, &policy, &unsigned, vec![cred.clone()]),
+                Err("request.unsigned")
+            );
+        }
+        // josekit signing with its own key under the trusted ES384 kid: forged.
+        let mut forger = ES384.generate_key_pair().unwrap().to_jwk_private_key();
+        forger.set_key_id(p384.kid.clone());
+        let mut header = JwsHeader::new();
+        header.set_content_type(cty::PIN_REQUEST);
+        header.set_key_id(p384.kid.clone());
+        let forged = josekit::jws::serialize_compact(
+            pin_plain(&f).to_string().as_bytes(),
+            &header,
+            &ES384.signer_from_jwk(&forger).unwrap(),
+        )
+        .unwrap();
+        let forged = josekit_jwe(
+            &f,
+            "ECDH-ES+A256KW",
+            forged.as_bytes(),
+            &signed::signed_cty(cty::PIN_REQUEST),
+        );
+        let cred = sign("ES384", &cred_plain(&f), cty::CRED_REQUEST);
+        assert_eq!(
+            code_of(&f, &policy, &forged, vec![cred]),
+            Err("jws.signature_invalid")
+        );
+    }
+
+    #[test]
+    fn station_responses_open_and_verify_in_josekit() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = StationKeys::generate_ephemeral();
+        let ca = SoftCa::new(AAGUID);
+        let roots = TrustRoots::from_pem(ca.root_pem().as_bytes()).unwrap();
+        let idp = Idp::open(dir.path()).unwrap();
+        let shipments = idp.enroll(&keys.transport_jwks(), &enroll_opts(1)).unwrap();
+        let (result, pin) = software_station(
+            &keys,
+            &RequestPolicy::default(),
+            &ca,
+            &roots,
+            &shipments[0],
+            "12345678",
+            NOW,
+        );
+        let data = &result.shipment_items[0].product_data[0];
+        let sign_jwk = jwk_of(&keys.signing_jwks().keys[0]);
+        let verifier = ES384.verifier_from_jwk(&sign_jwk).unwrap();
+        for (jwe_text, typ) in [
+            (&data.fido_pin_response, cty::PIN_RESPONSE),
+            (&data.fido_credential_responses[0], cty::CRED_RESPONSE),
+        ] {
+            let kid = jwe::peek_header(jwe_text).unwrap().kid.unwrap();
+            let private =
+                std::fs::read(dir.path().join("keys").join(format!("{kid}.jwk"))).unwrap();
+            let decrypter = ECDH_ES_A256KW
+                .decrypter_from_jwk(&Jwk::from_bytes(&private).unwrap())
+                .unwrap();
+            let (inner, outer_header) =
+                josekit::jwe::deserialize_compact(jwe_text, &decrypter).unwrap();
+            assert_eq!(outer_header.content_type(), Some(cty::JWT));
+            assert_eq!(
+                outer_header.claim("enc").and_then(Value::as_str),
+                Some("A256GCM")
+            );
+            let (payload, header) = josekit::jws::deserialize_compact(&inner, &verifier).unwrap();
+            assert_eq!(header.algorithm(), Some("ES384"));
+            assert_eq!(header.token_type(), Some(typ));
+            let body: Value = serde_json::from_slice(&payload).unwrap();
+            if typ == cty::PIN_RESPONSE {
+                assert_eq!(body["pin"].as_str(), Some(pin.expose().as_str()));
+            } else {
+                assert_eq!(body["serialNumber"].as_str(), Some("12345678"));
+            }
+            // One flipped bit of the signature: josekit refuses it too.
+            let mut parts: Vec<String> = std::str::from_utf8(&inner)
+                .unwrap()
+                .split('.')
+                .map(String::from)
+                .collect();
+            let mut sig = b64url_decode(&parts[2]).unwrap();
+            sig[5] ^= 1;
+            parts[2] = b64url_encode(sig);
+            assert!(josekit::jws::deserialize_compact(parts.join("."), &verifier).is_err());
+        }
+    }
 }

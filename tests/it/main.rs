@@ -3,6 +3,7 @@
 
 mod util;
 
+mod cli;
 mod ctap;
 mod fleet;
 mod hil;
@@ -14,3 +15,5 @@ mod sim;
 mod sim_ext;
 mod station;
 mod trussed;
+mod upstream;
+mod wire;

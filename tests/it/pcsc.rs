@@ -781,3 +781,51 @@ fn devices_list_shows_readers_and_cards() {
     assert_eq!(list()["card_present"], true);
     card.stop();
 }
+
+/// Issue #17 item 11 over PC/SC: `devices list` shows the card's serial,
+/// `devices info` and `devices reset` find the key by it, and reset works
+/// over CTAP-over-PC/SC as over HID.
+#[test]
+fn devices_find_a_key_in_a_reader_by_serial_and_reset_it() {
+    let Some(env) = env("devices_find_a_key_in_a_reader_by_serial_and_reset_it") else {
+        return;
+    };
+    pcsc::wait_for_removal(READER, Duration::from_secs(5)).unwrap();
+    let (card, _control) = nfc_key(&env, 27_500_001, TouchMode::Auto);
+    let station = |args: &[&str]| {
+        let out = std::process::Command::new(crate::util::station_bin())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let list: serde_json::Value =
+        serde_json::from_str(&station(&["devices", "list", "--json"])).unwrap();
+    assert!(
+        list["keys"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!({
+                "device": format!("pcsc:{READER}"),
+                "serial": 27_500_001
+            })),
+        "{list}"
+    );
+    let info: serde_json::Value = serde_json::from_str(&station(&[
+        "devices", "info", "--json", "--device", "27500001",
+    ]))
+    .unwrap();
+    assert_eq!(info["device"], format!("pcsc:{READER}"));
+    assert_eq!(info["device_info"]["serial"], 27_500_001);
+    let reset = station(&["devices", "reset", "--yes", "--device", "27500001"]);
+    assert!(
+        reset.contains(&format!("Key at pcsc:{READER} reset")),
+        "{reset}"
+    );
+    card.stop();
+}

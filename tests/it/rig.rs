@@ -1306,9 +1306,43 @@ mod browser {
         let h = web::spawn(cfg, board.clone()).unwrap();
         let url = format!("http://127.0.0.1:{}/", h.local_addr().port());
         let mut b = Browser::start(&chrome);
+
+        // First paint (issue #17: the page said CONNECTING… and showed no
+        // tiles until the feed's first event). The live feed is held back
+        // (DevTools pauses every /events request and never lets it go), so
+        // whatever the page shows came with the page itself.
+        b.call(
+            "Fetch.enable",
+            json!({ "patterns": [{ "urlPattern": "*/events*" }] }),
+            true,
+        );
+        b.goto(&url);
+        b.wait_for("document.readyState", json!("complete"));
+        let conn = b.eval("document.getElementById('conn').textContent");
+        let conn = conn.as_str().unwrap();
+        assert_ne!(conn, "CONNECTING…");
+        assert!(conn.starts_with("AS OF "), "marked as a snapshot: {conn}");
+        assert_eq!(
+            b.eval("document.querySelectorAll('.tile').length"),
+            json!(6)
+        );
+        assert_eq!(b.tile_state(1), json!("touch"));
+        assert_eq!(b.tile_state(3), json!("quarantine"));
+        assert_eq!(
+            b.eval("document.getElementById('t-quar').textContent"),
+            json!("1")
+        );
+        assert_eq!(
+            b.eval("document.getElementById('rig').textContent.startsWith('rig up')"),
+            json!(true)
+        );
+        if let Some(dir) = screenshot_dir() {
+            b.screenshot(&dir.join("status-page-first-paint.png"), 1600, 900);
+        }
+        b.call("Fetch.disable", json!({}), true);
         b.goto(&url);
 
-        // The page has no data but the SSE feed: tiles appear from it.
+        // Then the SSE feed takes over.
         b.wait_for("document.getElementById('conn').textContent", json!("LIVE"));
         assert_eq!(b.tile_state(0), json!("idle"));
         assert_eq!(b.tile_state(3), json!("quarantine"));

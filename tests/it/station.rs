@@ -1282,17 +1282,19 @@ fn receiver(refuse: &'static str) -> (String, Requests) {
                 req.extend_from_slice(&buf[..n]);
                 let text = String::from_utf8_lossy(&req).to_string();
                 if let Some((head, body)) = text.split_once("\r\n\r\n") {
-                    let len: usize = head
-                        .lines()
-                        .find_map(|l| l.strip_prefix("Content-Length: "))
+                    // Header names are case-insensitive (RFC 9110 §5.1);
+                    // hyper sends them in lower case.
+                    let header = |name: &str| {
+                        head.lines().find_map(|l| {
+                            let (n, v) = l.split_once(':')?;
+                            n.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+                        })
+                    };
+                    let len: usize = header("Content-Length")
                         .and_then(|v| v.parse().ok())
                         .unwrap_or(0);
                     if body.len() >= len {
-                        break head
-                            .lines()
-                            .find_map(|l| l.strip_prefix("Idempotency-Key: "))
-                            .unwrap_or("")
-                            .to_owned();
+                        break header("Idempotency-Key").unwrap_or_default();
                     }
                 }
                 if n == 0 {
@@ -1501,3 +1503,70 @@ fn directories_and_files_are_private_whatever_the_umask() {
         assert_eq!(mode(f), 0o600, "{}", f.display());
     }
 }
+
+#[test]
+fn a_signing_customization_refuses_unsigned_and_unknown_signer_jobs_and_programs_signed_ones() {
+    // The IdP that signs (its public JWKS is the customization's idp_signing_jwks).
+    let signer_dir = tempfile::tempdir().unwrap();
+    let signer = Idp::open(signer_dir.path()).unwrap();
+    signer.signing_key().unwrap();
+    let extra = format!(
+        "\n[[customization]]\nid = \"SIGNED\"\nproducts = [1]\nidp_signing_jwks = {:?}\n",
+        signer.signing_jwks_path()
+    );
+    let line = Line::prepare(
+        &LineSpec {
+            slots: 1,
+            jobs: 0,
+            ..LineSpec::default()
+        },
+        &extra,
+    );
+    let keys = StationKeys::load_dir(&line.dir.path().join("keys")).unwrap();
+    let opts = |sign: bool| EnrollOptions {
+        users: 1,
+        product_id: 1,
+        customization_id: "SIGNED".into(),
+        sign,
+        ..EnrollOptions::default()
+    };
+    // Made with the public transport key alone, and signed by a key the
+    // station does not know.
+    let unsigned = line
+        .idp
+        .enroll(&keys.transport_jwks(), &opts(false))
+        .unwrap();
+    let stranger = line
+        .idp
+        .enroll(&keys.transport_jwks(), &opts(true))
+        .unwrap();
+    line.import(&unsigned);
+    line.import(&stranger);
+    line.run_with(None);
+    for (jobs, code) in [
+        (&unsigned, "request.unsigned"),
+        (&stranger, "jws.kid_unknown"),
+    ] {
+        let (state, reason) = line.job_state(&jobs[0].shipment_id);
+        assert_eq!(state, "refused", "{code}");
+        let reason = reason.unwrap();
+        assert!(reason.contains(code), "{reason:?} should name {code}");
+    }
+    assert!(line.untouched_keys());
+
+    // Signed by the configured IdP: programmed and verified at that IdP.
+    let signed = signer.enroll(&keys.transport_jwks(), &opts(true)).unwrap();
+    line.import(&signed);
+    line.run_with(None);
+    let results = idp::read_results(&[line.outbox()]).unwrap();
+    let ours: Vec<_> = results
+        .into_iter()
+        .filter(|r| r.shipment_id == signed[0].shipment_id)
+        .collect();
+    let reports = signer.activate(&line.sign_jwks, &line.roots, &ours, idp::unix_now());
+    assert_eq!(reports.len(), 1);
+    assert!(reports[0].verified(), "{:?}", reports[0]);
+}
+
+#[path = "station_savings.rs"]
+mod savings;

@@ -5,6 +5,9 @@
                                       prints {alg: {pin, cred[, pin_apu]}} compact JWEs
   jose_peer.py open-responses DIR     reads sign.jwks, response.jwk, pin.jwe, cred.jwe;
                                       decrypts (JWE), verifies (JWS), prints payloads + headers
+  jose_peer.py sign-requests DIR      reads transport.jwks, pin.json, cred.json; makes its own
+                                      IdP signing keys (P-256, P-384), writes idp-signing.jwks;
+                                      prints {ES256|ES384: {pin, cred}}: JWS inside JWE (SPEC §4)
 """
 
 import json
@@ -82,6 +85,53 @@ def open_responses(d: pathlib.Path) -> None:
     print(json.dumps(result))
 
 
+def sign_requests(d: pathlib.Path) -> None:
+    """SPEC §4 IdP-signed requests, made by jwcrypto alone: a compact JWS
+    (alg ES256 or ES384, kid, cty = the content type) of the request JSON is
+    the plaintext of a JWE whose cty is the content type + "+jws"."""
+    keyset = jwk.JWKSet.from_json((d / "transport.jwks").read_text())
+    transport = list(keyset["keys"])[0]
+    signers = {
+        "ES256": jwk.JWK.generate(kty="EC", crv="P-256", kid="py-idp-es256", use="sig"),
+        "ES384": jwk.JWK.generate(kty="EC", crv="P-384", kid="py-idp-es384", use="sig"),
+    }
+    public = jwk.JWKSet()
+    for k in signers.values():
+        public.add(jwk.JWK.from_json(k.export_public()))
+    (d / "idp-signing.jwks").write_text(public.export(private_keys=False))
+
+    def seal(alg, payload, cty):
+        signer = signers[alg]
+        inner = jws.JWS(payload.encode())
+        inner.add_signature(
+            signer, alg=alg, protected=json.dumps({"alg": alg, "kid": signer.get("kid"), "cty": cty})
+        )
+        header = {
+            "alg": "ECDH-ES+A256KW",
+            "enc": "A256GCM",
+            "kid": transport.get("kid"),
+            "cty": cty + "+jws",
+        }
+        outer = jwe.JWE(inner.serialize(compact=True).encode(), protected=json.dumps(header))
+        outer.add_recipient(transport)
+        return outer.serialize(compact=True)
+
+    pin = (d / "pin.json").read_text()
+    cred = (d / "cred.json").read_text()
+    out = {
+        alg: {
+            "pin": seal(alg, pin, "prereg.pin-request.v1"),
+            "cred": seal(alg, cred, "prereg.cred-request.v1"),
+        }
+        for alg in signers
+    }
+    print(json.dumps(out))
+
+
 if __name__ == "__main__":
     cmd, directory = sys.argv[1], pathlib.Path(sys.argv[2])
-    {"encrypt-requests": encrypt_requests, "open-responses": open_responses}[cmd](directory)
+    {
+        "encrypt-requests": encrypt_requests,
+        "open-responses": open_responses,
+        "sign-requests": sign_requests,
+    }[cmd](directory)

@@ -319,3 +319,48 @@ def test_tampered_results_are_refused(binary, setup, tamper, code):
     proc = run(binary, "idp", "activate", "--state", setup / "idp", "--sign-jwks", setup / "pub" / "sign.jwks", "--roots", setup / "root.pem", "--json", setup / "result.json", check=False)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert code in proc.stdout, proc.stdout
+
+
+def test_signed_requests_from_idp_enroll_verify_in_jwcrypto(binary, setup):
+    """`idp enroll --sign` (SPEC §4): every request JWE has cty <type>+jws and
+    carries a compact ES384 JWS that jwcrypto verifies against the public
+    idp-signing.jwks the command wrote; one responseKey per shipment."""
+    jobs = setup / "jobs.jsonl"
+    proc = run(
+        binary, "idp", "enroll", "--state", setup / "idp", "--station-jwks",
+        setup / "pub" / "transport-keys.jwks", "--users", "2", "--credentials", "2",
+        "--sign", "--out", jobs,
+    )
+    assert "idp_signing_jwks = " in proc.stderr, proc.stderr
+    signers = jwk.JWKSet.from_json((setup / "idp" / "idp-signing.jwks").read_text())
+    for k in signers["keys"]:
+        assert not k.has_private and k.get("crv") == "P-384" and k.get("use") == "sig"
+    assert list((setup / "idp" / "signing").glob("*.jwk")), "the private key stays in the state dir"
+    station = PyStation(setup / "keys")
+    for line in jobs.read_text().splitlines():
+        pc = json.loads(line)["shipment_items"][0]["product_customizations"][0]
+        requests = [(pc["fido_pin_request"], "prereg.pin-request.v1")] + [
+            (c, "prereg.cred-request.v1") for c in pc["fido_credential_requests"]
+        ]
+        response_keys = set()
+        for token, cty in requests:
+            header = json_decode(base64url_decode(token.split(".")[0]))
+            assert header["cty"] == cty + "+jws", header
+            outer = jwe.JWE()
+            outer.deserialize(token, key=station.keys[header["kid"]])
+            inner = jws.JWS()
+            inner.deserialize(outer.payload.decode())
+            inner_header = json_decode(inner.objects["protected"])
+            assert inner_header["alg"] == "ES384" and inner_header["cty"] == cty, inner_header
+            inner.verify(signers.get_key(inner_header["kid"]), alg="ES384")
+            request = json.loads(inner.payload)
+            response_keys.add(json.dumps(request["responseKey"], sort_keys=True))
+            # A flipped signature bit fails in jwcrypto too.
+            h, p, s = outer.payload.decode().split(".")
+            sig = bytearray(base64url_decode(s))
+            sig[3] ^= 1
+            forged = jws.JWS()
+            forged.deserialize(".".join([h, p, base64url_encode(bytes(sig))]))
+            with pytest.raises(jws.InvalidJWSSignature):
+                forged.verify(signers.get_key(inner_header["kid"]), alg="ES384")
+        assert len(response_keys) == 1, "one responseKey per job (SPEC §4)"
