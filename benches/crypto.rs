@@ -208,4 +208,165 @@ fn main() {
         println!("  IdP activate per key (open + verify all)      {activate:>10.0} µs");
     }
     let _ = std::fs::remove_dir_all(&tmp);
+    hsm_section(iters, &idp_dir_for_hsm(), now);
+}
+
+fn idp_dir_for_hsm() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("prereg-bench-hsm-{}", std::process::id()))
+}
+
+/// SPEC §14: the same station crypto with the keys in SoftHSM2 (a throw-away
+/// token in a temp dir), against file custody; and decrypt+sign throughput
+/// with several threads sharing the session pool.
+fn hsm_section(iters: u32, dir: &std::path::Path, now: i64) {
+    use prereg_station::jose::pkcs11::{HsmConfig, DEFAULT_SESSIONS};
+    use std::os::unix::fs::PermissionsExt;
+    const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+    if !std::path::Path::new(MODULE).exists() {
+        println!("-- HSM custody: skipped ({MODULE} missing; scripts/setup.sh installs softhsm2)");
+        return;
+    }
+    let keys_dir = dir.join("keys");
+    std::fs::create_dir_all(dir.join("tokens")).expect("token dir");
+    std::fs::create_dir_all(&keys_dir).expect("keys dir");
+    std::fs::set_permissions(&keys_dir, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    let conf = dir.join("softhsm2.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+            dir.join("tokens").display()
+        ),
+    )
+    .expect("conf");
+    std::env::set_var("SOFTHSM2_CONF", &conf);
+    let ok = std::process::Command::new("softhsm2-util")
+        .args([
+            "--init-token",
+            "--free",
+            "--label",
+            "bench",
+            "--pin",
+            "246810",
+            "--so-pin",
+            "13579111",
+        ])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        println!("-- HSM custody: skipped (softhsm2-util --init-token failed)");
+        return;
+    }
+    let pin = keys_dir.join("hsm-pin");
+    std::fs::write(&pin, "246810").expect("pin");
+    std::fs::set_permissions(&pin, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    for sessions in [1usize, DEFAULT_SESSIONS] {
+        let cfg = HsmConfig {
+            module: MODULE.into(),
+            token_label: "bench".into(),
+            pin_file: "hsm-pin".into(),
+            sessions,
+        };
+        let hsm = if sessions == 1 {
+            StationKeys::generate_in_token(Some(&keys_dir), &cfg).expect("keys in token")
+        } else {
+            StationKeys::open(Some(&keys_dir), Some(&cfg)).expect("open token")
+        };
+        let files = StationKeys::generate_ephemeral();
+        let idp = Idp::open(&dir.join(format!("idp-{sessions}"))).expect("idp");
+        if sessions == 1 {
+            println!(
+                "-- HSM custody (SoftHSM2) against file custody, 1 PIN + 1 credential request"
+            );
+            for (name, keys) in [("files", &files), ("softhsm2", &hsm)] {
+                let shipment = idp
+                    .enroll(
+                        &keys.transport_jwks(),
+                        &EnrollOptions {
+                            now,
+                            ..EnrollOptions::default()
+                        },
+                    )
+                    .expect("enroll")
+                    .remove(0);
+                let pc = &shipment.shipment_items[0].product_customizations[0];
+                let decrypt = time_us(iters, || {
+                    black_box(
+                        decrypt_job(
+                            keys,
+                            &RequestPolicy::default(),
+                            &pc.fido_pin_request,
+                            &pc.fido_credential_requests,
+                            now,
+                        )
+                        .expect("valid"),
+                    );
+                });
+                let reqs = decrypt_job(
+                    keys,
+                    &RequestPolicy::default(),
+                    &pc.fido_pin_request,
+                    &pc.fido_credential_requests,
+                    now,
+                )
+                .expect("valid");
+                let device = DeviceIdentity {
+                    serial_number: "12345678".into(),
+                    firmware_version: "5.7.1".into(),
+                };
+                let pin = SecretString::new("482913".into());
+                let seal = time_us(iters, || {
+                    black_box(
+                        seal_pin_response(keys, &reqs.pin, &device, &pin, now).expect("seal"),
+                    );
+                });
+                println!("  {name:<9} decrypt job (2 ECDH) {decrypt:>8.0} µs   PIN response sign+encrypt {seal:>8.0} µs");
+            }
+        }
+        // Throughput: T threads each decrypting a 2-request job and sealing
+        // a PIN response, sharing the token's session pool.
+        let shipment = idp
+            .enroll(
+                &hsm.transport_jwks(),
+                &EnrollOptions {
+                    now,
+                    ..EnrollOptions::default()
+                },
+            )
+            .expect("enroll")
+            .remove(0);
+        let pc = &shipment.shipment_items[0].product_customizations[0];
+        for threads in [1usize, 4, 8] {
+            let per = (iters as usize).max(8);
+            let t = Instant::now();
+            std::thread::scope(|sc| {
+                for _ in 0..threads {
+                    sc.spawn(|| {
+                        let device = DeviceIdentity {
+                            serial_number: "12345678".into(),
+                            firmware_version: "5.7.1".into(),
+                        };
+                        let pin = SecretString::new("482913".into());
+                        for _ in 0..per {
+                            let reqs = decrypt_job(
+                                &hsm,
+                                &RequestPolicy::default(),
+                                &pc.fido_pin_request,
+                                &pc.fido_credential_requests,
+                                now,
+                            )
+                            .expect("valid");
+                            black_box(
+                                seal_pin_response(&hsm, &reqs.pin, &device, &pin, now)
+                                    .expect("seal"),
+                            );
+                        }
+                    });
+                }
+            });
+            let rate = (threads * per) as f64 / t.elapsed().as_secs_f64();
+            println!("  softhsm2, {sessions} session(s), {threads} thread(s): {rate:>8.0} jobs/s (decrypt 2 requests + seal 1 response)");
+        }
+    }
+    let _ = std::fs::remove_dir_all(dir);
 }

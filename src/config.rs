@@ -2,6 +2,7 @@
 //! error), then validated once into typed values with one-line errors that
 //! name the key and what to do (exit code 2).
 
+use crate::jose::pkcs11::HsmConfig;
 use crate::jose::request::DEFAULT_MAX_REQUEST_LIFETIME_DAYS;
 use crate::jose::{IdpSigners, RequestPolicy};
 use crate::transport::DeviceSpec;
@@ -31,7 +32,53 @@ struct RawConfig {
     web: Option<RawWeb>,
     sink: Option<RawSink>,
     upstream: Option<crate::upstream::RawUpstream>,
+    keys: Option<RawKeys>,
     store: Option<RawStore>,
+}
+
+/// `[keys]` (SPEC §14): PKCS#11 custody of the station keys.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKeys {
+    pkcs11_module: PathBuf,
+    token_label: String,
+    pin_file: PathBuf,
+    sessions: Option<usize>,
+}
+
+/// Validates `[keys]`: the PIN file is a bare name inside the key custody
+/// directory (never a path elsewhere, never the PIN itself).
+fn parse_keys(raw: RawKeys) -> Result<HsmConfig, String> {
+    if raw.token_label.is_empty() || raw.token_label.len() > 32 {
+        return Err(
+            "[keys] token_label must be 1-32 characters (PKCS#11 token labels are 32 bytes)".into(),
+        );
+    }
+    if !raw.pkcs11_module.is_absolute() {
+        return Err("[keys] pkcs11_module must be an absolute path to the module (.so)".into());
+    }
+    let mut parts = raw.pin_file.components();
+    let bare = matches!(
+        (parts.next(), parts.next()),
+        (Some(std::path::Component::Normal(_)), None)
+    );
+    if !bare {
+        return Err(
+            "[keys] pin_file must be a file name in keys_dir / $CREDENTIALS_DIRECTORY".into(),
+        );
+    }
+    let sessions = raw
+        .sessions
+        .unwrap_or(crate::jose::pkcs11::DEFAULT_SESSIONS);
+    if !(1..=64).contains(&sessions) {
+        return Err("[keys] sessions must be 1..=64".into());
+    }
+    Ok(HsmConfig {
+        module: raw.pkcs11_module,
+        token_label: raw.token_label,
+        pin_file: raw.pin_file,
+        sessions,
+    })
 }
 
 /// `[store]` (SPEC §13): the fleet's PostgreSQL database instead of SQLite.
@@ -99,6 +146,7 @@ struct RawStation {
     #[serde(default)]
     reset_non_blank: bool,
     max_request_lifetime_days: Option<u32>,
+    once_give_up_secs: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -133,6 +181,8 @@ struct RawRig {
 struct RawWeb {
     listen: String,
     token: Option<String>,
+    /// A file holding the token (first line), e.g. `$CREDENTIALS_DIRECTORY/web-token`.
+    token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -243,6 +293,12 @@ pub struct Config {
     /// `[station] max_request_lifetime_days` (SPEC §4, default 30): the
     /// longest `exp - iat` a request may carry.
     pub max_request_lifetime_days: u32,
+    /// `[station] once_give_up_secs` (default 60): how long `run --once`
+    /// waits with jobs queued, none in progress and nothing changing (no key
+    /// in any slot fits them) before it gives up and says why.
+    pub once_give_up: Duration,
+    /// `[keys]`: keys in a PKCS#11 token; `None` = key files (SPEC §14).
+    pub keys: Option<HsmConfig>,
 }
 
 impl Config {
@@ -250,7 +306,7 @@ impl Config {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
             path: path.to_path_buf(),
-            message: format!("cannot read configuration ({e}); pass --config FILE"),
+            message: format!("cannot read configuration ({e})"),
         })?;
         Self::parse(&text).map_err(|message| ConfigError {
             path: path.to_path_buf(),
@@ -261,7 +317,14 @@ impl Config {
     /// Parses and validates configuration text.
     pub fn parse(text: &str) -> Result<Self, String> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
-            let msg = e.message().to_string();
+            // One line: toml's message may span several ("…\nexpected `.`").
+            let msg = e
+                .message()
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect::<Vec<_>>()
+                .join("; ");
             match e.span() {
                 Some(span) => {
                     let line = text[..span.start].matches('\n').count() + 1;
@@ -280,6 +343,9 @@ impl Config {
         // A request lives days, not years; 10 years bounds the arithmetic too.
         if !(1..=3650).contains(&max_request_lifetime_days) {
             return Err("[station] max_request_lifetime_days must be 1..=3650".into());
+        }
+        if s.once_give_up_secs == Some(0) {
+            return Err("[station] once_give_up_secs must be at least 1 (seconds)".into());
         }
         let mut customizations = Vec::new();
         for c in raw.customization {
@@ -316,9 +382,11 @@ impl Config {
             let device = slot
                 .device
                 .parse::<DeviceSpec>()
-                .map_err(|e| format!("[[slot]] {}: {e}", i + 1))?;
+                .map_err(|e| format!("[[slot]] {i} (slot{i}, counting from 0): {e}"))?;
+            // Slots are numbered from 0 in file order: the number on the rig,
+            // on the wire (SPEC §9), the page and /metrics (docs/operator.md).
             slots.push(SlotConfig {
-                name: slot.name.unwrap_or_else(|| format!("slot{}", i + 1)),
+                name: slot.name.unwrap_or_else(|| format!("slot{i}")),
                 device,
             });
         }
@@ -330,12 +398,24 @@ impl Config {
                     .listen
                     .parse()
                     .map_err(|_| format!("[web] listen {:?} is not HOST:PORT", w.listen))?;
-                if !addr.ip().is_loopback() && w.token.as_deref().unwrap_or("").len() < 16 {
+                let token = match (w.token, &w.token_file) {
+                    (Some(_), Some(_)) => {
+                        return Err("[web] has both token and token_file: keep one".into())
+                    }
+                    (token, None) => token,
+                    (None, Some(path)) => Some(
+                        crate::web::read_token_file(path)
+                            .map_err(|e| format!("[web] token_file: {e}"))?
+                            .expose()
+                            .clone(),
+                    ),
+                };
+                if !addr.ip().is_loopback() && token.as_deref().unwrap_or("").len() < 16 {
                     return Err(format!(
-                        "[web] listen {addr} is not loopback: set a token of at least 16 characters"
+                        "[web] listen {addr} is not loopback: set token_file = \"FILE\" (or token) to a token of at least 16 characters"
                     ));
                 }
-                Some((addr, w.token))
+                Some((addr, token))
             }
         };
         let (rig_port, rig_simulated) = match raw.rig {
@@ -382,6 +462,7 @@ impl Config {
             );
         }
         let (http_sink, http_sink_tls, upstream) = upstream_and_sink(raw.sink, raw.upstream)?;
+        let keys = raw.keys.map(parse_keys).transpose()?;
         let state_dir = s.state_dir;
         let store = parse_store(raw.store)?;
         Ok(Config {
@@ -405,6 +486,8 @@ impl Config {
             http_sink_tls,
             upstream,
             max_request_lifetime_days,
+            once_give_up: Duration::from_secs(s.once_give_up_secs.unwrap_or(60)),
+            keys,
             store,
         })
     }
@@ -545,7 +628,7 @@ listen = "127.0.0.1:8080"
                 "unknown field `bogus`",
             ),
             (GOOD.replace("5.7.0", "five"), "min_firmware"),
-            (GOOD.replace("udp:127.0.0.1:8111", "udp:nope"), "[[slot]] 1"),
+            (GOOD.replace("udp:127.0.0.1:8111", "udp:nope"), "[[slot]] 0"),
             (GOOD.replace("127.0.0.1:8080", "0.0.0.0:8080"), "token"),
             (
                 GOOD.replace("[rig]\n", "[rig]\nsimulated = true\n"),

@@ -678,6 +678,17 @@ fn verify_chain(
     Err(AttestationError::UntrustedRoot)
 }
 
+/// [`verify_chain`] for other certificate users (the station's signing
+/// certificate, SPEC §14): `chain` leaf first, to one of `roots`; returns the
+/// root's subject.
+pub fn verify_certificate_chain(
+    chain: &[Certificate],
+    roots: &TrustRoots,
+    now: i64,
+) -> Result<String, AttestationError> {
+    verify_chain(chain, roots, now)
+}
+
 // ---- verification -----------------------------------------------------------
 
 /// What the attestation must show.

@@ -46,6 +46,9 @@ pub struct Args {
     /// station pulls them and returns the results there.
     #[arg(long)]
     pub upstream: bool,
+    /// One JSON line with every key's result (docs/cli.md) instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// The simulator's attestation CA seed used by `sim:` slots and `sim ca`.
@@ -56,6 +59,14 @@ pub fn run(args: Args) -> CliResult {
         return Err(CliError::usage(
             "--keys, --slots and --credentials must be at least 1",
         ));
+    }
+    if let Some(addr) = args.web.filter(|a| !a.ip().is_loopback()) {
+        // The demo has no token to give the page; a station does.
+        return Err(CliError::usage(format!(
+                "--web {addr}: the demo serves its status page on loopback only (e.g. --web 127.0.0.1:{}); \
+                 to show a station's page on the network use `run` with [web] listen and token or token_file (docs/operator.md)",
+                addr.port()
+            )));
     }
     crate::config::check_slot_count(args.slots)
         .map_err(|e| CliError::usage(format!("--slots: {e}")))?;
@@ -78,13 +89,20 @@ pub fn run(args: Args) -> CliResult {
         }
     };
     let t0 = Instant::now();
-    outln!(
+    let json = args.json;
+    // With --json, stdout carries the one result line only.
+    let say = |line: std::fmt::Arguments<'_>| {
+        if !json {
+            outln!("{line}");
+        }
+    };
+    say(format_args!(
         "prereg-station demo: {} keys over {} simulated {} slots, in {}",
         args.keys,
         args.slots,
         args.profile,
         dir.display()
-    );
+    ));
 
     // Station keys and the simulator's attestation root.
     let keys_dir = dir.join("keys");
@@ -152,18 +170,18 @@ pub fn run(args: Args) -> CliResult {
     let store = open_store(&config)?;
     if let Some(b) = &backend {
         idp.offer(&shipments).map_err(CliError::failed)?;
-        outln!(
+        say(format_args!(
             "  IdP enrolled {} users; back end https://{} offers them over mutual TLS",
             shipments.len(),
             b.local_addr()
-        );
+        ));
     } else {
         let counts = import_file(&store, &config, &jobs_path)?;
-        outln!(
+        say(format_args!(
             "  IdP enrolled {} users; station imported {} jobs",
             shipments.len(),
             counts.imported
-        );
+        ));
     }
     drop(keys);
 
@@ -173,8 +191,13 @@ pub fn run(args: Args) -> CliResult {
         Some(addr) => {
             let cfg = crate::web::WebConfig::new(addr, None).map_err(CliError::usage)?;
             let handle = crate::web::spawn(cfg, setup.board.clone()).map_err(CliError::failed)?;
-            outln!("  status page: http://{}/", handle.local_addr());
-            hold(args.web_hold, "before programming starts");
+            // Said on stderr with --json, so stdout stays one JSON line.
+            if json {
+                errln!("  status page: http://{}/", handle.local_addr());
+            } else {
+                outln!("  status page: http://{}/", handle.local_addr());
+            }
+            hold(args.web_hold, "before programming starts", json);
             Some(handle)
         }
         None => None,
@@ -201,7 +224,7 @@ pub fn run(args: Args) -> CliResult {
         .unwrap_or_default();
     station.shutdown();
     if let Some(w) = web {
-        hold(args.web_hold, "showing the final board");
+        hold(args.web_hold, "showing the final board", json);
         let _ = w.shutdown();
     }
     let took = t0.elapsed();
@@ -224,49 +247,70 @@ pub fn run(args: Args) -> CliResult {
     };
     let results = idp::read_results(&[results_dir]).map_err(CliError::failed)?;
     let reports = idp.activate(&sign_jwks, &roots, &results, crate::idp::unix_now());
-    outln!();
-    outln!(
+    say(format_args!(""));
+    say(format_args!(
         "{:<5} {:<10} {:<8} {:<5} {:<9} SHIPMENT",
-        "SLOT",
-        "SERIAL",
-        "FIRMWARE",
-        "CREDS",
-        "VERIFIED"
-    );
+        "SLOT", "SERIAL", "FIRMWARE", "CREDS", "VERIFIED"
+    ));
     let mut ok = 0;
+    let mut rows = Vec::new();
     for r in &reports {
+        // The slot's number: its position in the configuration, the number
+        // on the rig, the page and /metrics (docs/operator.md).
         let slot = programmed
             .iter()
             .position(|p| Some(&p.serial) == r.serial_number.as_ref())
-            .map(|_| slot_of(&store, &r.shipment_id))
-            .unwrap_or_default();
+            .and_then(|_| slot_of(&store, &r.shipment_id))
+            .and_then(|name| config.slots.iter().position(|s| s.name == name));
         let verified = r.verified();
         ok += usize::from(verified);
-        outln!(
+        let failures: Vec<String> = r
+            .failures
+            .iter()
+            .chain(r.credentials.iter().filter_map(|c| c.failure.as_ref()))
+            .map(ToString::to_string)
+            .collect();
+        say(format_args!(
             "{:<5} {:<10} {:<8} {:<5} {:<9} {}",
-            slot,
+            slot.map_or_else(|| "-".to_string(), |n| n.to_string()),
             r.serial_number.as_deref().unwrap_or("-"),
             r.firmware_version.as_deref().unwrap_or("-"),
             r.credentials.iter().filter(|c| c.verified).count(),
             if verified { "yes" } else { "NO" },
             r.shipment_id
-        );
-        for f in r
-            .failures
-            .iter()
-            .chain(r.credentials.iter().filter_map(|c| c.failure.as_ref()))
-        {
-            outln!("      failure: {f}");
+        ));
+        for f in &failures {
+            say(format_args!("      failure: {f}"));
         }
+        rows.push(serde_json::json!({
+            "slot": slot,
+            "serial": r.serial_number,
+            "firmware": r.firmware_version,
+            "credentials": r.credentials.iter().filter(|c| c.verified).count(),
+            "verified": verified,
+            "shipment_id": r.shipment_id,
+            "failures": failures,
+        }));
     }
     let quarantined = store.quarantined().map(|q| q.len()).unwrap_or(0);
-    outln!();
-    outln!(
-        "{ok}/{} keys programmed and verified by the reference IdP in {:.1}s ({:.0} keys/hour); {quarantined} quarantined",
+    let per_hour = ok as f64 * 3600.0 / took.as_secs_f64().max(0.001);
+    if json {
+        crate::cli::output::json_line(&serde_json::json!({
+            "keys": args.keys,
+            "verified": ok,
+            "quarantined": quarantined,
+            "seconds": took.as_secs_f64(),
+            "keys_per_hour": per_hour,
+            "dir": args.dir.as_ref().map(|d| d.display().to_string()),
+            "results": rows,
+        }));
+    }
+    say(format_args!(""));
+    say(format_args!(
+        "{ok}/{} keys programmed and verified by the reference IdP in {:.1}s ({per_hour:.0} keys/hour); {quarantined} quarantined",
         args.keys,
         took.as_secs_f64(),
-        ok as f64 * 3600.0 / took.as_secs_f64().max(0.001)
-    );
+    ));
     if ok == args.keys && reports.len() == args.keys {
         Ok(())
     } else {
@@ -279,25 +323,25 @@ pub fn run(args: Args) -> CliResult {
 }
 
 /// `--web-hold`: the status page stays up while nothing else happens.
-fn hold(secs: u64, why: &str) {
+fn hold(secs: u64, why: &str, json: bool) {
     if secs > 0 {
-        outln!("  status page held {secs}s {why}");
+        if json {
+            errln!("  status page held {secs}s {why}");
+        } else {
+            outln!("  status page held {secs}s {why}");
+        }
         std::thread::sleep(Duration::from_secs(secs));
     }
 }
 
-fn slot_of(store: &crate::store::Store, shipment_id: &str) -> String {
-    store
-        .show(shipment_id)
-        .ok()
-        .and_then(|(_, audit)| {
-            audit
-                .into_iter()
-                .rev()
-                .find(|a| a.event == "programmed")
-                .and_then(|a| a.slot)
-        })
-        .unwrap_or_default()
+fn slot_of(store: &crate::store::Store, shipment_id: &str) -> Option<String> {
+    store.show(shipment_id).ok().and_then(|(_, audit)| {
+        audit
+            .into_iter()
+            .rev()
+            .find(|a| a.event == "programmed")
+            .and_then(|a| a.slot)
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -321,11 +365,9 @@ fn demo_config(
         q(ca),
         q(idp_signing_jwks),
     );
-    for i in 0..slots {
-        text.push_str(&format!(
-            "\n[[slot]]\nname = \"S{}\"\ndevice = \"sim:{profile}\"\n",
-            i + 1
-        ));
+    // Default names (slot0, slot1, …): the same numbers as the rig and the page.
+    for _ in 0..slots {
+        text.push_str(&format!("\n[[slot]]\ndevice = \"sim:{profile}\"\n"));
     }
     // SPEC §10: the demo's keys sit in a simulated rig driven over a pty, so
     // LED, TOUCH and PRESENT? run through the real serial driver.

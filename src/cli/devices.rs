@@ -27,7 +27,7 @@ pub enum Command {
     /// FIDO HID devices attached to this machine (usage page 0xF1D0), PC/SC
     /// readers, and every key that answers with its serial (for --device).
     List {
-        /// One JSON document instead of a table.
+        /// One JSON line (docs/cli.md) instead of a table.
         #[arg(long)]
         json: bool,
     },
@@ -37,7 +37,7 @@ pub enum Command {
         /// sim:PROFILE; default: the only attached key.
         #[arg(long, value_name = "DEV")]
         device: Option<String>,
-        /// One JSON document instead of text.
+        /// One JSON line (docs/cli.md) instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -429,7 +429,7 @@ fn list(config: &Option<PathBuf>, as_json: bool) -> CliResult {
             .iter()
             .map(|k| json!({ "device": k.spec.to_string(), "serial": k.serial }))
             .collect();
-        let out = serde_json::to_string_pretty(
+        let out = serde_json::to_string(
             &json!({ "hid": devices, "pcsc": readers_json, "keys": keys_json }),
         )
         .map_err(|e| CliError::failed(format!("cannot encode JSON: {e}")))?;
@@ -514,7 +514,7 @@ fn info(spec: &DeviceSpec, as_json: bool) -> CliResult {
         DeviceSpec::Pcsc(reader) => pcsc_report(&spec, reader)?,
     };
     if as_json {
-        let out = serde_json::to_string_pretty(&to_json(&report))
+        let out = serde_json::to_string(&to_json(&report))
             .map_err(|e| CliError::failed(format!("cannot encode JSON: {e}")))?;
         outln!("{out}");
     } else {

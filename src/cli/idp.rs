@@ -86,6 +86,10 @@ pub struct ActivateArgs {
     /// Attestation root (PEM or DER); repeat for several.
     #[arg(long = "roots", value_name = "PEM", required = true)]
     pub roots: Vec<PathBuf>,
+    /// Trust station signing keys certified by this facility CA (PEM): only
+    /// keys of sign.jwks whose x5c chains to it verify responses (SPEC §14).
+    #[arg(long, value_name = "PEM")]
+    pub sign_ca: Option<PathBuf>,
     /// Print each delivered PIN (the only place a PIN is ever shown).
     #[arg(long)]
     pub show_pin: bool,
@@ -173,7 +177,20 @@ fn enroll(a: EnrollArgs) -> CliResult {
 }
 
 fn activate(a: ActivateArgs) -> CliResult {
-    let jwks = read_jwks(&a.sign_jwks)?;
+    let mut jwks = read_jwks(&a.sign_jwks)?;
+    if let Some(ca) = &a.sign_ca {
+        let ca = TrustRoots::from_files(std::slice::from_ref(ca))
+            .map_err(|e| CliError::usage(format!("--sign-ca: {e}")))?;
+        let (certified, refused) = crate::jose::x5c::certified_signers(&jwks, &ca, unix_now());
+        for (kid, why) in refused {
+            errln!(
+                "signing key {} refused: {}",
+                crate::escape::Untrusted(&kid),
+                crate::escape::Untrusted(&why)
+            );
+        }
+        jwks = certified;
+    }
     let roots = TrustRoots::from_files(&a.roots).map_err(|e| CliError::usage(e.to_string()))?;
     let idp = Idp::open(&a.state).map_err(|e| CliError::failed(format!("idp: {e}")))?;
     let results = read_results(&a.results).map_err(|e| CliError::usage(e.to_string()))?;

@@ -106,7 +106,7 @@ pub fn dispatch(cli: Cli) -> CliResult {
         Command::Demo(args) => demo::run(args),
         Command::Run(args) => run::run(&config, args),
         Command::Jobs(cmd) => jobs::run(&config, cmd),
-        Command::Keys(cmd) => keys::run(cmd),
+        Command::Keys(cmd) => keys::run(&config, cmd),
         Command::Devices(cmd) => devices::run(&config, cmd),
         Command::Sim(cmd) => sim::run(cmd),
         Command::Idp(cmd) => idp::run(cmd),

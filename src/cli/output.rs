@@ -88,3 +88,14 @@ macro_rules! errln {
         $crate::cli::output::write_stderr(format_args!("{}\n", format_args!($($arg)*)))
     };
 }
+
+/// Prints `value` as one compact JSON document on one line: the `--json`
+/// convention of every command (docs/cli.md). A command that reports a list
+/// prints one line per item (JSON lines); one that reports one thing prints
+/// one line.
+pub fn json_line<T: serde::Serialize + ?Sized>(value: &T) {
+    // Serializing plain data (maps with string keys) cannot fail; an empty
+    // object keeps the one-document-per-line promise if it ever did.
+    let line = serde_json::to_string(value).unwrap_or_else(|_| "{}".into());
+    write_stdout(format_args!("{line}\n"));
+}

@@ -2,6 +2,7 @@
 
 use crate::cli::jobs::{load_config, open_store};
 use crate::error::{CliError, CliResult};
+use crate::escape::Untrusted;
 use crate::station::{app, notify, spool::SpoolThread, Station};
 use crate::web::WebConfig;
 use std::path::PathBuf;
@@ -14,6 +15,9 @@ pub struct Args {
     /// Drain the queue, deliver every result, and exit.
     #[arg(long)]
     pub once: bool,
+    /// End with one JSON line (docs/cli.md) instead of the text summary.
+    #[arg(long)]
+    pub json: bool,
 }
 
 pub fn run(config_path: &Option<PathBuf>, args: Args) -> CliResult {
@@ -54,7 +58,8 @@ pub fn run(config_path: &Option<PathBuf>, args: Args) -> CliResult {
     let mut last_ping = Instant::now();
     // `--once` gives up when jobs stay queued with nothing in progress for this
     // long: no key in any slot fits them (wrong product, firmware, capability).
-    let stuck_after = Duration::from_secs(60);
+    let stuck_after = config.once_give_up;
+    let run_started = crate::store::now_secs();
     let mut last_change = (Instant::now(), store.counts().unwrap_or_default());
     let mut stuck = false;
     let mut undeliverable = Vec::new();
@@ -128,28 +133,70 @@ pub fn run(config_path: &Option<PathBuf>, args: Args) -> CliResult {
         "secret memory locking"
     );
     let counts = store.counts().map_err(CliError::failed)?;
-    let summary: Vec<String> = counts.iter().map(|(s, n)| format!("{s} {n}")).collect();
-    outln!(
-        "programmed {programmed} key(s) this run; jobs: {}",
-        summary.join(", ")
-    );
-    if stuck {
+    let gave_up = stuck.then(|| turned_away_since(&store, run_started));
+    if args.json {
+        let undeliverable: Vec<_> = undeliverable
+            .iter()
+            .map(|u| {
+                serde_json::json!({
+                    "shipment_id": u.shipment_id,
+                    "code": u.failure.reason.to_string(),
+                    "message": u.failure.detail,
+                })
+            })
+            .collect();
+        crate::cli::output::json_line(&serde_json::json!({
+            "programmed": programmed,
+            "jobs": counts.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+            "gave_up": gave_up,
+            "undeliverable": undeliverable,
+        }));
+    } else {
+        let summary: Vec<String> = counts.iter().map(|(s, n)| format!("{s} {n}")).collect();
+        outln!(
+            "programmed {programmed} key(s) this run; jobs: {}",
+            summary.join(", ")
+        );
+    }
+    if let Some(why) = gave_up {
         let also = if undeliverable.is_empty() {
             String::new()
         } else {
             format!("; also {}", once_undeliverable(&undeliverable))
         };
         return Err(CliError::failed(format!(
-            "--once: {} job(s) still queued and no key in any slot has taken one for {}s; \
-             see `jobs list` for why keys were turned away{also}",
+            "--once: {} job(s) still queued and no key in any slot has taken one for {}s \
+             ([station] once_give_up_secs): {}{also}",
             store.count("queued").unwrap_or(0),
-            stuck_after.as_secs()
+            stuck_after.as_secs(),
+            why
         )));
     }
     if !undeliverable.is_empty() {
         return Err(CliError::failed(once_undeliverable(&undeliverable)));
     }
     Ok(())
+}
+
+/// Why keys were turned away during this run, for the line `run --once`
+/// gives up with: the latest reason per slot (from the `turned-away` audit
+/// events), or what to check when no key was turned away.
+fn turned_away_since(store: &crate::store::Store, since: i64) -> String {
+    let events = store
+        .events(crate::station::worker::TURNED_AWAY_EVENT)
+        .unwrap_or_default();
+    let mut latest: std::collections::BTreeMap<String, String> = Default::default();
+    for e in events.into_iter().filter(|e| e.at >= since) {
+        latest.insert(e.slot.unwrap_or_default(), e.detail.unwrap_or_default());
+    }
+    if latest.is_empty() {
+        return "no key was turned away: are keys in the slots? see `jobs list`".into();
+    }
+    let each: Vec<String> = latest
+        .iter()
+        .map(|(slot, why)| format!("{}: {}", Untrusted(slot), Untrusted(why)))
+        .collect();
+    format!("keys turned away: {}", each.join("; "))
 }
 
 /// The one line `run --once` ends with when results cannot be delivered:

@@ -78,6 +78,10 @@ pub enum Disposition {
     KeyGone { reason: String },
     /// Programming began and stopped: quarantine the key by serial, requeue the job.
     Quarantine { step: Step, reason: String },
+    /// The station's own key custody (HSM) failed before the key was
+    /// touched: the job goes back (no attempt counted) and the key stays
+    /// blank (SPEC §14).
+    StationFault { reason: String },
 }
 
 impl fmt::Display for Disposition {
@@ -86,6 +90,7 @@ impl fmt::Display for Disposition {
             Disposition::RefuseJob { reason } => write!(f, "job refused: {reason}"),
             Disposition::RejectKey { reason } => write!(f, "key rejected: {reason}"),
             Disposition::KeyGone { reason } => write!(f, "key gone: {reason}"),
+            Disposition::StationFault { reason } => write!(f, "station fault: {reason}"),
             Disposition::Quarantine { step, reason } => {
                 write!(f, "key quarantined at {step}: {reason}")
             }
@@ -263,7 +268,7 @@ fn program_steps<D: CtapDevice>(
     if st.customization.is_none() {
         return Err(Disposition::RefuseJob {
             reason: format!(
-                "customization {} is not configured on this station",
+                "job.unknown_customization: customization {} is not configured on this station",
                 job.customization_id
             ),
         });
@@ -290,9 +295,24 @@ fn program_steps<D: CtapDevice>(
         &job.credential_requests,
         st.now,
     )
-    .map_err(|e| Disposition::RefuseJob {
-        reason: format!("{}: {e}", e.code()),
+    .map_err(|e| {
+        if e.is_custody() {
+            Disposition::StationFault {
+                reason: format!("{}: {e}", e.code()),
+            }
+        } else {
+            Disposition::RefuseJob {
+                reason: format!("{}: {e}", e.code()),
+            }
+        }
     })?;
+    // The responses are signed at step 11: a custody that cannot sign now
+    // must fail the job while the key is still blank.
+    st.keys
+        .check_signing()
+        .map_err(|e| Disposition::StationFault {
+            reason: format!("{}: {e}", e.code()),
+        })?;
     refuse_overwrites(&requests).map_err(|reason| Disposition::RefuseJob { reason })?;
     check_capabilities(key, &requests).map_err(reject)?;
 
@@ -401,6 +421,9 @@ fn program_steps<D: CtapDevice>(
     }
 
     // Step 11: sign, encrypt, store durably; the caller reports PASS.
+    // The key is fully programmed by now; a key-custody hiccup (an HSM that
+    // restarts, a session pool briefly empty) is waited out for a bounded
+    // time rather than wasting the key to quarantine.
     events.step(Step::StoreResponses);
     let _ = st.store.step(st.slot, "storeResponses");
     let device = DeviceIdentity {
@@ -412,7 +435,8 @@ fn program_steps<D: CtapDevice>(
         reason: e.to_string(),
     };
     let pin_response =
-        seal_pin_response(st.keys, &requests.pin, &device, &pin, st.now).map_err(fail)?;
+        ride_out_custody(|| seal_pin_response(st.keys, &requests.pin, &device, &pin, st.now))
+            .map_err(fail)?;
     drop(pin);
     let transports: Vec<&str> = transports(key);
     let mut cred_responses = Vec::with_capacity(made.len());
@@ -433,8 +457,10 @@ fn program_steps<D: CtapDevice>(
             attestation_object: &delivered,
             transports: &transports,
         };
-        cred_responses
-            .push(seal_credential_response(st.keys, req, &device, &made, st.now).map_err(fail)?);
+        cred_responses.push(
+            ride_out_custody(|| seal_credential_response(st.keys, req, &device, &made, st.now))
+                .map_err(fail)?,
+        );
     }
     let result = ShipmentResult {
         shipment_id: job.shipment_id.to_string(),
@@ -740,5 +766,57 @@ fn transports(key: &Identity) -> Vec<&'static str> {
         vec!["nfc", "usb"]
     } else {
         vec!["usb"]
+    }
+}
+
+/// How long step 11 keeps retrying a signature that fails in the key custody
+/// (SPEC §14: an HSM restarting, a session pool briefly exhausted) before the
+/// key is quarantined.
+const CUSTODY_RIDE_OUT: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Runs `seal`, retrying every 250 ms while it fails for a key-custody reason,
+/// for at most [`CUSTODY_RIDE_OUT`]; any other error, or the last custody
+/// error, is returned as it is.
+fn ride_out_custody<T>(
+    mut seal: impl FnMut() -> Result<T, crate::jose::JoseError>,
+) -> Result<T, crate::jose::JoseError> {
+    let deadline = std::time::Instant::now() + CUSTODY_RIDE_OUT;
+    loop {
+        match seal() {
+            Err(e) if e.is_custody() && std::time::Instant::now() < deadline => {
+                tracing::warn!("key custody cannot sign (retrying): {e}");
+                std::thread::sleep(std::time::Duration::from_millis(250));
+            }
+            other => return other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jose::JoseError;
+
+    /// Found when a token outage during step 11 quarantined a key that was
+    /// fully programmed: the signature is retried while the custody recovers.
+    #[test]
+    fn a_custody_failure_at_step_11_is_retried_and_other_errors_are_not() {
+        let mut calls = 0;
+        let r = ride_out_custody(|| {
+            calls += 1;
+            if calls < 3 {
+                Err(JoseError::Custody)
+            } else {
+                Ok(calls)
+            }
+        });
+        assert_eq!(r.unwrap(), 3);
+        let mut calls = 0;
+        let r: Result<(), _> = ride_out_custody(|| {
+            calls += 1;
+            Err(JoseError::Malformed)
+        });
+        assert!(matches!(r, Err(JoseError::Malformed)));
+        assert_eq!(calls, 1);
     }
 }

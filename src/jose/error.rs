@@ -59,6 +59,18 @@ pub enum JoseError {
     JwkInvalid,
     #[error("a cryptographic primitive failed unexpectedly")]
     Internal,
+    /// The station's own key custody (an HSM) could not decrypt or sign: a
+    /// fault of the station, not of the request — the job is retried.
+    #[error("the station's key custody (HSM) failed; nothing was decrypted or signed")]
+    Custody,
+}
+
+impl JoseError {
+    /// A station-side failure (the request itself may be fine): retry the
+    /// job, never refuse it for good (SPEC §14).
+    pub fn is_custody(&self) -> bool {
+        matches!(self, JoseError::Custody)
+    }
 }
 
 impl JoseError {
@@ -92,6 +104,7 @@ impl JoseError {
             SignatureInvalid => "jws.signature_invalid",
             JwkInvalid => "jose.jwk_invalid",
             Internal => "jose.internal",
+            Custody => "jose.custody",
         }
     }
 }

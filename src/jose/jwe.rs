@@ -67,9 +67,32 @@ pub struct JweHeader {
     pub zip: Option<serde_json::Value>,
 }
 
-/// Finds the private key a JWE names by `kid`.
+/// ECDH-ES shared secret `Z` for P-384: the 48-byte x-coordinate of the
+/// shared point (RFC 7518 §4.6.2). Zeroized on drop; the only secret a
+/// hardware custody lets into station memory (SPEC §14).
+pub type EcdhSecret = Zeroizing<[u8; 48]>;
+
+/// The decrypting half of key custody (SPEC §2, §14): whoever holds the
+/// transport private keys derives `Z` for a `kid`. File custody computes it
+/// in memory; PKCS#11 custody asks the token (`CKM_ECDH1_DERIVE`), so the
+/// private key never leaves it.
 pub trait KeyResolver {
-    fn decryption_key(&self, kid: &str) -> Option<&SecretKey>;
+    /// Whether a transport key with this `kid` is held (checked before any
+    /// other header check that needs the key, so an unknown `kid` is refused
+    /// without touching custody).
+    fn has_decryption_key(&self, kid: &str) -> bool;
+    /// `Z` = x(d · epk) for the key `kid`. `JoseError::KidUnknown` for an
+    /// unknown `kid`, `JoseError::Custody` when the custody failed.
+    fn ecdh_z(&self, kid: &str, epk: &PublicKey) -> Result<EcdhSecret, JoseError>;
+}
+
+/// `Z` computed in memory with a private key this process holds.
+pub fn ecdh_z_in_memory(key: &SecretKey, epk: &PublicKey) -> EcdhSecret {
+    // RFC 7518 §4.6: Z is the x-coordinate of the shared point; SharedSecret zeroizes.
+    let shared = p384::ecdh::diffie_hellman(key.to_nonzero_scalar(), epk.as_affine());
+    let mut z = Zeroizing::new([0u8; 48]);
+    z.copy_from_slice(shared.raw_secret_bytes());
+    z
 }
 
 /// One private key under one `kid` (the IdP's per-enrollment response key).
@@ -80,8 +103,15 @@ pub struct SingleKey<'a> {
 }
 
 impl KeyResolver for SingleKey<'_> {
-    fn decryption_key(&self, kid: &str) -> Option<&SecretKey> {
-        (kid == self.kid).then_some(self.key)
+    fn has_decryption_key(&self, kid: &str) -> bool {
+        kid == self.kid
+    }
+
+    fn ecdh_z(&self, kid: &str, epk: &PublicKey) -> Result<EcdhSecret, JoseError> {
+        if kid != self.kid {
+            return Err(JoseError::KidUnknown);
+        }
+        Ok(ecdh_z_in_memory(self.key, epk))
     }
 }
 
@@ -203,7 +233,9 @@ pub fn decrypt(
         return Err(JoseError::EncUnsupported);
     }
     let kid = h.kid.as_deref().ok_or(JoseError::KidMissing)?;
-    let key = keys.decryption_key(kid).ok_or(JoseError::KidUnknown)?;
+    if !keys.has_decryption_key(kid) {
+        return Err(JoseError::KidUnknown);
+    }
     if h.cty.as_deref() != Some(expected_cty) {
         return Err(JoseError::CtyMismatch);
     }
@@ -216,9 +248,9 @@ pub fn decrypt(
     if parts.tag.len() != 16 {
         return Err(JoseError::TagLength);
     }
-    // RFC 7518 §4.6: Z is the x-coordinate of the shared point; SharedSecret zeroizes.
-    let shared = p384::ecdh::diffie_hellman(key.to_nonzero_scalar(), epk.as_affine());
-    let z = shared.raw_secret_bytes();
+    // Last check before the custody is asked: everything cheap has passed.
+    let z_buf = keys.ecdh_z(kid, &epk)?;
+    let z = z_buf.as_slice();
     let cek: Zeroizing<[u8; 32]> = match alg {
         KeyManagement::EcdhEs => {
             // RFC 7516 §5.2 step 10: the JWE Encrypted Key must be empty.

@@ -33,6 +33,10 @@ pub struct EcJwk {
     pub alg: Option<String>,
     pub x: String,
     pub y: String,
+    /// The certificate chain of a signing key (RFC 7517 §4.7, standard
+    /// base64 DER, leaf first), once a facility CA certified it (SPEC §14).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub x5c: Option<Vec<String>>,
 }
 
 impl EcJwk {
@@ -53,6 +57,7 @@ impl EcJwk {
             },
             x,
             y,
+            x5c: None,
         }
     }
 

@@ -37,6 +37,62 @@ impl VerifierResolver for super::Jwks {
     }
 }
 
+/// The signing half of key custody (SPEC §2, §14): the active signing key
+/// makes an ES384 signature over a JWS signing input. File custody signs in
+/// memory; PKCS#11 custody hashes here and has the token sign the SHA-384
+/// digest (`CKM_ECDSA`).
+pub trait Es384Signer {
+    /// `kid` of the key that signs.
+    fn signing_kid(&self) -> &str;
+    /// Raw `R || S` (RFC 7518 §3.4), 96 bytes, over `signing_input`.
+    fn sign_es384(&self, signing_input: &[u8]) -> Result<[u8; 96], JoseError>;
+}
+
+/// ES384 in memory with a private key this process holds.
+pub fn sign_es384_in_memory(key: &p384::SecretKey, signing_input: &[u8]) -> [u8; 96] {
+    // RFC 6979 deterministic nonce: no RNG failure mode while signing.
+    let sig: Signature = SigningKey::from(key).sign(signing_input);
+    let mut out = [0u8; 96];
+    out.copy_from_slice(&sig.to_bytes());
+    out
+}
+
+/// Signs `payload` as a compact JWS `{alg: ES384, kid, typ}` with a custody's
+/// signer. The result embeds the payload, so it zeroizes.
+pub fn sign_with(
+    payload: &[u8],
+    signer: &dyn Es384Signer,
+    typ: &str,
+) -> Result<Zeroizing<String>, JoseError> {
+    let header = JwsHeader {
+        alg: "ES384".into(),
+        kid: Some(signer.signing_kid().into()),
+        typ: Some(typ.into()),
+        cty: None,
+        crit: None,
+    };
+    let mut out = signing_input(payload, &header);
+    let sig = signer.sign_es384(out.as_bytes())?;
+    out.push('.');
+    out.push_str(&b64::encode(sig));
+    Ok(out)
+}
+
+/// `BASE64URL(header) . BASE64URL(payload)`, in a zeroizing buffer with room
+/// for the signature.
+fn signing_input(payload: &[u8], header: &JwsHeader) -> Zeroizing<String> {
+    // Serializing three strings cannot fail.
+    let header_b64 = b64::encode(serde_json::to_vec(&header).unwrap_or_default());
+    let payload_b64 = Zeroizing::new(b64::encode(payload));
+    let mut out = Zeroizing::new(String::with_capacity(
+        header_b64.len() + payload_b64.len() + 2 + 128,
+    ));
+    out.push_str(&header_b64);
+    out.push('.');
+    out.push_str(&payload_b64);
+    out
+}
+
 /// Signs `payload` as a compact JWS `{alg: ES384, kid, typ}`. The result
 /// embeds the payload (a PIN response carries the PIN), so it zeroizes.
 pub fn sign(payload: &[u8], key: &p384::SecretKey, kid: &str, typ: &str) -> Zeroizing<String> {
@@ -57,19 +113,10 @@ pub fn sign_with_header(
     key: &p384::SecretKey,
     header: &JwsHeader,
 ) -> Zeroizing<String> {
-    // Serializing three strings cannot fail.
-    let header_b64 = b64::encode(serde_json::to_vec(&header).unwrap_or_default());
-    let payload_b64 = Zeroizing::new(b64::encode(payload));
-    let mut out = Zeroizing::new(String::with_capacity(
-        header_b64.len() + payload_b64.len() + 2 + 128,
-    ));
-    out.push_str(&header_b64);
+    let mut out = signing_input(payload, header);
+    let sig = sign_es384_in_memory(key, out.as_bytes());
     out.push('.');
-    out.push_str(&payload_b64);
-    // RFC 6979 deterministic nonce: no RNG failure mode while signing.
-    let sig: Signature = SigningKey::from(key).sign(out.as_bytes());
-    out.push('.');
-    out.push_str(&b64::encode(sig.to_bytes()));
+    out.push_str(&b64::encode(sig));
     out
 }
 

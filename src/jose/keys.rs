@@ -10,9 +10,11 @@
 //! (zeroized on drop) and zeroizing buffers.
 
 use super::b64;
-use super::jwe::KeyResolver;
+use super::jwe::{ecdh_z_in_memory, EcdhSecret, KeyResolver};
 use super::jwk::{point_from_coords, EcJwk, Jwks, KeyUse};
-use p384::SecretKey;
+use super::jws::{sign_es384_in_memory, Es384Signer};
+use super::pkcs11::{HsmConfig, HsmError, Token, TokenKeys};
+use p384::{PublicKey, SecretKey};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::fs;
@@ -56,6 +58,11 @@ pub enum KeyError {
     ActiveKidUnknown { kid: String },
     #[error("no keys directory: set station.keys_dir or run under systemd with LoadCredential= ($CREDENTIALS_DIRECTORY)")]
     NoKeysDir,
+    #[error("certificate chain refused: {reason}")]
+    BadChain { reason: String },
+    /// The PKCS#11 token could not be used (SPEC §14): one line, no PIN.
+    #[error("{0}")]
+    Hsm(HsmError),
 }
 
 impl KeyError {
@@ -72,6 +79,8 @@ impl KeyError {
             KeyError::NoActiveSigningKey { .. } => "keys.no_active_signing_key",
             KeyError::ActiveKidUnknown { .. } => "keys.active_kid_unknown",
             KeyError::NoKeysDir => "keys.no_keys_dir",
+            KeyError::Hsm(_) => "keys.hsm",
+            KeyError::BadChain { .. } => "keys.bad_chain",
         }
     }
 }
@@ -194,21 +203,38 @@ struct Manifest {
     active_signing_kid: String,
 }
 
-/// The station's private keys, loaded once.
+/// The station's private keys, loaded once, in one of two custodies (SPEC §2,
+/// §14). The JOSE code reaches them only through [`KeyResolver`] (ECDH `Z`
+/// for a kid) and [`Es384Signer`] (the active signing key).
 #[derive(Debug)]
 pub struct StationKeys {
-    transport: Vec<NamedKey>,
-    signing: Vec<NamedKey>,
+    custody: Custody,
     active_signing: usize,
+    /// `x5c` by signing kid, from `<kid>.chain.pem` in the keys directory.
+    chains: Vec<(String, Vec<String>)>,
+}
+
+#[derive(Debug)]
+enum Custody {
+    /// Private JWK files, loaded into locked zeroizing memory (the default).
+    Files {
+        transport: Vec<NamedKey>,
+        signing: Vec<NamedKey>,
+    },
+    /// A PKCS#11 token; only handles and public keys are held here.
+    Pkcs11(Box<TokenKeys>),
 }
 
 impl StationKeys {
     /// One fresh transport and signing key, in memory only (tests, demo).
     pub fn generate_ephemeral() -> Self {
         StationKeys {
-            transport: vec![NamedKey::generate("prereg-trans")],
-            signing: vec![NamedKey::generate("prereg-sign")],
+            custody: Custody::Files {
+                transport: vec![NamedKey::generate("prereg-trans")],
+                signing: vec![NamedKey::generate("prereg-sign")],
+            },
             active_signing: 0,
+            chains: Vec::new(),
         }
     }
 
@@ -230,9 +256,9 @@ impl StationKeys {
             });
         }
         Ok(StationKeys {
-            transport,
-            signing,
+            custody: Custody::Files { transport, signing },
             active_signing,
+            chains: Vec::new(),
         })
     }
 
@@ -308,60 +334,135 @@ impl StationKeys {
                 dir: dir.to_path_buf(),
             });
         }
-        // systemd's `LoadCredential=keys:/etc/prereg-station/keys` hands a
-        // directory over as `keys_<file>`: accept the manifest under that name too.
-        let manifest_path = [dir.join(MANIFEST), dir.join(format!("keys_{MANIFEST}"))]
-            .into_iter()
-            .find(|p| p.exists())
-            .unwrap_or_else(|| dir.join(MANIFEST));
-        let active_signing = match fs::read(&manifest_path) {
-            Ok(bytes) => {
-                let m: Manifest =
-                    serde_json::from_slice(&bytes).map_err(|_| KeyError::BadManifest {
-                        path: manifest_path.clone(),
-                    })?;
-                signing
-                    .iter()
-                    .position(|k| k.kid == m.active_signing_kid)
-                    .ok_or(KeyError::ActiveKidUnknown {
-                        kid: m.active_signing_kid,
-                    })?
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && signing.len() == 1 => 0,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(KeyError::NoActiveSigningKey {
-                    dir: dir.to_path_buf(),
-                })
-            }
-            Err(e) => return Err(io(&manifest_path)(e)),
-        };
+        let kids: Vec<&str> = signing.iter().map(|k| k.kid.as_str()).collect();
+        let active_signing = active_index(dir, &kids)?;
+        let chains = load_chains(dir, &kids);
         Ok(StationKeys {
-            transport,
-            signing,
+            custody: Custody::Files { transport, signing },
             active_signing,
+            chains,
         })
     }
 
     /// Public transport keys (`transport-keys.jwks`).
     pub fn transport_jwks(&self) -> Jwks {
-        Jwks {
-            keys: self
-                .transport
+        let keys = match &self.custody {
+            Custody::Files { transport, .. } => transport
                 .iter()
                 .map(|k| k.public_jwk(KeyUse::Enc))
                 .collect(),
-        }
+            Custody::Pkcs11(t) => t
+                .transport
+                .iter()
+                .map(|k| EcJwk::from_public(&k.public, &k.kid, KeyUse::Enc))
+                .collect(),
+        };
+        Jwks { keys }
     }
 
     /// Public signing keys (`sign.jwks`), all of them so older responses still verify.
     pub fn signing_jwks(&self) -> Jwks {
-        Jwks {
-            keys: self
+        let keys: Vec<EcJwk> = match &self.custody {
+            Custody::Files { signing, .. } => {
+                signing.iter().map(|k| k.public_jwk(KeyUse::Sig)).collect()
+            }
+            Custody::Pkcs11(t) => t
                 .signing
                 .iter()
-                .map(|k| k.public_jwk(KeyUse::Sig))
+                .map(|k| EcJwk::from_public(&k.public, &k.kid, KeyUse::Sig))
                 .collect(),
+        };
+        let keys = keys
+            .into_iter()
+            .map(|mut k: EcJwk| {
+                k.x5c = self
+                    .chains
+                    .iter()
+                    .find(|(kid, _)| *kid == k.kid)
+                    .map(|(_, c)| c.clone());
+                k
+            })
+            .collect();
+        Jwks { keys }
+    }
+
+    /// `keys import-cert --chain F`: checks that the chain's leaf certifies
+    /// the active signing key and stores it as `<kid>.chain.pem` in the keys
+    /// directory; `sign.jwks` then carries it as `x5c` (SPEC §14).
+    pub fn import_chain(
+        &mut self,
+        keys_dir: Option<&Path>,
+        pem: &[u8],
+    ) -> Result<PathBuf, KeyError> {
+        let dir = custody_dir(keys_dir)?;
+        let x5c = super::x5c::chain_for_active_key(self, pem)
+            .map_err(|reason| KeyError::BadChain { reason })?;
+        let kid = self.active_signing_kid().to_string();
+        let path = write_atomic(&dir, &format!("{kid}.chain.pem"), pem, 0o644)?;
+        self.chains.retain(|(k, _)| *k != kid);
+        self.chains.push((kid, x5c));
+        Ok(path)
+    }
+
+    /// Where the private keys are: `files` or `pkcs11 token "LABEL"`.
+    pub fn custody_name(&self) -> String {
+        match &self.custody {
+            Custody::Files { .. } => "files".into(),
+            Custody::Pkcs11(t) => format!("pkcs11 token {:?}", t.token.label()),
         }
+    }
+
+    /// Opens the custody the configuration names: the PKCS#11 token of
+    /// `hsm` when set (its PIN file in the keys directory), else key files.
+    pub fn open(keys_dir: Option<&Path>, hsm: Option<&HsmConfig>) -> Result<Self, KeyError> {
+        let Some(hsm) = hsm else {
+            return Self::load(keys_dir);
+        };
+        let dir = custody_dir(keys_dir)?;
+        let keys = TokenKeys::load(open_token(&dir, hsm)?).map_err(KeyError::Hsm)?;
+        Self::from_token(&dir, keys)
+    }
+
+    fn from_token(dir: &Path, keys: TokenKeys) -> Result<Self, KeyError> {
+        if keys.transport.is_empty() {
+            return Err(KeyError::NoTransportKey {
+                dir: dir.to_path_buf(),
+            });
+        }
+        if keys.signing.is_empty() {
+            return Err(KeyError::NoSigningKey {
+                dir: dir.to_path_buf(),
+            });
+        }
+        let kids: Vec<&str> = keys.signing.iter().map(|k| k.kid.as_str()).collect();
+        let active_signing = active_index(dir, &kids)?;
+        let chains = load_chains(dir, &kids);
+        Ok(StationKeys {
+            custody: Custody::Pkcs11(Box::new(keys)),
+            active_signing,
+            chains,
+        })
+    }
+
+    /// `keys generate` with `[keys]` configured: a new transport and signing
+    /// pair made inside the token; the new signing key becomes active (the
+    /// manifest in `keys_dir` names it); older keys stay and keep decrypting.
+    pub fn generate_in_token(keys_dir: Option<&Path>, hsm: &HsmConfig) -> Result<Self, KeyError> {
+        let dir = custody_dir(keys_dir)?;
+        let keys = TokenKeys::load(open_token(&dir, hsm)?).map_err(KeyError::Hsm)?;
+        keys.generate("prereg-trans", KeyUse::Enc)
+            .map_err(KeyError::Hsm)?;
+        let signing = keys
+            .generate("prereg-sign", KeyUse::Sig)
+            .map_err(KeyError::Hsm)?;
+        let manifest = Manifest {
+            v: 1,
+            active_signing_kid: signing,
+        };
+        let text = serde_json::to_vec_pretty(&manifest).unwrap_or_default();
+        write_atomic(&dir, MANIFEST, &text, 0o600)?;
+        let keys = TokenKeys::load(keys.token).map_err(KeyError::Hsm)?;
+        Self::from_token(&dir, keys)
     }
 
     /// `keys export-jwks`: writes both public JWKS files into `out_dir`.
@@ -382,22 +483,161 @@ impl StationKeys {
         Ok((t, s))
     }
 
-    /// The key responses are signed with.
-    pub fn active_signing(&self) -> &NamedKey {
-        &self.signing[self.active_signing]
+    /// Before a key is touched (recipe step 4, SPEC §14): a token custody
+    /// proves it can still sign, so a token lost between decryption and the
+    /// responses (step 11) is found while the key is still blank. File
+    /// custody cannot fail to sign and skips the probe.
+    pub fn check_signing(&self) -> Result<(), super::JoseError> {
+        match &self.custody {
+            Custody::Files { .. } => Ok(()),
+            Custody::Pkcs11(_) => self.sign_es384(b"prereg-station custody probe").map(drop),
+        }
     }
 
-    pub fn transport_kids(&self) -> impl Iterator<Item = &str> {
-        self.transport.iter().map(|k| k.kid.as_str())
+    /// The kid responses are signed with.
+    pub fn active_signing_kid(&self) -> &str {
+        match &self.custody {
+            Custody::Files { signing, .. } => &signing[self.active_signing].kid,
+            Custody::Pkcs11(t) => &t.signing[self.active_signing].kid,
+        }
+    }
+
+    pub fn transport_kids(&self) -> Vec<&str> {
+        match &self.custody {
+            Custody::Files { transport, .. } => transport.iter().map(|k| k.kid.as_str()).collect(),
+            Custody::Pkcs11(t) => t.transport.iter().map(|k| k.kid.as_str()).collect(),
+        }
     }
 }
 
 impl KeyResolver for StationKeys {
-    fn decryption_key(&self, kid: &str) -> Option<&SecretKey> {
-        self.transport
-            .iter()
-            .find(|k| k.kid == kid)
-            .map(|k| k.secret())
+    fn has_decryption_key(&self, kid: &str) -> bool {
+        self.transport_kids().contains(&kid)
+    }
+
+    fn ecdh_z(&self, kid: &str, epk: &PublicKey) -> Result<EcdhSecret, super::JoseError> {
+        match &self.custody {
+            Custody::Files { transport, .. } => transport
+                .iter()
+                .find(|k| k.kid == kid)
+                .map(|k| ecdh_z_in_memory(k.secret(), epk))
+                .ok_or(super::JoseError::KidUnknown),
+            Custody::Pkcs11(t) => t.ecdh_z(kid, epk),
+        }
+    }
+}
+
+impl Es384Signer for NamedKey {
+    fn signing_kid(&self) -> &str {
+        &self.kid
+    }
+
+    fn sign_es384(&self, signing_input: &[u8]) -> Result<[u8; 96], super::JoseError> {
+        Ok(sign_es384_in_memory(self.secret(), signing_input))
+    }
+}
+
+/// The station signs with its active signing key, wherever it is held.
+impl Es384Signer for StationKeys {
+    fn signing_kid(&self) -> &str {
+        self.active_signing_kid()
+    }
+
+    fn sign_es384(&self, signing_input: &[u8]) -> Result<[u8; 96], super::JoseError> {
+        match &self.custody {
+            Custody::Files { signing, .. } => {
+                signing[self.active_signing].sign_es384(signing_input)
+            }
+            Custody::Pkcs11(t) => t.sign_es384(self.active_signing_kid(), signing_input),
+        }
+    }
+}
+
+/// The key custody directory: `keys_dir` or `$CREDENTIALS_DIRECTORY`.
+fn custody_dir(keys_dir: Option<&Path>) -> Result<PathBuf, KeyError> {
+    match keys_dir {
+        Some(d) => Ok(d.to_path_buf()),
+        None => std::env::var_os("CREDENTIALS_DIRECTORY")
+            .map(PathBuf::from)
+            .ok_or(KeyError::NoKeysDir),
+    }
+}
+
+/// Reads the PIN file (mode-checked like a key file) and opens the token.
+fn open_token(dir: &Path, hsm: &HsmConfig) -> Result<Token, KeyError> {
+    let path = dir.join(&hsm.pin_file);
+    let bytes = read_private(&path)?;
+    let text = std::str::from_utf8(&bytes).map_err(|_| KeyError::BadKeyFile {
+        path: path.clone(),
+        reason: "PIN file is not UTF-8",
+    })?;
+    let pin = Zeroizing::new(text.trim_end_matches(['\n', '\r']).to_string());
+    if pin.is_empty() {
+        return Err(KeyError::BadKeyFile {
+            path,
+            reason: "PIN file is empty",
+        });
+    }
+    Token::open(hsm, pin).map_err(KeyError::Hsm)
+}
+
+/// The stored certificate chains of `kids` (`<kid>.chain.pem`); a chain
+/// that does not parse is left out of `sign.jwks` (and said so in the log).
+fn load_chains(dir: &Path, kids: &[&str]) -> Vec<(String, Vec<String>)> {
+    use base64::Engine;
+    use x509_cert::der::Encode;
+    let mut out = Vec::new();
+    for kid in kids {
+        let path = dir.join(format!("{kid}.chain.pem"));
+        let Ok(pem) = fs::read(&path) else { continue };
+        let parsed = x509_cert::Certificate::load_pem_chain(&pem)
+            .ok()
+            .and_then(|c| {
+                c.iter()
+                    .map(|c| {
+                        c.to_der()
+                            .ok()
+                            .map(|d| base64::engine::general_purpose::STANDARD.encode(d))
+                    })
+                    .collect::<Option<Vec<_>>>()
+            });
+        match parsed {
+            Some(x5c) if !x5c.is_empty() => out.push((kid.to_string(), x5c)),
+            _ => tracing::warn!(
+                "{}: not a PEM certificate chain; sign.jwks carries no x5c for {kid}",
+                path.display()
+            ),
+        }
+    }
+    out
+}
+
+/// Index of the active signing key among `kids`: the manifest's choice, or
+/// the only key when there is one and no manifest.
+fn active_index(dir: &Path, kids: &[&str]) -> Result<usize, KeyError> {
+    // systemd's `LoadCredential=keys:/etc/prereg-station/keys` hands a
+    // directory over as `keys_<file>`: accept the manifest under that name too.
+    let manifest_path = [dir.join(MANIFEST), dir.join(format!("keys_{MANIFEST}"))]
+        .into_iter()
+        .find(|p| p.exists())
+        .unwrap_or_else(|| dir.join(MANIFEST));
+    match fs::read(&manifest_path) {
+        Ok(bytes) => {
+            let m: Manifest =
+                serde_json::from_slice(&bytes).map_err(|_| KeyError::BadManifest {
+                    path: manifest_path.clone(),
+                })?;
+            kids.iter()
+                .position(|k| *k == m.active_signing_kid)
+                .ok_or(KeyError::ActiveKidUnknown {
+                    kid: m.active_signing_kid,
+                })
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && kids.len() == 1 => Ok(0),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(KeyError::NoActiveSigningKey {
+            dir: dir.to_path_buf(),
+        }),
+        Err(e) => Err(io(&manifest_path)(e)),
     }
 }
 
@@ -495,7 +735,7 @@ mod tests {
             fs::set_permissions(&to, fs::Permissions::from_mode(0o400)).unwrap();
         }
         let loaded = StationKeys::load_dir(&creds).unwrap();
-        assert_eq!(loaded.active_signing().kid, made.active_signing().kid);
+        assert_eq!(loaded.active_signing_kid(), made.active_signing_kid());
     }
 
     #[test]
@@ -511,13 +751,13 @@ mod tests {
         let second = StationKeys::generate(&d).unwrap();
         assert_eq!(second.transport_jwks().keys.len(), 2);
         assert_eq!(second.signing_jwks().keys.len(), 2);
-        assert_ne!(second.active_signing().kid, first.active_signing().kid);
+        assert_ne!(second.active_signing_kid(), first.active_signing_kid());
         let loaded = StationKeys::load_dir(&d).unwrap();
-        assert_eq!(loaded.active_signing().kid, second.active_signing().kid);
+        assert_eq!(loaded.active_signing_kid(), second.active_signing_kid());
         for k in first.transport_kids() {
-            assert!(loaded.decryption_key(k).is_some());
+            assert!(loaded.has_decryption_key(k));
         }
-        let victim = d.join(format!("{}.jwk", first.active_signing().kid));
+        let victim = d.join(format!("{}.jwk", first.active_signing_kid()));
         fs::set_permissions(&victim, fs::Permissions::from_mode(0o640)).unwrap();
         let err = StationKeys::load_dir(&d).unwrap_err();
         assert_eq!(err.code(), "keys.loose_permissions");
@@ -532,7 +772,10 @@ mod tests {
     #[test]
     fn debug_never_shows_private_keys() {
         let keys = StationKeys::generate_ephemeral();
-        let d = b64::encode(keys.active_signing().secret().to_bytes());
+        let Custody::Files { signing, .. } = &keys.custody else {
+            unreachable!("ephemeral keys are file custody")
+        };
+        let d = b64::encode(signing[0].secret().to_bytes());
         assert!(!format!("{keys:?}").contains(&d));
     }
 

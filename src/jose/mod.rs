@@ -8,10 +8,12 @@
 //! | [`error`] | [`JoseError`]: every refusal with a stable short code |
 //! | [`jwk`] | public EC JWKs and JWK sets, RFC 7638 thumbprints |
 //! | [`keys`] | station key custody: generate, load, refuse loose modes, export JWKS |
+//! | [`pkcs11`] | PKCS#11 custody: keys in a token, ECDH derive and ECDSA by the token (SPEC §14) |
 //! | [`jwe`] | compact JWE, `ECDH-ES+A256KW` / `ECDH-ES` with `A256GCM` (RFC 7516, RFC 7518 §4.6) |
 //! | [`jws`] | compact JWS `ES384` (RFC 7515, RFC 7518 §3.4) |
 //! | [`request`] | typed, validated PIN and credential requests (SPEC §4) |
 //! | [`signed`] | IdP-signed requests: JWS ES256/ES384 inside the request JWE (SPEC §4) |
+//! | [`x5c`] | the signing certificate: CSR by the custody, x5c chain, IdP check against a facility CA (SPEC §14) |
 //! | [`response`] | PIN and credential responses, signed then encrypted (SPEC §5) |
 
 pub mod error;
@@ -19,9 +21,11 @@ pub mod jwe;
 pub mod jwk;
 pub mod jws;
 pub mod keys;
+pub mod pkcs11;
 pub mod request;
 pub mod response;
 pub mod signed;
+pub mod x5c;
 
 pub use error::JoseError;
 pub use jwe::KeyManagement;

@@ -159,6 +159,12 @@ impl RequestError {
     pub fn code(&self) -> &'static str {
         self.reason.code()
     }
+
+    /// The station's key custody failed, not the request (SPEC §14): the
+    /// job is retried, never refused.
+    pub fn is_custody(&self) -> bool {
+        matches!(self.reason, RequestRefusal::Jose(e) if e.is_custody())
+    }
 }
 
 fn err(part: RequestPart, reason: RequestRefusal) -> RequestError {

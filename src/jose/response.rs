@@ -6,7 +6,7 @@
 
 use super::jwe::{self, KeyManagement, SingleKey};
 use super::jws::{self, VerifierResolver};
-use super::keys::{NamedKey, StationKeys};
+use super::keys::StationKeys;
 use super::request::{ResponseKey, ValidatedCredentialRequest, ValidatedPinRequest};
 use super::{b64, cty, JoseError};
 use crate::secret::SecretString;
@@ -111,11 +111,11 @@ fn to_secret_json<T: Serialize>(value: &T) -> Result<Zeroizing<Vec<u8>>, JoseErr
 pub fn seal(
     payload: &[u8],
     inner_cty: &str,
-    signer: &NamedKey,
+    signer: &dyn jws::Es384Signer,
     to: &ResponseKey,
     alg: KeyManagement,
 ) -> Result<String, JoseError> {
-    let jws = jws::sign(payload, signer.secret(), &signer.kid, inner_cty);
+    let jws = jws::sign_with(payload, signer, inner_cty)?;
     jwe::encrypt(jws.as_bytes(), &to.key, &to.kid, cty::JWT, alg)
 }
 
@@ -142,7 +142,7 @@ pub fn seal_pin_response(
     seal(
         &json,
         cty::PIN_RESPONSE,
-        keys.active_signing(),
+        keys,
         &req.response_key,
         KeyManagement::default(),
     )
@@ -192,7 +192,7 @@ pub fn seal_credential_response(
     seal(
         &json,
         cty::CRED_RESPONSE,
-        keys.active_signing(),
+        keys,
         &req.response_key,
         KeyManagement::default(),
     )

@@ -24,11 +24,8 @@ pub fn setup(config: Config, store: Store) -> Result<Setup, CliError> {
     // Before any key is loaded: a directory the station cannot write is found
     // now, not after a key was programmed (issue #12).
     preflight(&config)?;
-    let keys = StationKeys::load(config.keys_dir.as_deref()).map_err(|e| {
-        CliError::usage(format!(
-            "station keys: {e} (create them with `prereg-station keys generate --dir DIR`)"
-        ))
-    })?;
+    let keys = StationKeys::open(config.keys_dir.as_deref(), config.keys.as_ref())
+        .map_err(|e| CliError::usage(format!("station keys: {e}{}", keys_hint(&e))))?;
     let roots = TrustRoots::from_files(&config.attestation_roots)
         .map_err(|e| CliError::usage(format!("attestation_roots: {e}")))?;
     if roots.is_empty() {
@@ -60,4 +57,40 @@ pub fn setup(config: Config, store: Store) -> Result<Setup, CliError> {
         sim_seed: config_seed.unwrap_or_else(rand::random),
         sim_hook: None,
     })
+}
+
+/// What to do about a key-loading error, appended to its line. Missing keys
+/// already say how to make them; a file the station may not read needs its
+/// owner or mode fixed, not new keys.
+fn keys_hint(e: &crate::jose::keys::KeyError) -> &'static str {
+    use crate::jose::keys::KeyError;
+    match e {
+        KeyError::Io { source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied => {
+            "; give the station's user read access (its owner, mode 700 on the directory, 600 on key files)"
+        }
+        KeyError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+            "; check [station] keys_dir, or create keys with `prereg-station keys generate --dir DIR`"
+        }
+        _ => "",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jose::keys::KeyError;
+    use std::io::{Error, ErrorKind};
+
+    #[test]
+    fn a_permission_error_on_keys_asks_for_access_not_new_keys() {
+        let io = |kind| KeyError::Io {
+            path: "/etc/prereg-station/keys".into(),
+            source: Error::from(kind),
+        };
+        let denied = keys_hint(&io(ErrorKind::PermissionDenied));
+        assert!(denied.contains("read access") && !denied.contains("keys generate"));
+        assert!(keys_hint(&io(ErrorKind::NotFound)).contains("keys generate"));
+        let none = KeyError::NoTransportKey { dir: "/k".into() };
+        assert_eq!(keys_hint(&none), "", "{none} says it already");
+    }
 }

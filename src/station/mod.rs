@@ -19,7 +19,7 @@ pub mod preflight;
 pub mod simslot;
 pub mod source;
 pub mod spool;
-mod worker;
+pub mod worker;
 
 use crate::config::Config;
 use crate::job::recipe::{KeyPolicy, Programmed};
@@ -473,12 +473,33 @@ fn delivery_loop(shared: &Shared, rx: mpsc::Receiver<()>) {
                 .collect(),
         );
         if let Ok(counts) = shared.store.counts() {
-            shared.board.set_queue_counts(counts);
+            shared.board.set_queue_counts(with_every_state(counts));
         }
         if stop {
             return;
         }
     }
+}
+
+/// Every job state (the `jobs.state` CHECK of migration 0001).
+pub const JOB_STATES: [&str; 7] = [
+    "queued",
+    "leased",
+    "programmed",
+    "delivered",
+    "purged",
+    "refused",
+    "failed",
+];
+
+/// `counts` with a 0 for every state it lacks: the queue gauges of
+/// `/metrics` drop to 0 when the last job leaves a state instead of
+/// vanishing (a vanished series keeps its last value on a Prometheus graph).
+fn with_every_state(counts: Vec<(String, u64)>) -> Vec<(String, u64)> {
+    let mut all: std::collections::BTreeMap<String, u64> =
+        JOB_STATES.iter().map(|s| (s.to_string(), 0)).collect();
+    all.extend(counts);
+    all.into_iter().collect()
 }
 
 /// Longest sleep of the delivery thread with nothing due.

@@ -6,6 +6,9 @@
 //! a stuck key must never stall another slot or the web server. 32 slots are 32
 //! mostly sleeping threads.
 
+/// Pause before a job that met a key-custody fault is tried again.
+const CUSTODY_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
+
 use super::source::{KeyLink, KeySource};
 use super::Shared;
 use crate::ctap2::{Client, CtapDevice};
@@ -26,6 +29,13 @@ type KeyClient = Client<Box<dyn CtapDevice>>;
 /// How long the rig holds a key's touch sensor.
 const TOUCH_PRESS: Duration = Duration::from_millis(300);
 
+/// The audit event of a key turned away untouched (`jobs list`, `run --once`).
+pub const TURNED_AWAY_EVENT: &str = "turned-away";
+/// Reason code: jobs are queued, none for this key's product.
+pub const TURNED_AWAY_WRONG_PRODUCT: &str = "key.wrong_product";
+/// Reason code: no firmware profile knows this key.
+pub const TURNED_AWAY_UNKNOWN_PRODUCT: &str = "key.unknown_product";
+
 /// How often an empty or waiting slot looks again.
 const POLL: Duration = Duration::from_millis(200);
 
@@ -39,6 +49,7 @@ pub(super) fn run(index: usize, name: String, mut source: Box<dyn KeySource>, sh
         lamp: Cell::new(None),
         stuck: Stuck::Answering,
         views: Arc::default(),
+        turned_away: None,
     };
     while !worker.shared.stop.load(Ordering::SeqCst) {
         if worker.shared.board.controls().paused() {
@@ -76,6 +87,9 @@ struct Worker {
     stuck: Stuck,
     /// Counts board updates, so a late rig answer does not overwrite a newer view.
     views: Arc<AtomicU64>,
+    /// The reason the key in the slot was last turned away: a key without a
+    /// serial is looked at again every poll, and must not be recorded each time.
+    turned_away: Option<String>,
 }
 
 impl Worker {
@@ -96,6 +110,7 @@ impl Worker {
     fn one_key(&mut self, source: &mut dyn KeySource) -> bool {
         let Some(link) = source.connect() else {
             self.finished_serial = None;
+            self.turned_away = None;
             self.stuck = Stuck::Answering;
             self.view(SlotView::new(SlotState::Idle));
             return false;
@@ -146,11 +161,10 @@ impl Worker {
         }
         let products = self.shared.policy.products_for(&key);
         if products.is_empty() {
-            self.finish(
-                serial_num,
-                None,
-                SlotState::Remove,
-                "no configured product matches this key".into(),
+            self.turn_away(
+                &key,
+                TURNED_AWAY_UNKNOWN_PRODUCT,
+                "Unknown product: no firmware profile allows this key".into(),
                 started,
             );
             done(self, source);
@@ -173,6 +187,11 @@ impl Worker {
                 {
                     Ok(Some(l)) => l,
                     Ok(None) => {
+                        if let Some(why) = self.wrong_product(&products) {
+                            self.turn_away(&key, TURNED_AWAY_WRONG_PRODUCT, why, started);
+                            done(self, source);
+                            return true;
+                        }
                         self.view(SlotView {
                             serial: serial_num,
                             firmware: Some(key.firmware.clone()),
@@ -195,6 +214,7 @@ impl Worker {
                 firmware: key.firmware.clone(),
                 job: id.clone(),
                 started,
+                current: std::cell::RefCell::new(None),
             };
             let customization = self.shared.config.customization(&job.customization_id);
             let st = recipe::Station {
@@ -235,7 +255,7 @@ impl Worker {
                     tracing::warn!(slot = %self.name, serial = %Untrusted(&key.serial), job = %id, "key rejected: {}", Untrusted(&reason));
                     let _ = store.release(
                         &id,
-                        &format!("key {} rejected: {reason}", key.serial),
+                        &format!("key.rejected: key {} rejected: {reason}", key.serial),
                         false,
                         max,
                     );
@@ -247,12 +267,36 @@ impl Worker {
                     tracing::warn!(slot = %self.name, job = %id, "key gone before programming: {}", Untrusted(&reason));
                     let _ = store.release(
                         &id,
-                        &format!("key removed before programming: {reason}"),
+                        &format!("key.removed: key removed before programming: {reason}"),
                         false,
                         max,
                     );
                     self.view(SlotView::new(SlotState::Idle));
                     return true;
+                }
+                Err(Disposition::StationFault { reason }) => {
+                    // The key is blank and untouched: the job goes back
+                    // without counting an attempt and the same key stays
+                    // for the next try, after a pause so a token that is
+                    // down is not hammered (SPEC §14).
+                    tracing::error!(slot = %self.name, job = %id, "station key custody failed, job requeued: {}", Untrusted(&reason));
+                    let _ = store.release(
+                        &id,
+                        &format!("station key custody failed: {reason}"),
+                        false,
+                        max,
+                    );
+                    self.shared.board.record_result(ResultRecord {
+                        slot: self.index,
+                        outcome: Outcome::Failed,
+                        serial: None,
+                        job: Some(id.clone()),
+                        step: Some("decrypt".into()),
+                        error: Some(format!("station key custody failed: {reason}")),
+                        duration: started.elapsed(),
+                    });
+                    std::thread::sleep(CUSTODY_RETRY_PAUSE);
+                    continue;
                 }
                 Err(Disposition::Quarantine { step, reason }) => {
                     tracing::error!(slot = %self.name, serial = %Untrusted(&key.serial), job = %id, %step, "quarantined: {}", Untrusted(&reason));
@@ -272,7 +316,7 @@ impl Worker {
                     );
                     let _ = store.release(
                         &id,
-                        &format!("key {} quarantined at {step}", key.serial),
+                        &format!("key.quarantined: key {} quarantined at {step}", key.serial),
                         true,
                         max,
                     );
@@ -559,6 +603,68 @@ impl Worker {
         }
     }
 
+    /// Why no waiting job fits a key whose products are `products`: `None`
+    /// while the queue is empty (more jobs may come) or a queued or leased job
+    /// is for one of them (a lease may come back); otherwise the reason, naming
+    /// what the jobs want and what the key is.
+    fn wrong_product(&self, products: &[u32]) -> Option<String> {
+        let waiting = self.shared.store.waiting_products().ok()?;
+        if waiting.is_empty() || waiting.iter().any(|p| products.contains(p)) {
+            return None;
+        }
+        let name = |id: &u32| {
+            crate::profile::product(*id).map_or_else(
+                || format!("product {id}"),
+                |p| format!("{} (product {id})", p.name),
+            )
+        };
+        let want: Vec<String> = waiting.iter().map(name).collect();
+        let is: Vec<String> = products.iter().map(name).collect();
+        Some(format!(
+            "Wrong product: the queued jobs need {}; this key is {}",
+            want.join(" or "),
+            is.join(" / ")
+        ))
+    }
+
+    /// Turns a key away untouched (SPEC §7 step 3): REMOVE with the reason on
+    /// the tile and lamp, a warning in the log, a `turned-away` audit event
+    /// (`jobs list` and `run --once` show it) and a count by reason code for
+    /// `/metrics`.
+    fn turn_away(&mut self, key: &Identity, code: &str, why: String, started: Instant) {
+        let detail = format!("{code}: {why}");
+        if self.turned_away.as_deref() == Some(detail.as_str()) {
+            return; // the same key, still in the slot, already recorded
+        }
+        self.turned_away = Some(detail.clone());
+        tracing::warn!(slot = %self.name, serial = %Untrusted(&key.serial), reason = code, "key turned away: {why}");
+        let _ = self.shared.store.record_key_event(
+            TURNED_AWAY_EVENT,
+            &self.name,
+            Some(&key.serial),
+            Some(&key.firmware),
+            &detail,
+        );
+        self.shared.board.record_turned_away(code);
+        self.view(SlotView {
+            serial: key.device_info.serial,
+            firmware: Some(key.firmware.clone()),
+            last_error: Some(why.clone()),
+            instruction: Some(format!("Remove the key. {why}")),
+            started: Some(started),
+            ..SlotView::new(SlotState::Remove)
+        });
+        self.shared.board.record_result(ResultRecord {
+            slot: self.index,
+            outcome: Outcome::Failed,
+            serial: key.device_info.serial,
+            job: None,
+            step: Some("match".into()),
+            error: Some(why),
+            duration: started.elapsed(),
+        });
+    }
+
     fn passed(&self, p: &Programmed, serial: Option<u32>, started: Instant) {
         tracing::info!(slot = %self.name, serial = %p.serial, job = %p.shipment_id, credentials = p.credentials, "PASS");
         self.view(SlotView {
@@ -625,9 +731,21 @@ struct Events<'a> {
     firmware: String,
     job: String,
     started: Instant,
+    /// The step under way and when it began, for `prereg_step_duration_seconds`.
+    current: std::cell::RefCell<Option<(String, Instant)>>,
 }
 
 impl Events<'_> {
+    /// Observes the step under way (if any) on the board's histogram. The
+    /// label drops a credential's index (`makeCredential#2` → `makeCredential`)
+    /// so the metric has one series per kind of step.
+    fn end_step(&self) {
+        if let Some((step, began)) = self.current.borrow_mut().take() {
+            let label = step.split('#').next().unwrap_or(&step);
+            self.worker.shared.board.record_step(label, began.elapsed());
+        }
+    }
+
     fn show(&self, state: SlotState, step: String, instruction: Option<String>) {
         self.worker.view(SlotView {
             serial: self.serial,
@@ -643,7 +761,10 @@ impl Events<'_> {
 
 impl SlotEvents for Events<'_> {
     fn step(&self, step: Step) {
-        self.show(SlotState::Programming, step.to_string(), None);
+        self.end_step();
+        let name = step.to_string();
+        *self.current.borrow_mut() = Some((name.clone(), Instant::now()));
+        self.show(SlotState::Programming, name, None);
     }
 
     fn touch_needed(&self) {
@@ -667,5 +788,12 @@ impl SlotEvents for Events<'_> {
             started: Some(self.started),
             ..SlotView::new(SlotState::Touch)
         });
+    }
+}
+
+impl Drop for Events<'_> {
+    /// The recipe's last step ends when it returns.
+    fn drop(&mut self) {
+        self.end_step();
     }
 }

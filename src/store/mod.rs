@@ -1057,6 +1057,21 @@ impl Store {
         })
     }
 
+    /// The product ids of jobs queued or leased, ascending: what a key must
+    /// be for a job to wait for it (a key fitting none is turned away).
+    pub fn waiting_products(&self) -> Result<Vec<u32>, StoreError> {
+        self.call(|conn| {
+            let mut stmt = conn.prepare(
+                "SELECT DISTINCT product_id FROM jobs WHERE state IN ('queued', 'leased')
+                 ORDER BY product_id",
+            )?;
+            let rows = stmt
+                .query_map([], |r| r.get::<_, u32>(0))?
+                .collect::<Result<_, _>>()?;
+            Ok(rows)
+        })
+    }
+
     /// Number of jobs in `state`.
     pub fn count(&self, state: &str) -> Result<u64, StoreError> {
         if let Some(p) = self.pg() {

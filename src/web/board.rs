@@ -214,6 +214,8 @@ struct BoardState {
     steps: BTreeMap<String, Histogram>,
     jobs: Histogram,
     delivery: DeliverySnapshot,
+    /// Keys turned away untouched, by reason code (for /metrics).
+    turned_away: BTreeMap<String, u64>,
 }
 
 #[derive(Debug)]
@@ -319,6 +321,7 @@ impl StatusBoard {
                     steps: BTreeMap::new(),
                     jobs: Histogram::default(),
                     delivery: DeliverySnapshot::default(),
+                    turned_away: BTreeMap::new(),
                 }),
                 paused: AtomicBool::new(false),
                 draining: AtomicBool::new(false),
@@ -596,6 +599,17 @@ impl StatusBoard {
                 conflicts: u.conflicts,
             }),
         }
+    }
+
+    /// Counts a key turned away untouched (wrong product, …) under its reason
+    /// code, for `/metrics` (`prereg_keys_turned_away_total{reason}`).
+    pub fn record_turned_away(&self, reason: &str) {
+        *self.lock().turned_away.entry(clip(reason)).or_default() += 1;
+    }
+
+    /// Keys turned away since start, by reason code.
+    pub fn turned_away(&self) -> BTreeMap<String, u64> {
+        self.lock().turned_away.clone()
     }
 
     /// Step and job duration histograms, for /metrics.

@@ -203,6 +203,20 @@ pub fn render(board: &StatusBoard) -> String {
 
     header(
         &mut out,
+        "prereg_keys_turned_away_total",
+        "counter",
+        "Keys turned away untouched (REMOVE), by reason code.",
+    );
+    for (reason, n) in board.turned_away() {
+        let _ = writeln!(
+            out,
+            "prereg_keys_turned_away_total{{reason=\"{}\"}} {n}",
+            escape(&reason)
+        );
+    }
+
+    header(
+        &mut out,
         "prereg_slot_state",
         "gauge",
         "1 for the state each slot is in.",

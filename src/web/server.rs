@@ -58,7 +58,7 @@ pub enum WebConfigError {
     #[error("[web] listen = {0:?} is not an address:port; use e.g. \"127.0.0.1:8080\"")]
     BadListen(String),
     #[error(
-        "[web] listen = {0} is not loopback, so a bearer token is required; set [web] token_file"
+        "[web] listen = {0} is not loopback, so a bearer token is required; set [web] token_file = \"FILE\" (or token = \"…\")"
     )]
     TokenRequired(SocketAddr),
     #[error("web token must be at least {MIN_TOKEN_LEN} characters of A-Z a-z 0-9 . _ ~ -")]

@@ -153,8 +153,10 @@ fn first_job() -> String {
         .output()
         .unwrap();
     assert!(out.status.success());
-    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    rows[0]["shipment_id"].as_str().unwrap().to_string()
+    // JSON lines (docs/cli.md): the first line is the newest job.
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let row: serde_json::Value = serde_json::from_str(stdout.lines().next().unwrap()).unwrap();
+    row["shipment_id"].as_str().unwrap().to_string()
 }
 
 /// `unix` shifted by `offset` seconds as `YYYY-MM-DDTHH:MM:SS`, computed

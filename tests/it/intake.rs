@@ -366,8 +366,10 @@ fn jobs_import_reports_each_file_and_names_conflicts_and_replays() {
         .output()
         .unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
-    assert!(
-        out.status.success(),
+    // Refusals are reported and then exit 1 (issue #17 item 9).
+    assert_eq!(
+        out.status.code(),
+        Some(1),
         "{text}{}",
         String::from_utf8_lossy(&out.stderr)
     );

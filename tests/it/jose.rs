@@ -981,8 +981,26 @@ fn peer(python: &Path, args: &[&str]) -> String {
 #[test]
 fn interop_jwcrypto_requests_decrypt_here() {
     let Some(py) = peer_python() else { return };
+    jwcrypto_requests_decrypt_with(&py, StationKeys::generate_ephemeral());
+}
+
+/// SPEC §14: jwcrypto's requests to a transport key held in SoftHSM2 decrypt
+/// (the token derives Z).
+#[test]
+fn interop_jwcrypto_requests_decrypt_with_a_transport_key_in_the_hsm() {
+    let Some(py) = peer_python() else { return };
+    if !super::hsm::available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let token = super::hsm::throwaway_token(&dir.path().join("keys")).unwrap();
+    let keys =
+        StationKeys::generate_in_token(Some(&dir.path().join("keys")), &token.config).unwrap();
+    jwcrypto_requests_decrypt_with(&py, keys);
+}
+
+fn jwcrypto_requests_decrypt_with(py: &Path, keys: StationKeys) {
     let tmp = tempfile::tempdir().unwrap();
-    let keys = StationKeys::generate_ephemeral();
     let resp = NamedKey::generate("idp-resp");
     let f = Fixture { keys, resp };
     std::fs::write(
@@ -992,7 +1010,7 @@ fn interop_jwcrypto_requests_decrypt_here() {
     .unwrap();
     std::fs::write(tmp.path().join("pin.json"), pin_plain(&f).to_string()).unwrap();
     std::fs::write(tmp.path().join("cred.json"), cred_plain(&f).to_string()).unwrap();
-    let out = peer(&py, &["encrypt-requests", tmp.path().to_str().unwrap()]);
+    let out = peer(py, &["encrypt-requests", tmp.path().to_str().unwrap()]);
     let made: Value = serde_json::from_str(&out).unwrap();
     for alg in ["ECDH-ES+A256KW", "ECDH-ES"] {
         let pin = made[alg]["pin"].as_str().unwrap();
@@ -1017,8 +1035,25 @@ fn interop_jwcrypto_requests_decrypt_here() {
 #[test]
 fn interop_jwcrypto_opens_responses_made_here() {
     let Some(py) = peer_python() else { return };
+    jwcrypto_opens_responses_signed_by(&py, StationKeys::generate_ephemeral());
+}
+
+/// SPEC §14: responses signed in SoftHSM2 (`CKM_ECDSA`) verify in jwcrypto.
+#[test]
+fn interop_jwcrypto_opens_responses_signed_in_the_hsm() {
+    let Some(py) = peer_python() else { return };
+    if !super::hsm::available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let token = super::hsm::throwaway_token(&dir.path().join("keys")).unwrap();
+    let keys =
+        StationKeys::generate_in_token(Some(&dir.path().join("keys")), &token.config).unwrap();
+    jwcrypto_opens_responses_signed_by(&py, keys);
+}
+
+fn jwcrypto_opens_responses_signed_by(py: &Path, keys: StationKeys) {
     let tmp = tempfile::tempdir().unwrap();
-    let keys = StationKeys::generate_ephemeral();
     let ca = SoftCa::new(AAGUID);
     let roots = TrustRoots::from_pem(ca.root_pem().as_bytes()).unwrap();
     let idp_dir = tmp.path().join("idp");
@@ -1055,7 +1090,7 @@ fn interop_jwcrypto_opens_responses_made_here() {
         tmp.path().join("response.jwk"),
     )
     .unwrap();
-    let out = peer(&py, &["open-responses", tmp.path().to_str().unwrap()]);
+    let out = peer(py, &["open-responses", tmp.path().to_str().unwrap()]);
     let opened: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(
         opened["pin"]["pin"].as_str().unwrap(),

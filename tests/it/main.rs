@@ -4,9 +4,11 @@
 mod util;
 
 mod cli;
+mod cli_ops;
 mod ctap;
 mod fleet;
 mod hil;
+mod hsm;
 mod intake;
 mod jose;
 mod pcsc;

@@ -122,6 +122,9 @@ fn pcsc_readers_and_hotplug_events_through_pcscd() {
     let Some(env) = env("pcsc_readers_and_hotplug_events_through_pcscd") else {
         return;
     };
+    // The test before may have just stopped its card; pcscd notices within
+    // its polling interval (this raced with the `devices … --device SERIAL` test).
+    pcsc::wait_for_removal(READER, Duration::from_secs(5)).expect("reader empties");
     let readers = pcsc::list_readers().unwrap();
     let vpcd = readers
         .iter()
@@ -828,4 +831,5 @@ fn devices_find_a_key_in_a_reader_by_serial_and_reset_it() {
         "{reset}"
     );
     card.stop();
+    pcsc::wait_for_removal(READER, Duration::from_secs(5)).expect("reader empties");
 }

@@ -391,7 +391,7 @@ fn driver_works_over_a_socket_pair() {
 // The operator web: a StatusBoard updated as the station would, served over
 // loopback, checked with a minimal HTTP/1.1 client (no client crate needed).
 
-mod web {
+pub(crate) mod web {
     use std::io::{BufRead, BufReader, Read, Write};
     use std::net::{SocketAddr, TcpStream};
     use std::time::{Duration, Instant};

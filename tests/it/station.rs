@@ -50,6 +50,11 @@ struct LineSpec<'a> {
     max_attempts: u32,
     /// Stop early when this holds (jobs that are meant to wait).
     until: Option<fn(&Store) -> bool>,
+    /// The slots' key profile when it differs from the jobs' (`profile`).
+    slot_profile: Option<&'a str>,
+    /// Keys in a throw-away SoftHSM2 token of this label instead of key
+    /// files (SPEC §14).
+    hsm: Option<&'a str>,
 }
 
 impl Default for LineSpec<'_> {
@@ -63,6 +68,8 @@ impl Default for LineSpec<'_> {
             on_key: None,
             max_attempts: 3,
             until: None,
+            slot_profile: None,
+            hsm: None,
         }
     }
 }
@@ -86,7 +93,18 @@ impl Line {
     fn prepare(spec: &LineSpec<'_>, extra: &str) -> Line {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        let keys = StationKeys::generate(&d.join("keys")).unwrap();
+        let (keys, hsm_toml) = if let Some(label) = spec.hsm {
+            let token =
+                super::hsm::throwaway_token_labelled(&d.join("keys"), label).expect("SoftHSM2");
+            let keys =
+                StationKeys::generate_in_token(Some(&d.join("keys")), &token.config).unwrap();
+            (keys, token.toml())
+        } else {
+            (
+                StationKeys::generate(&d.join("keys")).unwrap(),
+                String::new(),
+            )
+        };
         let ca = d.join("ca.pem");
         std::fs::write(&ca, prereg_station::sim::attestation::root_pem(0).unwrap()).unwrap();
         let product = product_of(spec.profile);
@@ -100,10 +118,14 @@ impl Line {
             spec.min_firmware,
         );
         for _ in 0..spec.slots {
-            text.push_str(&format!("\n[[slot]]\ndevice = \"sim:{}\"\n", spec.profile));
+            text.push_str(&format!(
+                "\n[[slot]]\ndevice = \"sim:{}\"\n",
+                spec.slot_profile.unwrap_or(spec.profile)
+            ));
         }
         text.push_str(&crate::util::store_section());
         text.push_str(extra);
+        text.push_str(&hsm_toml);
         let config = Config::parse(&text).unwrap();
         let idp = Idp::open(&d.join("idp")).unwrap();
         let shipments = idp
@@ -305,6 +327,122 @@ fn programmed_keys_verify_at_the_idp_and_work_for_their_users() {
     }
 }
 
+/// SPEC §14: the whole line with the station keys in a PKCS#11 token —
+/// 8 keys over 3 slots, every result verified by the IdP — and the token
+/// itself says the private keys are sensitive and never extractable, and no
+/// private key file exists anywhere under the line's directory.
+#[test]
+fn keys_in_softhsm_program_a_line_that_the_idp_verifies_and_never_leave_the_token() {
+    if !super::hsm::available() {
+        return;
+    }
+    let line = Line::new(LineSpec {
+        slots: 3,
+        jobs: 8,
+        hsm: Some("line-8-keys"),
+        ..LineSpec::default()
+    });
+    let reports = line.activate();
+    assert_eq!(reports.len(), 8, "one verified result per job");
+    for r in &reports {
+        assert!(r.verified(), "{} failed: {:?}", r.shipment_id, r.failures);
+    }
+    // The same results under `--sign-ca`: the IdP trusts the facility CA that
+    // certified the token's signing key, not a pinned key; a different CA
+    // makes every result fail.
+    let keys_dir = line.dir.path().join("keys");
+    let mut keys = StationKeys::open(Some(&keys_dir), line.config.keys.as_ref()).unwrap();
+    let ca = super::hsm::FacilityCa::new("Facility Signing CA");
+    let csr = prereg_station::jose::x5c::csr_pem(&keys, "Fulfillment").unwrap();
+    keys.import_chain(Some(&keys_dir), ca.issue(&csr).as_bytes())
+        .unwrap();
+    let results = idp::read_results(&[line.outbox()]).unwrap();
+    let now = idp::unix_now();
+    let roots = TrustRoots::from_pem(ca.pem().as_bytes()).unwrap();
+    let (trusted, _) =
+        prereg_station::jose::x5c::certified_signers(&keys.signing_jwks(), &roots, now);
+    let reports = line.idp.activate(&trusted, &line.roots, &results, now);
+    assert!(reports.iter().all(|r| r.verified()), "{reports:?}");
+    let other = super::hsm::FacilityCa::new("Facility Signing CA");
+    let other_roots = TrustRoots::from_pem(other.pem().as_bytes()).unwrap();
+    let (untrusted, _) =
+        prereg_station::jose::x5c::certified_signers(&keys.signing_jwks(), &other_roots, now);
+    let reports = line.idp.activate(&untrusted, &line.roots, &results, now);
+    assert!(reports.iter().all(|r| !r.verified()));
+    assert!(line.store.quarantined().unwrap().is_empty());
+    // No private key material on disk: no JWK with "d", no PEM private key.
+    for path in walk(line.dir.path()) {
+        if path.starts_with(line.dir.path().join("idp")) {
+            continue; // the IdP's own response keys
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        assert!(
+            !contains(&bytes, b"\"d\"") && !contains(&bytes, b"PRIVATE KEY"),
+            "{} holds private key material",
+            path.display()
+        );
+    }
+}
+
+/// SPEC §14: the token fails under the running station for 2.5 s (logged
+/// out, and its PIN no longer the station's): the job that meets the fault fails
+/// before its key is touched and goes back to the queue; the pool opens and
+/// logs in fresh sessions and every job is still programmed, each on the
+/// first key its slot saw — no key is quarantined or half-programmed.
+#[test]
+fn a_token_that_fails_mid_run_requeues_the_job_before_any_key_is_touched() {
+    if !super::hsm::available() {
+        return;
+    }
+    let label = "line-logout";
+    let line = Line::new(LineSpec {
+        slots: 2,
+        jobs: 4,
+        hsm: Some(label),
+        on_key: Some(Arc::new(move |slot, n, _key: &SimControl| {
+            if slot == 0 && n == 0 {
+                std::thread::spawn(move || {
+                    let pin = super::hsm::pin_of(label);
+                    super::hsm::outage(label, &pin, Duration::from_millis(2500));
+                });
+            }
+        })),
+        ..LineSpec::default()
+    });
+    let reports = line.activate();
+    assert_eq!(reports.len(), 4);
+    for r in &reports {
+        assert!(r.verified(), "{} failed: {:?}", r.shipment_id, r.failures);
+    }
+    assert!(line.store.quarantined().unwrap().is_empty());
+    // Exactly the four programmed keys carry a PIN; every other key the
+    // line saw is blank (nothing half-programmed).
+    let keys = line.keys.lock().unwrap();
+    let with_pin = keys.iter().filter(|k| k.pin_status().pin_set).count();
+    assert_eq!(with_pin, 4);
+    assert!(keys
+        .iter()
+        .filter(|k| !k.pin_status().pin_set)
+        .all(|k| k.credentials().is_empty()));
+    // The fault happened and was a requeue (no attempt counted), not a refusal.
+    let requeued: usize = reports
+        .iter()
+        .map(|r| {
+            let (_, audit) = line.store.show(&r.shipment_id).unwrap();
+            audit
+                .iter()
+                .filter(|a| {
+                    a.event == "requeued"
+                        && a.detail
+                            .as_deref()
+                            .is_some_and(|d| d.contains("jose.custody"))
+                })
+                .count()
+        })
+        .sum();
+    assert!(requeued >= 1, "a job met the token fault and was requeued");
+}
+
 #[test]
 fn bad_jobs_are_refused_with_a_reason_and_touch_no_key() {
     let now = idp::unix_now();
@@ -390,6 +528,61 @@ fn keys_that_do_not_fit_are_rejected_untouched_and_the_job_waits() {
     let (state, reason) = line.job_state(&line.shipments[0].shipment_id);
     assert_eq!(state, "queued");
     assert!(reason.unwrap().contains("forceChangePin"));
+    assert!(line.untouched_keys());
+}
+
+/// Issue #17 item 1 (docs/operator.md: REMOVE "wrong product"): a Security
+/// Key while only YubiKey 5 NFC jobs wait is turned away untouched — REMOVE
+/// with the reason on the tile, the ATTN lamp, a `turned-away` audit event
+/// (`jobs list`), a `/metrics` count by reason — and the job keeps waiting.
+#[test]
+fn a_security_key_while_only_yubikey_jobs_wait_is_turned_away_with_the_reason() {
+    use prereg_station::rig::Lamp;
+    use prereg_station::web::SlotState;
+    let line = Line::prepare(
+        &LineSpec {
+            slots: 1,
+            jobs: 1,
+            slot_profile: Some("security-key-5.7"),
+            ..LineSpec::default()
+        },
+        "",
+    );
+    let setup = app::setup(line.config.clone(), line.store.clone()).unwrap();
+    let board = setup.board.clone();
+    let station = Station::start(setup).unwrap();
+    wait_for("the slot to show REMOVE", || {
+        board.slot(0).is_some_and(|v| v.state == SlotState::Remove)
+    });
+    let view = board.slot(0).unwrap();
+    // Five more polls of the slot: the key still in it is not recorded again.
+    std::thread::sleep(Duration::from_secs(1));
+    station.shutdown();
+    let why = view.last_error.clone().unwrap();
+    assert!(why.starts_with("Wrong product"), "{why}");
+    assert!(why.contains("YubiKey 5 NFC"), "{why}");
+    assert!(
+        view.instruction
+            .as_deref()
+            .unwrap()
+            .contains("Wrong product"),
+        "{view:?}"
+    );
+    assert_eq!(SlotState::Remove.lamp(), Lamp::Attn);
+    let events = line.store.events("turned-away").unwrap();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert!(events[0]
+        .detail
+        .as_deref()
+        .unwrap()
+        .starts_with("key.wrong_product: Wrong product"));
+    let metrics = prereg_station::web::metrics::render(&board);
+    assert!(
+        metrics.contains("prereg_keys_turned_away_total{reason=\"key.wrong_product\"} 1\n"),
+        "{metrics}"
+    );
+    let (state, _) = line.job_state(&line.shipments[0].shipment_id);
+    assert_eq!(state, "queued", "the job waits for a YubiKey");
     assert!(line.untouched_keys());
 }
 
@@ -737,7 +930,11 @@ fn sigkill_at_random_points_loses_nothing_and_ships_no_half_programmed_key() {
         &os("--config"),
         &cfg,
     ]);
-    let quarantined: Vec<serde_json::Value> = serde_json::from_slice(&q.stdout).unwrap();
+    // JSON lines (docs/cli.md): one quarantined key per line.
+    let quarantined: Vec<serde_json::Value> = serde_json::Deserializer::from_slice(&q.stdout)
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .unwrap();
     for r in &reports {
         let serial = r["serial_number"].as_str().unwrap();
         assert!(

@@ -1,0 +1,654 @@
+//! PKCS#11 key custody (SPEC §14) against SoftHSM2: throw-away tokens, the
+//! station flow with keys in the token, and what the token says about them.
+//!
+//! SoftHSM2 reads `SOFTHSM2_CONF` once per process (at `C_Initialize`), so
+//! this process gets one configuration and token directory in a temp dir;
+//! every test makes its own token in it (in-process, on SoftHSM's free slot).
+//! Without SoftHSM2 the tests say why and return, unless
+//! `PREREG_REQUIRE_PEERS` is set (scripts/test.sh, CI): then they fail.
+
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::object::{Attribute, AttributeType, ObjectClass};
+use cryptoki::session::UserType;
+use cryptoki::types::AuthPin;
+use prereg_station::jose::pkcs11::{HsmConfig, DEFAULT_SESSIONS};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+
+/// Debian's `softhsm2` package (scripts/setup.sh installs it).
+pub const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+
+struct Env {
+    _dir: tempfile::TempDir,
+    ctx: Pkcs11,
+}
+
+static ENV: OnceLock<Option<Mutex<Env>>> = OnceLock::new();
+
+fn env() -> Option<&'static Mutex<Env>> {
+    ENV.get_or_init(|| {
+        if !Path::new(SOFTHSM_MODULE).exists() {
+            let why = format!(
+                "SoftHSM2 is not installed ({SOFTHSM_MODULE} missing; run scripts/setup.sh)"
+            );
+            if std::env::var_os("PREREG_REQUIRE_PEERS").is_some() {
+                panic!("PREREG_REQUIRE_PEERS is set but {why}");
+            }
+            eprintln!("skipping HSM test: {why}");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = dir.path().join("tokens");
+        std::fs::create_dir(&tokens).unwrap();
+        let conf = dir.path().join("softhsm2.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+                tokens.display()
+            ),
+        )
+        .unwrap();
+        // Before the module is first initialised in this process.
+        std::env::set_var("SOFTHSM2_CONF", &conf);
+        let ctx = Pkcs11::new(SOFTHSM_MODULE).unwrap();
+        ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+            .unwrap();
+        Some(Mutex::new(Env { _dir: dir, ctx }))
+    })
+    .as_ref()
+}
+
+/// A fresh token and the `[keys]` that names it; the PIN file is written
+/// (0600) into `keys_dir`.
+pub struct TestToken {
+    pub config: HsmConfig,
+    pub pin: String,
+}
+
+impl TestToken {
+    pub fn toml(&self) -> String {
+        format!(
+            "\n[keys]\npkcs11_module = {:?}\ntoken_label = {:?}\npin_file = {:?}\n",
+            self.config.module, self.config.token_label, self.config.pin_file
+        )
+    }
+}
+
+/// Makes a throw-away token labelled uniquely; `None` (after saying why)
+/// when SoftHSM2 is missing and peers are not required.
+pub fn throwaway_token(keys_dir: &Path) -> Option<TestToken> {
+    throwaway_token_labelled(keys_dir, &format!("t{:08x}", rand::random::<u32>()))
+}
+
+/// [`throwaway_token`] with a label of the caller's (unique in the process).
+pub fn throwaway_token_labelled(keys_dir: &Path, label: &str) -> Option<TestToken> {
+    let env = env()?.lock().unwrap();
+    let label = label.to_string();
+    let pin = format!("{:06}", rand::random::<u32>() % 1_000_000);
+    let so_pin = AuthPin::from("so-12345678");
+    let slot = env
+        .ctx
+        .get_all_slots()
+        .unwrap()
+        .into_iter()
+        .find(|s| {
+            env.ctx
+                .get_token_info(*s)
+                .map(|t| !t.token_initialized())
+                .unwrap_or(false)
+        })
+        .expect("SoftHSM2 offers a free slot");
+    env.ctx.init_token(slot, &so_pin, &label).unwrap();
+    // The token moved to a new slot id; find it by label.
+    let slot = env
+        .ctx
+        .get_slots_with_token()
+        .unwrap()
+        .into_iter()
+        .find(|s| env.ctx.get_token_info(*s).unwrap().label().trim_end() == label)
+        .unwrap();
+    let s = env.ctx.open_rw_session(slot).unwrap();
+    s.login(UserType::So, Some(&so_pin)).unwrap();
+    s.init_pin(&AuthPin::from(pin.as_str())).unwrap();
+    PINS.lock().unwrap().push((label.clone(), pin.clone()));
+    s.logout().unwrap();
+    drop(s);
+    std::fs::create_dir_all(keys_dir).unwrap();
+    std::fs::set_permissions(keys_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let pin_path = keys_dir.join("hsm-pin");
+    std::fs::write(&pin_path, format!("{pin}\n")).unwrap();
+    std::fs::set_permissions(&pin_path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    Some(TestToken {
+        config: HsmConfig {
+            module: PathBuf::from(SOFTHSM_MODULE),
+            token_label: label,
+            pin_file: PathBuf::from("hsm-pin"),
+            sessions: DEFAULT_SESSIONS,
+        },
+        pin,
+    })
+}
+
+fn slot_of(env: &Env, label: &str) -> cryptoki::slot::Slot {
+    env.ctx
+        .get_slots_with_token()
+        .unwrap()
+        .into_iter()
+        .find(|s| env.ctx.get_token_info(*s).unwrap().label().trim_end() == label)
+        .unwrap()
+}
+
+/// A token fault at run time that lasts `outage`: the user PIN is changed
+/// under the station and this process is logged out (login state is per
+/// application, so every pooled session of the station loses it, as when an
+/// HSM restarts and its PIN no longer matches); then the PIN is set back and
+/// the token logged in again.
+pub fn outage(label: &str, pin: &str, outage: std::time::Duration) {
+    let other = AuthPin::from("999999");
+    let pin = AuthPin::from(pin);
+    {
+        let env = env().unwrap().lock().unwrap();
+        let s = env.ctx.open_rw_session(slot_of(&env, label)).unwrap();
+        let _ = s.login(UserType::User, Some(&pin));
+        s.set_pin(&pin, &other).unwrap();
+        s.logout().unwrap();
+    }
+    std::thread::sleep(outage);
+    let env = env().unwrap().lock().unwrap();
+    let s = env.ctx.open_rw_session(slot_of(&env, label)).unwrap();
+    s.login(UserType::User, Some(&other)).unwrap();
+    s.set_pin(&other, &pin).unwrap();
+    // Keep this session (and with it the login) until the station relogs in.
+    std::mem::forget(s);
+}
+
+/// The PIN of the token `label` made by [`throwaway_token_labelled`].
+pub fn pin_of(label: &str) -> String {
+    PINS.lock()
+        .unwrap()
+        .iter()
+        .find(|(l, _)| l == label)
+        .unwrap()
+        .1
+        .clone()
+}
+
+static PINS: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
+
+/// What the token itself says about every private key on it, read by this
+/// test through PKCS#11 (not through the station's code): (label,
+/// CKA_SENSITIVE, CKA_EXTRACTABLE, CKA_TOKEN, CKA_NEVER_EXTRACTABLE).
+pub fn private_key_attributes(token: &TestToken) -> Vec<(String, bool, bool, bool, bool)> {
+    let env = env().unwrap().lock().unwrap();
+    let slot = env
+        .ctx
+        .get_slots_with_token()
+        .unwrap()
+        .into_iter()
+        .find(|s| {
+            env.ctx.get_token_info(*s).unwrap().label().trim_end() == token.config.token_label
+        })
+        .unwrap();
+    let s = env.ctx.open_ro_session(slot).unwrap();
+    // Login is per application: the station's pool may have logged in already.
+    let _ = s.login(UserType::User, Some(&AuthPin::from(token.pin.as_str())));
+    let mut out = Vec::new();
+    for h in s
+        .find_objects(&[Attribute::Class(ObjectClass::PRIVATE_KEY)])
+        .unwrap()
+    {
+        let attrs = s
+            .get_attributes(
+                h,
+                &[
+                    AttributeType::Label,
+                    AttributeType::Sensitive,
+                    AttributeType::Extractable,
+                    AttributeType::Token,
+                    AttributeType::NeverExtractable,
+                    AttributeType::Value,
+                ],
+            )
+            .unwrap();
+        let mut row = (String::new(), false, true, false, false);
+        for a in attrs {
+            match a {
+                Attribute::Label(l) => row.0 = String::from_utf8(l).unwrap(),
+                Attribute::Sensitive(b) => row.1 = b,
+                Attribute::Extractable(b) => row.2 = b,
+                Attribute::Token(b) => row.3 = b,
+                Attribute::NeverExtractable(b) => row.4 = b,
+                Attribute::Value(v) => panic!("the token revealed CKA_VALUE ({} bytes)", v.len()),
+                _ => {}
+            }
+        }
+        out.push(row);
+    }
+    out
+}
+
+/// SoftHSM2 is here (or the test must fail because it is required and not).
+pub fn available() -> bool {
+    env().is_some()
+}
+
+/// SPEC §14: `keys generate` with `[keys]` makes key pairs the token holds
+/// as sensitive, never-extractable token objects (read back through
+/// PKCS#11 by this test, not through the station); rotation keeps the old
+/// transport key decrypting.
+#[test]
+fn generated_token_keys_are_sensitive_non_extractable_and_rotate() {
+    use prereg_station::jose::jwe::{self, KeyResolver};
+    use prereg_station::jose::{KeyManagement, StationKeys};
+    if !available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let keys_dir = dir.path().join("keys");
+    let token = throwaway_token(&keys_dir).unwrap();
+    let first = StationKeys::generate_in_token(Some(&keys_dir), &token.config).unwrap();
+    let old_kid = first.transport_kids()[0].to_string();
+    let old_public = first.transport_jwks().keys[0]
+        .to_public_key_for(prereg_station::jose::jwk::KeyUse::Enc)
+        .unwrap();
+    let second = StationKeys::generate_in_token(Some(&keys_dir), &token.config).unwrap();
+    assert_eq!(second.transport_kids().len(), 2);
+    assert_ne!(second.active_signing_kid(), first.active_signing_kid());
+    // A request made for the old transport key still decrypts after rotation.
+    let jwe = jwe::encrypt(
+        b"hello",
+        &old_public,
+        &old_kid,
+        "c",
+        KeyManagement::EcdhEsA256Kw,
+    )
+    .unwrap();
+    assert!(second.has_decryption_key(&old_kid));
+    let d = jwe::decrypt(&jwe, &second, "c").unwrap();
+    assert_eq!(d.plaintext.expose(), b"hello");
+
+    let attrs = private_key_attributes(&token);
+    assert_eq!(
+        attrs.len(),
+        4,
+        "two transport and two signing keys: {attrs:?}"
+    );
+    for (label, sensitive, extractable, on_token, never_extractable) in attrs {
+        assert!(label.starts_with("prereg-"), "{label}");
+        assert!(sensitive, "{label} is not CKA_SENSITIVE");
+        assert!(!extractable, "{label} is CKA_EXTRACTABLE");
+        assert!(on_token, "{label} is not a token object");
+        assert!(never_extractable, "{label} was extractable once");
+    }
+    // The keys directory holds the PIN file and the manifest only.
+    let mut names: Vec<String> = std::fs::read_dir(&keys_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["hsm-pin", "manifest.json"]);
+}
+
+/// SPEC §14: a wrong PIN, an unknown token label and a missing module are
+/// one-line errors naming the cause (no PIN in the text).
+#[test]
+fn wrong_pin_missing_token_and_missing_module_are_one_line_errors() {
+    use prereg_station::jose::StationKeys;
+    if !available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let keys_dir = dir.path().join("keys");
+    let token = throwaway_token(&keys_dir).unwrap();
+    StationKeys::generate_in_token(Some(&keys_dir), &token.config).unwrap();
+    let wrong = if token.pin == "000000" {
+        "111111"
+    } else {
+        "000000"
+    };
+    std::fs::write(keys_dir.join("hsm-pin"), wrong).unwrap();
+    let e = StationKeys::open(Some(&keys_dir), Some(&token.config))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("CKR_PIN_INCORRECT"), "{e}");
+    assert!(!e.contains(wrong) && !e.contains('\n'), "{e}");
+    std::fs::write(keys_dir.join("hsm-pin"), &token.pin).unwrap();
+    let mut missing = token.config.clone();
+    missing.token_label = "no-such-token".into();
+    let e = StationKeys::open(Some(&keys_dir), Some(&missing))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("no token labelled \"no-such-token\""), "{e}");
+    let mut no_module = token.config.clone();
+    no_module.module = "/nonexistent/libpkcs11.so".into();
+    let e = StationKeys::open(Some(&keys_dir), Some(&no_module))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("cannot load the PKCS#11 module"), "{e}");
+    // A PIN file others can read is refused like a key file.
+    std::fs::set_permissions(
+        keys_dir.join("hsm-pin"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let e = StationKeys::open(Some(&keys_dir), Some(&token.config)).unwrap_err();
+    assert_eq!(e.code(), "keys.loose_permissions");
+}
+
+/// A made-up facility CA (P-384, self-signed) for the signing-certificate
+/// tests: its PEM, and a function that issues a leaf for a CSR's key.
+pub struct FacilityCa {
+    key: p384::ecdsa::SigningKey,
+    pub cert: x509_cert::Certificate,
+    name: x509_cert::name::Name,
+}
+
+impl FacilityCa {
+    pub fn new(cn: &str) -> Self {
+        use std::str::FromStr;
+        use x509_cert::builder::{Builder, CertificateBuilder, Profile};
+        use x509_cert::serial_number::SerialNumber;
+        use x509_cert::spki::SubjectPublicKeyInfoOwned;
+        let key = p384::ecdsa::SigningKey::random(&mut rand_core::OsRng);
+        let name = x509_cert::name::Name::from_str(&format!("CN={cn},O=Facility")).unwrap();
+        let cert = CertificateBuilder::new(
+            Profile::Root,
+            SerialNumber::from(1u32),
+            x509_cert::time::Validity::from_now(std::time::Duration::from_secs(3600 * 24)).unwrap(),
+            name.clone(),
+            SubjectPublicKeyInfoOwned::from_key(*key.verifying_key()).unwrap(),
+            &key,
+        )
+        .unwrap()
+        .build::<p384::ecdsa::DerSignature>()
+        .unwrap();
+        FacilityCa { key, cert, name }
+    }
+
+    pub fn pem(&self) -> String {
+        use x509_cert::der::EncodePem;
+        self.cert
+            .to_pem(x509_cert::der::pem::LineEnding::LF)
+            .unwrap()
+    }
+
+    /// Checks the CSR's self-signature (the custody signed it) and issues a
+    /// leaf for its key and subject; returns the chain PEM (leaf, CA).
+    pub fn issue(&self, csr_pem: &str) -> String {
+        use p384::ecdsa::signature::Verifier;
+        use x509_cert::builder::{Builder, CertificateBuilder, Profile};
+        use x509_cert::der::{DecodePem, Encode, EncodePem};
+        use x509_cert::serial_number::SerialNumber;
+        let req = x509_cert::request::CertReq::from_pem(csr_pem.as_bytes()).unwrap();
+        let info = req.info.to_der().unwrap();
+        let spki_der = req.info.public_key.to_der().unwrap();
+        let vk = <p384::ecdsa::VerifyingKey as p384::pkcs8::DecodePublicKey>::from_public_key_der(
+            &spki_der,
+        )
+        .unwrap();
+        let sig = p384::ecdsa::DerSignature::try_from(req.signature.raw_bytes()).unwrap();
+        vk.verify(&info, &sig)
+            .expect("the CSR is signed by the key it names");
+        let leaf = CertificateBuilder::new(
+            Profile::Leaf {
+                issuer: self.name.clone(),
+                enable_key_agreement: false,
+                enable_key_encipherment: false,
+            },
+            SerialNumber::from(rand::random::<u32>() | 1),
+            x509_cert::time::Validity::from_now(std::time::Duration::from_secs(3600)).unwrap(),
+            req.info.subject.clone(),
+            req.info.public_key.clone(),
+            &self.key,
+        )
+        .unwrap()
+        .build::<p384::ecdsa::DerSignature>()
+        .unwrap();
+        format!(
+            "{}{}",
+            leaf.to_pem(x509_cert::der::pem::LineEnding::LF).unwrap(),
+            self.pem()
+        )
+    }
+}
+
+/// SPEC §14: `keys csr` is signed by the token's signing key; the chain a
+/// facility CA issues is attached as `x5c`; the IdP's CA check accepts that
+/// key, refuses it under another CA, and refuses a chain for another key.
+#[test]
+fn csr_signed_in_the_token_and_x5c_chain_is_trusted_by_the_facility_ca_only() {
+    use prereg_station::jose::x5c::{certified_signers, csr_pem};
+    use prereg_station::jose::StationKeys;
+    use prereg_station::webauthn::TrustRoots;
+    if !available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let keys_dir = dir.path().join("keys");
+    let token = throwaway_token(&keys_dir).unwrap();
+    let mut keys = StationKeys::generate_in_token(Some(&keys_dir), &token.config).unwrap();
+    let ca = FacilityCa::new("Facility Signing CA");
+    let chain = ca.issue(&csr_pem(&keys, "Fulfillment").unwrap());
+    assert!(keys.signing_jwks().keys[0].x5c.is_none());
+    keys.import_chain(Some(&keys_dir), chain.as_bytes())
+        .unwrap();
+    let jwks = keys.signing_jwks();
+    let active = jwks.find(keys.active_signing_kid()).unwrap();
+    assert_eq!(active.x5c.as_ref().unwrap().len(), 2);
+    // Published (reloaded from the keys directory, as export-jwks does).
+    let reloaded = StationKeys::open(Some(&keys_dir), Some(&token.config)).unwrap();
+    assert_eq!(reloaded.signing_jwks(), jwks);
+
+    let roots = TrustRoots::from_pem(ca.pem().as_bytes()).unwrap();
+    let (ok, refused) = certified_signers(&jwks, &roots, prereg_station::idp::unix_now());
+    assert_eq!(ok.keys.len(), 1, "{refused:?}");
+    let other = FacilityCa::new("Facility Signing CA");
+    let other_roots = TrustRoots::from_pem(other.pem().as_bytes()).unwrap();
+    let (ok, refused) = certified_signers(&jwks, &other_roots, prereg_station::idp::unix_now());
+    assert!(ok.keys.is_empty());
+    assert!(refused[0].1.contains("does not chain"), "{refused:?}");
+    // A chain for another key, attached to this key, is refused by both sides.
+    let files = StationKeys::generate_ephemeral();
+    let foreign = ca.issue(&csr_pem(&files, "Other").unwrap());
+    let e = keys
+        .import_chain(Some(&keys_dir), foreign.as_bytes())
+        .unwrap_err();
+    assert_eq!(e.code(), "keys.bad_chain");
+    let mut forged = jwks.clone();
+    let foreign_x5c = {
+        let mut f = StationKeys::generate_ephemeral();
+        let fdir = tempfile::tempdir().unwrap();
+        let fchain = ca.issue(&csr_pem(&f, "Other").unwrap());
+        f.import_chain(Some(fdir.path()), fchain.as_bytes())
+            .unwrap();
+        f.signing_jwks().keys[0].x5c.clone()
+    };
+    for k in &mut forged.keys {
+        k.x5c = foreign_x5c.clone();
+    }
+    let (ok, refused) = certified_signers(&forged, &roots, prereg_station::idp::unix_now());
+    assert!(ok.keys.is_empty());
+    assert!(refused[0].1.contains("another key"), "{refused:?}");
+}
+
+/// SPEC §14: `run` with a `[keys]` token it cannot use stops at start-up with
+/// exit 2 and one line naming the cause (here: no such token label; then a
+/// wrong PIN), before any slot is opened; the PIN never appears.
+#[test]
+fn run_with_an_unusable_token_exits_2_with_one_line() {
+    if !available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let keys_dir = d.join("keys");
+    let token = throwaway_token(&keys_dir).unwrap();
+    prereg_station::jose::StationKeys::generate_in_token(Some(&keys_dir), &token.config).unwrap();
+    let ca = d.join("ca.pem");
+    std::fs::write(&ca, prereg_station::sim::attestation::root_pem(0).unwrap()).unwrap();
+    let write_config = |label: &str| {
+        let text = format!(
+            "[station]\nid = \"t\"\nstate_dir = {:?}\nkeys_dir = {:?}\nattestation_roots = [{:?}]\n\n[[slot]]\ndevice = \"sim:yubikey-5.7\"\n\n[keys]\npkcs11_module = {:?}\ntoken_label = {label:?}\npin_file = \"hsm-pin\"\n",
+            d.join("state"),
+            keys_dir,
+            ca,
+            SOFTHSM_MODULE
+        );
+        std::fs::write(d.join("station.toml"), text).unwrap();
+    };
+    let run = || {
+        std::process::Command::new(super::util::station_bin())
+            .arg("--config")
+            .arg(d.join("station.toml"))
+            .arg("run")
+            .output()
+            .unwrap()
+    };
+    write_config("no-such-token");
+    let out = run();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("no token labelled \"no-such-token\""), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+
+    write_config(&token.config.token_label);
+    let wrong = if token.pin == "000000" {
+        "111111"
+    } else {
+        "000000"
+    };
+    std::fs::write(keys_dir.join("hsm-pin"), wrong).unwrap();
+    let out = run();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("CKR_PIN_INCORRECT") && !err.contains(wrong),
+        "{err}"
+    );
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+}
+
+/// The CLI on a token (SPEC §14): `keys generate`, `list`, `csr`,
+/// `import-cert` and `export-jwks` with `--config` naming `[keys]`; the
+/// published `sign.jwks` carries the facility chain as `x5c`.
+#[test]
+fn keys_cli_generates_in_the_token_and_publishes_the_certified_signing_key() {
+    if !available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let keys_dir = d.join("keys");
+    let token = throwaway_token(&keys_dir).unwrap();
+    let config = d.join("station.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[station]\nid = \"t\"\nstate_dir = {:?}\nkeys_dir = {:?}\n{}",
+            d.join("state"),
+            keys_dir,
+            token.toml()
+        ),
+    )
+    .unwrap();
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(super::util::station_bin())
+            .arg("--config")
+            .arg(&config)
+            .args(["keys"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "keys {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let made = cli(&["generate"]);
+    assert!(made.contains("pkcs11 token"), "{made}");
+    let list = cli(&["list"]);
+    assert!(
+        list.contains("custody   pkcs11 token") && list.contains("(active)"),
+        "{list}"
+    );
+    let csr = d.join("sign.csr");
+    cli(&[
+        "csr",
+        "--out",
+        csr.to_str().unwrap(),
+        "--org",
+        "Fulfillment",
+    ]);
+    let ca = FacilityCa::new("Facility Signing CA");
+    let chain = d.join("chain.pem");
+    std::fs::write(&chain, ca.issue(&std::fs::read_to_string(&csr).unwrap())).unwrap();
+    cli(&["import-cert", "--chain", chain.to_str().unwrap()]);
+    let out = d.join("pub");
+    cli(&["export-jwks", "--out", out.to_str().unwrap()]);
+    let sign = prereg_station::jose::Jwks::from_json(
+        &std::fs::read_to_string(out.join("sign.jwks")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(sign.keys.len(), 1);
+    assert_eq!(sign.keys[0].x5c.as_ref().map(Vec::len), Some(2));
+    let roots = prereg_station::webauthn::TrustRoots::from_pem(ca.pem().as_bytes()).unwrap();
+    let (ok, refused) = prereg_station::jose::x5c::certified_signers(
+        &sign,
+        &roots,
+        prereg_station::idp::unix_now(),
+    );
+    assert_eq!(ok.keys.len(), 1, "{refused:?}");
+}
+
+/// The session pool (SPEC §14): with one session, a second caller waits for
+/// the first to put it back (no deadlock, no second session), and a caller
+/// that waits longer than the pool's limit gets a one-line custody error
+/// instead of hanging the slot.
+#[test]
+fn a_busy_session_pool_makes_callers_wait_then_fails_after_the_limit() {
+    use prereg_station::jose::pkcs11::{Token, SESSION_WAIT};
+    use std::time::{Duration, Instant};
+    if !available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let token = throwaway_token(&dir.path().join("keys")).unwrap();
+    let mut cfg = token.config.clone();
+    cfg.sessions = 1;
+    let t = Token::open(&cfg, zeroize::Zeroizing::new(token.pin.clone())).unwrap();
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            t.with_session("holding", |_| {
+                std::thread::sleep(Duration::from_millis(300));
+                Ok(())
+            })
+            .unwrap();
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        // Waits for the holder, then runs.
+        t.with_session("second", |_| Ok(())).unwrap();
+        assert!(started.elapsed() >= Duration::from_millis(250));
+    });
+    let started = Instant::now();
+    let e = std::thread::scope(|s| {
+        s.spawn(|| {
+            t.with_session("holding", |_| {
+                std::thread::sleep(SESSION_WAIT + Duration::from_secs(1));
+                Ok(())
+            })
+            .unwrap();
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        t.with_session("second", |_| Ok(()))
+            .unwrap_err()
+            .to_string()
+    });
+    assert!(e.contains("all 1 sessions busy"), "{e}");
+    assert!(!e.contains('\n'));
+    assert!(started.elapsed() >= SESSION_WAIT);
+}
