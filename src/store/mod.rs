@@ -1060,6 +1060,9 @@ impl Store {
     /// The product ids of jobs queued or leased, ascending: what a key must
     /// be for a job to wait for it (a key fitting none is turned away).
     pub fn waiting_products(&self) -> Result<Vec<u32>, StoreError> {
+        if let Some(p) = self.pg() {
+            return p.waiting_products();
+        }
         self.call(|conn| {
             let mut stmt = conn.prepare(
                 "SELECT DISTINCT product_id FROM jobs WHERE state IN ('queued', 'leased')
@@ -1444,6 +1447,44 @@ mod tests {
         }
     }
 
+    /// Every operation of `Store` reaches the fleet backend: one that ran the
+    /// SQLite code on PostgreSQL would fail with `NotSqlite` at run time (as
+    /// `waiting_products` did when it arrived without its dispatch).
+    #[test]
+    fn every_store_operation_dispatches_to_the_fleet_backend() {
+        let src = include_str!("mod.rs");
+        let body = &src[..src.find("#[cfg(test)]\nmod tests").unwrap()];
+        let start = body.find("\nimpl Store {").unwrap();
+        let end = start + body[start..].find("\n}\n").unwrap();
+        let mut missing = Vec::new();
+        for (i, _) in body[start..end].match_indices("\n    pub fn ") {
+            let at = start + i + "\n    pub fn ".len();
+            let name: String = body[at..]
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
+            let open = at + body[at..].find("{\n").unwrap();
+            let head = &body[open..(open + 400).min(end)];
+            // Constructors and the SQLite escape hatch are backend-specific by
+            // design; delivery_status is built on pending_deliveries.
+            let exempt = [
+                "open_postgres",
+                "open_config",
+                "open",
+                "open_in_memory",
+                "call",
+                "delivery_status",
+            ];
+            if !exempt.contains(&name.as_str())
+                && !head.contains("self.pg()")
+                && !head.contains("self.backend")
+            {
+                missing.push(name);
+            }
+        }
+        assert!(missing.is_empty(), "no PostgreSQL dispatch in: {missing:?}");
+    }
+
     #[test]
     fn import_is_idempotent_and_lease_is_fifo_by_product() {
         for s in backends() {
@@ -1451,6 +1492,7 @@ mod tests {
             assert_eq!(s.import(&job("A", 1)).unwrap(), Imported::Duplicate);
             s.import(&job("B", 29)).unwrap();
             s.import(&job("C", 1)).unwrap();
+            assert_eq!(s.waiting_products().unwrap(), [1, 29]);
             let lease = Duration::from_secs(60);
             assert_eq!(
                 s.lease("slot1", &[29], lease)

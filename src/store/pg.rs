@@ -1053,6 +1053,19 @@ impl PgStore {
         })
     }
 
+    pub(super) fn waiting_products(&self) -> Result<Vec<u32>, StoreError> {
+        self.call(|c| {
+            c.query(
+                "SELECT DISTINCT product_id FROM jobs WHERE state IN ('queued', 'leased')
+                 ORDER BY product_id",
+                &[],
+            )?
+            .iter()
+            .map(|r| u32_of(r.get(0)))
+            .collect()
+        })
+    }
+
     pub(super) fn count(&self, state: &str) -> Result<u64, StoreError> {
         let state = state.to_owned();
         self.call(move |c| {
