@@ -13,7 +13,8 @@ cd "$(dirname "$0")/.."
 # libssl-dev: OpenSSL headers for the josekit dev-dependency (tests only; the
 # station binary does not link OpenSSL).
 need_apt=()
-for pkg in pkg-config libudev-dev libpcsclite-dev libclang-dev libssl-dev pcscd vsmartcard-vpcd libfido2-dev softhsm2 opensc; do
+# postgresql + openssl: the throw-away fleet database of scripts/pg-throwaway.sh (SPEC §13).
+for pkg in pkg-config libudev-dev libpcsclite-dev libclang-dev libssl-dev pcscd vsmartcard-vpcd libfido2-dev softhsm2 opensc postgresql openssl; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then

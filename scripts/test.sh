@@ -48,5 +48,12 @@ tests/pcsc/run-pcscd.sh -- cargo test --locked --test it pcsc::
 # and cargo-fuzz.
 FUZZ_SECS=10 scripts/fuzz-smoke.sh
 
+# The fleet store (SPEC §13) on a real, throw-away PostgreSQL: the store's
+# tests on both backends and the multi-process fleet tests (tests/it/fleet.rs).
+# No silent skip: if the server cannot start, this fails.
+scripts/pg-throwaway.sh -- cargo test --locked -- store:: fleet::
+# The whole station suite once more, every station on PostgreSQL.
+scripts/pg-throwaway.sh -- env PREREG_TEST_STORE=postgres cargo test --locked --test it station::
+
 # Shipped system integration: the unit verifies and meets the hardening threshold.
 scripts/check-systemd.sh

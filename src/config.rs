@@ -33,6 +33,7 @@ struct RawConfig {
     sink: Option<RawSink>,
     upstream: Option<crate::upstream::RawUpstream>,
     keys: Option<RawKeys>,
+    store: Option<RawStore>,
 }
 
 /// `[keys]` (SPEC §14): PKCS#11 custody of the station keys.
@@ -78,6 +79,54 @@ fn parse_keys(raw: RawKeys) -> Result<HsmConfig, String> {
         pin_file: raw.pin_file,
         sessions,
     })
+}
+
+/// `[store]` (SPEC §13): the fleet's PostgreSQL database instead of SQLite.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    url: String,
+    password_file: Option<String>,
+}
+
+/// The validated `[store]` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// libpq-style URL without a password.
+    pub url: String,
+    /// A file name in the key custody directory (keys_dir or
+    /// `$CREDENTIALS_DIRECTORY`), never a path elsewhere.
+    pub password_file: Option<String>,
+}
+
+/// Checks `[store]`: a postgres URL without a password, and a password file
+/// that is a bare name in the key custody directory.
+fn parse_store(raw: Option<RawStore>) -> Result<Option<StoreConfig>, String> {
+    let Some(raw) = raw else { return Ok(None) };
+    if !(raw.url.starts_with("postgresql://") || raw.url.starts_with("postgres://")) {
+        return Err("[store] url must be a postgresql:// URL".into());
+    }
+    let authority = raw
+        .url
+        .split_once("://")
+        .map(|(_, r)| r)
+        .unwrap_or_default();
+    let userinfo = authority.split(['/', '?']).next().unwrap_or_default();
+    if userinfo.contains('@') && userinfo.split('@').next().unwrap_or_default().contains(':') {
+        return Err("[store] url must not hold a password: put it in password_file".into());
+    }
+    if let Some(f) = &raw.password_file {
+        if f.is_empty() || f.contains('/') || f == "." || f == ".." {
+            return Err(
+                "[store] password_file is a file name in keys_dir ($CREDENTIALS_DIRECTORY), not a path"
+                    .into(),
+            );
+        }
+    }
+    Ok(Some(StoreConfig {
+        url: raw.url,
+        password_file: raw.password_file,
+    }))
 }
 
 #[derive(Debug, Deserialize)]
@@ -235,6 +284,8 @@ pub struct Config {
     pub reset_non_blank: bool,
     pub web: Option<(SocketAddr, Option<String>)>,
     pub http_sink: Option<String>,
+    /// `[store]`: the fleet database; `None` = SQLite in `state_dir`.
+    pub store: Option<StoreConfig>,
     /// `[sink] ca`, `client_cert`, `client_key` for an `https://` sink.
     pub http_sink_tls: crate::upstream::TlsFiles,
     /// `[upstream]` (SPEC §12): pull locked shipments, return results there.
@@ -413,6 +464,7 @@ impl Config {
         let (http_sink, http_sink_tls, upstream) = upstream_and_sink(raw.sink, raw.upstream)?;
         let keys = raw.keys.map(parse_keys).transpose()?;
         let state_dir = s.state_dir;
+        let store = parse_store(raw.store)?;
         Ok(Config {
             station_id: s.id,
             outbox_dir: s.outbox_dir.unwrap_or_else(|| state_dir.join("outbox")),
@@ -436,6 +488,7 @@ impl Config {
             max_request_lifetime_days,
             once_give_up: Duration::from_secs(s.once_give_up_secs.unwrap_or(60)),
             keys,
+            store,
         })
     }
 
@@ -719,5 +772,28 @@ listen = "127.0.0.1:8080"
     fn versions_order() {
         assert!("5.7.1".parse::<Version>().unwrap() > "5.7.0".parse().unwrap());
         assert!("5.4.3".parse::<Version>().unwrap() < "5.7".parse().unwrap());
+    }
+
+    #[test]
+    fn store_section_names_a_url_and_a_password_file_in_key_custody() {
+        let with = |store: &str| Config::parse(&format!("{GOOD}\n[store]\n{store}\n"));
+        let c = with("url = \"postgresql://prereg@db.line1/prereg?sslmode=verify-full\"\npassword_file = \"pg-password\"").unwrap();
+        assert_eq!(
+            c.store,
+            Some(StoreConfig {
+                url: "postgresql://prereg@db.line1/prereg?sslmode=verify-full".into(),
+                password_file: Some("pg-password".into()),
+            })
+        );
+        assert!(Config::parse(GOOD).unwrap().store.is_none());
+        let err = with("url = \"postgresql://prereg:hunter2@db/prereg\"").unwrap_err();
+        assert!(
+            err.contains("password_file") && !err.contains("hunter2"),
+            "{err}"
+        );
+        let err = with("url = \"postgresql://db/p\"\npassword_file = \"/etc/shadow\"").unwrap_err();
+        assert!(err.contains("not a path"), "{err}");
+        assert!(with("url = \"mysql://db/p\"").is_err());
+        assert!(with("url = \"postgresql://db/p\"\npassword = \"x\"").is_err());
     }
 }

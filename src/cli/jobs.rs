@@ -107,7 +107,10 @@ pub fn open_store(config: &Config) -> Result<Store, CliError> {
             dir.display()
         )));
     }
-    Store::open(&config.db_path()).map_err(CliError::failed)
+    Store::open_config(config).map_err(|e| match e {
+        crate::store::StoreError::Config(_) => CliError::usage(e),
+        other => CliError::failed(other),
+    })
 }
 
 /// Whether this process may create files in `dir`: creates and removes a

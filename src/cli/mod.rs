@@ -17,6 +17,7 @@ pub mod output;
 pub mod demo;
 pub mod demo_upstream;
 pub mod devices;
+pub mod fleet;
 pub mod idp;
 pub mod idp_serve;
 pub mod jobs;
@@ -83,6 +84,12 @@ pub enum Command {
     /// The reference identity provider: make jobs, verify results.
     #[command(subcommand)]
     Idp(idp::Command),
+    /// The stations sharing a PostgreSQL store (SPEC §13).
+    #[command(subcommand)]
+    Fleet(fleet::FleetCommand),
+    /// The station's store: migrations.
+    #[command(subcommand)]
+    Store(fleet::StoreCommand),
 }
 
 /// Where the configuration comes from: `--config`, else the default path.
@@ -103,5 +110,7 @@ pub fn dispatch(cli: Cli) -> CliResult {
         Command::Devices(cmd) => devices::run(&config, cmd),
         Command::Sim(cmd) => sim::run(cmd),
         Command::Idp(cmd) => idp::run(cmd),
+        Command::Fleet(cmd) => fleet::run_fleet(&config, cmd),
+        Command::Store(cmd) => fleet::run_store(&config, cmd),
     }
 }

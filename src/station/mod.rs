@@ -50,6 +50,24 @@ pub enum StationError {
     Section { section: String, reason: String },
 }
 
+/// The key source of a configured slot: a simulated slot, or a device.
+fn open_source(
+    spec: &crate::transport::DeviceSpec,
+    slot_index: usize,
+    seed: u64,
+    sim_hook: Option<simslot::SimHook>,
+    rig_slots: Option<&SimKeySlots>,
+) -> Result<Box<dyn source::KeySource>, source::SourceError> {
+    if let crate::transport::DeviceSpec::Sim(profile) = spec {
+        return simslot::SimSource::new(profile, slot_index, seed).map(|s| {
+            Box::new(s.with_hook(sim_hook).with_rig_slots(rig_slots.cloned()))
+                as Box<dyn source::KeySource>
+        });
+    }
+    source::open_device(spec)
+        .ok_or_else(|| source::SourceError(format!("no source for device {spec:?}")))
+}
+
 /// State every worker shares.
 pub struct Shared {
     pub config: Config,
@@ -138,6 +156,13 @@ impl Station {
     /// Recovers the store, delivers what is pending, and starts the workers.
     pub fn start(setup: Setup) -> Result<Self, StationError> {
         let recovery = setup.store.recover()?;
+        // A fleet station announces itself and keeps its leases alive (SPEC §13).
+        setup
+            .store
+            .join_fleet(setup.config.slots.len(), setup.config.lease)?;
+        setup
+            .board
+            .set_queue_fleet(setup.store.backend_name() == "postgresql");
         for serial in &recovery.quarantined {
             tracing::warn!(%serial, "key was mid-programming when the station stopped: quarantined");
         }
@@ -157,7 +182,7 @@ impl Station {
         };
         let mut sources = Vec::new();
         for (i, slot) in setup.config.slots.iter().enumerate() {
-            let source = source::open(
+            let source = open_source(
                 &slot.device,
                 i,
                 setup.sim_seed,

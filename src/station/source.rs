@@ -83,28 +83,19 @@ impl fmt::Display for SourceError {
     }
 }
 
-/// The key source for a configured device.
-pub fn open(
-    spec: &DeviceSpec,
-    slot_index: usize,
-    seed: u64,
-    sim_hook: Option<super::simslot::SimHook>,
-    rig_slots: Option<&crate::rig::sim::SimKeySlots>,
-) -> Result<Box<dyn KeySource>, SourceError> {
+/// The key source for a configured hardware or network device (`hid`,
+/// `udp:`, `pcsc:`); `None` for `sim:`, whose slots live in `simslot` (which
+/// builds on this module, not the other way round: `Station::start` picks).
+pub fn open_device(spec: &DeviceSpec) -> Option<Box<dyn KeySource>> {
     match spec {
-        DeviceSpec::Hid(path) => Ok(Box::new(HidSource { path: path.clone() })),
-        DeviceSpec::Udp { host, port } => Ok(Box::new(UdpSource {
+        DeviceSpec::Hid(path) => Some(Box::new(HidSource { path: path.clone() })),
+        DeviceSpec::Udp { host, port } => Some(Box::new(UdpSource {
             peer: format!("{host}:{port}"),
         })),
-        DeviceSpec::Sim(profile) => {
-            super::simslot::SimSource::new(profile, slot_index, seed).map(|s| {
-                Box::new(s.with_hook(sim_hook).with_rig_slots(rig_slots.cloned()))
-                    as Box<dyn KeySource>
-            })
-        }
-        DeviceSpec::Pcsc(reader) => Ok(Box::new(PcscSource {
+        DeviceSpec::Pcsc(reader) => Some(Box::new(PcscSource {
             reader: reader.clone(),
         })),
+        DeviceSpec::Sim(_) => None,
     }
 }
 

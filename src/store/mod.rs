@@ -1,4 +1,8 @@
-//! The job store: SQLite in WAL mode, on its own thread.
+//! The job store: SQLite in WAL mode (one station, the embedded default) or
+//! PostgreSQL (a fleet of stations sharing one queue, SPEC §13; see [`pg`]),
+//! each on its own thread. Callers see one type, [`Store`], whichever backend
+//! it runs on: every operation keeps the same states, audit events and
+//! refusal reasons on both.
 //!
 //! Why a thread: rusqlite connections are not `Sync`, slot workers run on
 //! blocking threads and the web server on tokio; funnelling every call through
@@ -18,6 +22,9 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Duration;
 use thiserror::Error;
+
+pub mod pg;
+pub use pg::PgSettings;
 
 /// Migrations, applied in order; `PRAGMA user_version` records how many ran.
 const MIGRATIONS: &[&str] = &[
@@ -42,6 +49,18 @@ pub enum StoreError {
     },
     #[error("database: {0}")]
     Sql(#[from] rusqlite::Error),
+    #[error("fleet database: {0}")]
+    Pg(#[from] postgres::Error),
+    #[error("store configuration: {0}")]
+    Config(String),
+    /// The fence of SPEC §13: the lease was taken over or expired (the station
+    /// was paused or partitioned); nothing may be stored under it.
+    #[error("job {shipment_id}: this station's lease was lost (expired or taken over)")]
+    LeaseLost { shipment_id: String },
+    #[error("this operation needs the SQLite store")]
+    NotSqlite,
+    #[error("this station keeps its state in SQLite: there is no fleet (set [store] url)")]
+    NotFleet,
     #[error("database row fails validation: {0}")]
     BadRow(String),
     #[error("the store thread has stopped")]
@@ -61,7 +80,40 @@ type Call = Box<dyn FnOnce(&mut Connection) + Send>;
 /// Handle to the store thread.
 #[derive(Clone, Debug)]
 pub struct Store {
-    tx: mpsc::Sender<Call>,
+    backend: Backend,
+}
+
+/// The two backends. An enum, not a trait object: the set is closed, callers
+/// keep one concrete cheap-to-clone type, and each method says in one line
+/// where the fleet backend differs (see docs/ARCHITECTURE.md, "Store backends").
+#[derive(Clone, Debug)]
+enum Backend {
+    Sqlite(mpsc::Sender<Call>),
+    Postgres(pg::PgStore),
+}
+
+/// One station of a fleet (`fleet status`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct StationStatus {
+    pub id: String,
+    pub version: String,
+    pub slots: u64,
+    /// Unix milliseconds (database clock) of the last heartbeat.
+    pub last_heartbeat_ms: i64,
+    /// How long ago that was, on the database's clock.
+    pub heartbeat_age_ms: i64,
+    /// Keys being programmed now (between setPIN and the stored result).
+    pub in_flight: u64,
+    /// Jobs leased by the station.
+    pub leased: u64,
+}
+
+/// The fleet: its stations and the shared queue's depth by state.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FleetStatus {
+    pub backend: &'static str,
+    pub stations: Vec<StationStatus>,
+    pub queue: Vec<(String, u64)>,
 }
 
 /// Seconds since the Unix epoch.
@@ -162,6 +214,97 @@ pub struct Recovery {
 }
 
 impl Store {
+    /// The fleet backend when this store runs on PostgreSQL.
+    fn pg(&self) -> Option<&pg::PgStore> {
+        match &self.backend {
+            Backend::Postgres(p) => Some(p),
+            Backend::Sqlite(_) => None,
+        }
+    }
+
+    /// Connects to the fleet database as station `station`, applies pending
+    /// migrations and starts the store thread (SPEC §13).
+    pub fn open_postgres(settings: PgSettings, station: &str) -> Result<Self, StoreError> {
+        Ok(Store {
+            backend: Backend::Postgres(pg::PgStore::open(settings, station)?),
+        })
+    }
+
+    /// `store migrate`: applies pending migrations; returns how many ran
+    /// (SQLite migrates at every open, so 0 there).
+    pub fn migrate(&self) -> Result<usize, StoreError> {
+        match self.pg() {
+            Some(p) => p.migrate(),
+            None => Ok(0),
+        }
+    }
+
+    /// Which backend this store runs on: `sqlite` or `postgresql`.
+    pub fn backend_name(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite(_) => "sqlite",
+            Backend::Postgres(_) => "postgresql",
+        }
+    }
+
+    /// Registers the station in the fleet and starts its heartbeat, which
+    /// renews its leases (of length `lease`). Nothing to do on SQLite, where
+    /// start-up recovery is the only lease reclaim a single station needs.
+    pub fn join_fleet(&self, slots: usize, lease: Duration) -> Result<(), StoreError> {
+        match self.pg() {
+            Some(p) => p.join_fleet(slots, lease),
+            None => Ok(()),
+        }
+    }
+
+    /// The fleet's stations and queue depth (`fleet status`).
+    pub fn fleet_status(&self) -> Result<FleetStatus, StoreError> {
+        match self.pg() {
+            Some(p) => p.fleet_status(),
+            None => Err(StoreError::NotFleet),
+        }
+    }
+
+    /// The store `config` names: the fleet database of `[store]` (its password
+    /// read from the key custody directory, owner-only like the keys), else
+    /// SQLite in the state directory.
+    pub fn open_config(config: &crate::config::Config) -> Result<Self, StoreError> {
+        let Some(sc) = &config.store else {
+            return Self::open(&config.db_path());
+        };
+        let password = match &sc.password_file {
+            None => None,
+            Some(name) => {
+                let dir = match &config.keys_dir {
+                    Some(d) => d.clone(),
+                    None => std::env::var_os("CREDENTIALS_DIRECTORY")
+                        .map(PathBuf::from)
+                        .ok_or_else(|| {
+                            StoreError::Config(
+                                "[store] password_file: set [station] keys_dir or $CREDENTIALS_DIRECTORY"
+                                    .into(),
+                            )
+                        })?,
+                };
+                let bytes = crate::jose::keys::read_private(&dir.join(name))
+                    .map_err(|e| StoreError::Config(format!("[store] password_file: {e}")))?;
+                // Borrowed from the zeroizing buffer: no unzeroized copy but the secret's own.
+                let text = std::str::from_utf8(&bytes)
+                    .map_err(|_| StoreError::Config("[store] password_file is not UTF-8".into()))?;
+                Some(crate::secret::SecretString::new(
+                    text.trim_end_matches(['\r', '\n']).to_owned(),
+                ))
+            }
+        };
+        Self::open_postgres(
+            PgSettings {
+                url: sc.url.clone(),
+                password,
+            },
+            &config.station_id,
+        )
+    }
+
     /// Opens (creating if needed) the database at `path` and starts its thread.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let open_err = |source| StoreError::Open {
@@ -205,20 +348,27 @@ impl Store {
                 }
             })
             .map_err(|_| StoreError::Stopped)?;
-        Ok(Store { tx })
+        Ok(Store {
+            backend: Backend::Sqlite(tx),
+        })
     }
 
-    /// Runs `f` on the store thread and returns its answer.
+    /// Runs `f` on the SQLite store thread and returns its answer: the
+    /// SQLite-only escape hatch for tests and benchmarks that plant rows no
+    /// operation writes (legacy ids, bulk fills). [`StoreError::NotSqlite`]
+    /// on the fleet backend.
     pub fn call<R: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection) -> Result<R, StoreError> + Send + 'static,
     ) -> Result<R, StoreError> {
+        let Backend::Sqlite(tx) = &self.backend else {
+            return Err(StoreError::NotSqlite);
+        };
         let (reply_tx, reply_rx) = mpsc::sync_channel(1);
-        self.tx
-            .send(Box::new(move |conn| {
-                let _ = reply_tx.send(f(conn));
-            }))
-            .map_err(|_| StoreError::Stopped)?;
+        tx.send(Box::new(move |conn| {
+            let _ = reply_tx.send(f(conn));
+        }))
+        .map_err(|_| StoreError::Stopped)?;
         reply_rx.recv().map_err(|_| StoreError::Stopped)?
     }
 
@@ -247,6 +397,9 @@ impl Store {
     ///
     /// The digests of an accepted job are kept in `seen_requests` for good.
     pub fn import(&self, job: &Job) -> Result<Imported, StoreError> {
+        if let Some(p) = self.pg() {
+            return p.import(job);
+        }
         let job = job.clone();
         let content = JobContent::from(&job);
         self.call_tx(move |conn| {
@@ -304,6 +457,9 @@ impl Store {
         content: &JobContent,
         refusal: &IntakeRefusal,
     ) -> Result<Imported, StoreError> {
+        if let Some(p) = self.pg() {
+            return p.import_refused(shipment_id, content, refusal);
+        }
         let (id, content, refusal) = (shipment_id.clone(), content.clone(), refusal.clone());
         self.call_tx(move |conn| {
             if let Some(known) = known_content(conn, &id, &content)? {
@@ -318,6 +474,9 @@ impl Store {
     /// breaks the grammar (`intake.shipment_id`): such an id never becomes a
     /// row key, a file name or a header. The refusal text holds it escaped.
     pub fn record_bad_shipment_id(&self, refusal: &IntakeRefusal) -> Result<(), StoreError> {
+        if let Some(p) = self.pg() {
+            return p.record_bad_shipment_id(refusal);
+        }
         let detail = refusal.to_string();
         self.call(move |conn| audit(conn, None, "refused", None, None, None, Some(&detail)))
     }
@@ -329,6 +488,9 @@ impl Store {
         products: &[u32],
         lease: Duration,
     ) -> Result<Option<LeasedJob>, StoreError> {
+        if let Some(p) = self.pg() {
+            return p.lease(owner, products, lease);
+        }
         let owner = owner.to_owned();
         let products = serde_json::to_string(products).unwrap_or_default();
         self.call(move |conn| {
@@ -417,6 +579,9 @@ impl Store {
         count_attempt: bool,
         max_attempts: u32,
     ) -> Result<(), StoreError> {
+        if let Some(p) = self.pg() {
+            return p.release(shipment_id, reason, count_attempt, max_attempts);
+        }
         let (id, reason) = (shipment_id.to_owned(), reason.to_owned());
         self.call(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -452,6 +617,9 @@ impl Store {
 
     /// Refuses a leased job for good (malformed, expired, mis-bound, …): nothing was programmed.
     pub fn refuse(&self, shipment_id: &str, reason: &str) -> Result<(), StoreError> {
+        if let Some(p) = self.pg() {
+            return p.refuse(shipment_id, reason);
+        }
         let (id, reason) = (shipment_id.to_owned(), reason.to_owned());
         self.call_tx(move |conn| {
             let n = conn.execute(
@@ -474,6 +642,9 @@ impl Store {
         shipment_id: &str,
         serial: &str,
     ) -> Result<(), StoreError> {
+        if let Some(p) = self.pg() {
+            return p.begin_programming(slot, shipment_id, serial);
+        }
         let (slot, id, serial) = (slot.to_owned(), shipment_id.to_owned(), serial.to_owned());
         self.call_tx(move |conn| {
             conn.execute(
@@ -495,6 +666,9 @@ impl Store {
 
     /// Records the recipe step a slot is in (for quarantine records after a crash).
     pub fn step(&self, slot: &str, step: &str) -> Result<(), StoreError> {
+        if let Some(p) = self.pg() {
+            return p.step(slot, step);
+        }
         let (slot, step) = (slot.to_owned(), step.to_owned());
         self.call(move |conn| {
             // Diagnostic only (recovery quarantines an in-flight key at any
@@ -521,6 +695,9 @@ impl Store {
         firmware: Option<&str>,
         detail: &str,
     ) -> Result<(), StoreError> {
+        if let Some(p) = self.pg() {
+            return p.record_key_event(event, slot, serial, firmware, detail);
+        }
         let (event, slot, detail) = (event.to_owned(), slot.to_owned(), detail.to_owned());
         let (serial, firmware) = (serial.map(str::to_owned), firmware.map(str::to_owned));
         self.call(move |conn| {
@@ -538,6 +715,9 @@ impl Store {
 
     /// Every audit row of `event`, oldest first.
     pub fn events(&self, event: &str) -> Result<Vec<AuditRow>, StoreError> {
+        if let Some(p) = self.pg() {
+            return p.events(event);
+        }
         let event = event.to_owned();
         self.call(move |conn| {
             let mut stmt = conn.prepare(
@@ -553,6 +733,9 @@ impl Store {
 
     /// Whether this station ever stored a result for the key `serial`.
     pub fn ever_programmed(&self, serial: &str) -> Result<bool, StoreError> {
+        if let Some(p) = self.pg() {
+            return p.ever_programmed(serial);
+        }
         let serial = serial.to_owned();
         self.call(move |conn| {
             let mut stmt = conn.prepare(
@@ -572,6 +755,9 @@ impl Store {
         firmware: &str,
         result_json: String,
     ) -> Result<(), StoreError> {
+        if let Some(p) = self.pg() {
+            return p.store_result(slot, shipment_id, serial, firmware, result_json);
+        }
         let (slot, id, serial, firmware) = (
             slot.to_owned(),
             shipment_id.to_owned(),
@@ -613,6 +799,9 @@ impl Store {
         step: &str,
         reason: &str,
     ) -> Result<(), StoreError> {
+        if let Some(p) = self.pg() {
+            return p.quarantine(slot, serial, shipment_id, step, reason);
+        }
         let (slot, serial, id, step, reason) = (
             slot.to_owned(),
             serial.to_owned(),
@@ -643,6 +832,9 @@ impl Store {
     }
 
     pub fn is_quarantined(&self, serial: &str) -> Result<bool, StoreError> {
+        if let Some(p) = self.pg() {
+            return p.is_quarantined(serial);
+        }
         let serial = serial.to_owned();
         self.call(move |conn| {
             Ok(conn
@@ -657,6 +849,9 @@ impl Store {
     }
 
     pub fn quarantined(&self) -> Result<Vec<QuarantineRow>, StoreError> {
+        if let Some(p) = self.pg() {
+            return p.quarantined();
+        }
         self.call(|conn| {
             let mut stmt = conn.prepare(
                 "SELECT serial, shipment_id, step, reason, at FROM quarantine ORDER BY at, serial",
@@ -679,12 +874,18 @@ impl Store {
     /// Every result waiting for the sink: results never tried (or never failed)
     /// first, then by age, so a failing result never goes before a fresh one.
     pub fn pending_deliveries(&self) -> Result<Vec<PendingDelivery>, StoreError> {
+        if let Some(p) = self.pg() {
+            return p.pending_deliveries();
+        }
         self.call(|conn| select_pending(conn, i64::MAX))
     }
 
     /// The results whose next attempt is due at `now_ms` (unix milliseconds),
     /// in the order of [`Store::pending_deliveries`].
     pub fn due_deliveries(&self, now_ms: i64) -> Result<Vec<PendingDelivery>, StoreError> {
+        if let Some(p) = self.pg() {
+            return p.due_deliveries(now_ms);
+        }
         self.call(move |conn| select_pending(conn, now_ms))
     }
 
@@ -710,6 +911,9 @@ impl Store {
         detail: &str,
         next_attempt_ms: i64,
     ) -> Result<u32, StoreError> {
+        if let Some(p) = self.pg() {
+            return p.delivery_failed(shipment_id, reason, detail, next_attempt_ms);
+        }
         let (id, reason, detail) = (shipment_id.to_owned(), reason.to_owned(), detail.to_owned());
         self.call_tx(move |conn| {
             let before: Option<String> = conn
@@ -753,11 +957,17 @@ impl Store {
     /// the station after fixing a sink expects it to try at once). Attempt
     /// counts and reasons stay until the next success or failure.
     pub fn retry_deliveries_now(&self) -> Result<usize, StoreError> {
+        if let Some(p) = self.pg() {
+            return p.retry_deliveries_now();
+        }
         self.call(|conn| Ok(conn.execute("UPDATE outbox SET next_attempt_ms = 0", [])?))
     }
 
     /// After the sink acknowledged: the responses and requests are purged, the audit stays.
     pub fn delivered(&self, shipment_id: &str, sink: &str) -> Result<(), StoreError> {
+        if let Some(p) = self.pg() {
+            return p.delivered(shipment_id, sink);
+        }
         let (id, sink) = (shipment_id.to_owned(), sink.to_owned());
         self.call(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -785,6 +995,9 @@ impl Store {
     /// Start-up recovery (no worker is running yet): keys that stopped
     /// mid-programming are quarantined and every leased job goes back to the queue.
     pub fn recover(&self) -> Result<Recovery, StoreError> {
+        if let Some(p) = self.pg() {
+            return p.recover();
+        }
         self.call(|conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let mut report = Recovery::default();
@@ -831,6 +1044,9 @@ impl Store {
 
     /// Job counts by state.
     pub fn counts(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        if let Some(p) = self.pg() {
+            return p.counts();
+        }
         self.call(|conn| {
             let mut stmt =
                 conn.prepare("SELECT state, COUNT(*) FROM jobs GROUP BY state ORDER BY state")?;
@@ -844,6 +1060,9 @@ impl Store {
     /// The product ids of jobs queued or leased, ascending: what a key must
     /// be for a job to wait for it (a key fitting none is turned away).
     pub fn waiting_products(&self) -> Result<Vec<u32>, StoreError> {
+        if let Some(p) = self.pg() {
+            return p.waiting_products();
+        }
         self.call(|conn| {
             let mut stmt = conn.prepare(
                 "SELECT DISTINCT product_id FROM jobs WHERE state IN ('queued', 'leased')
@@ -858,6 +1077,9 @@ impl Store {
 
     /// Number of jobs in `state`.
     pub fn count(&self, state: &str) -> Result<u64, StoreError> {
+        if let Some(p) = self.pg() {
+            return p.count(state);
+        }
         let state = state.to_owned();
         self.call(move |conn| {
             Ok(conn.query_row(
@@ -872,6 +1094,9 @@ impl Store {
     /// sink), counted in one query so a job moving between those states is
     /// never missed.
     pub fn unfinished(&self) -> Result<u64, StoreError> {
+        if let Some(p) = self.pg() {
+            return p.unfinished();
+        }
         self.call(|conn| {
             Ok(conn.query_row(
                 "SELECT COUNT(*) FROM jobs WHERE state IN ('queued', 'leased', 'programmed')",
@@ -883,6 +1108,9 @@ impl Store {
 
     /// Jobs, newest first.
     pub fn list(&self, limit: usize) -> Result<Vec<JobRow>, StoreError> {
+        if let Some(p) = self.pg() {
+            return p.list(limit);
+        }
         self.call(move |conn| {
             let mut stmt = conn.prepare(
                 "SELECT shipment_id, product_id, customization_id, state, reason, attempts,
@@ -898,6 +1126,9 @@ impl Store {
 
     /// One job and its audit trail.
     pub fn show(&self, shipment_id: &str) -> Result<(JobRow, Vec<AuditRow>), StoreError> {
+        if let Some(p) = self.pg() {
+            return p.show(shipment_id);
+        }
         let id = shipment_id.to_owned();
         self.call(move |conn| {
             let row = conn
@@ -1161,6 +1392,54 @@ mod tests {
         }
     }
 
+    /// The stores every test runs on: SQLite in memory, and a fresh
+    /// PostgreSQL database when the throw-away server runs (always in CI).
+    fn backends() -> Vec<Store> {
+        let mut v = vec![Store::open_in_memory().unwrap()];
+        if let Some(admin) = pg::test_server_url() {
+            v.push(pg_store(&pg::fresh_test_database(&admin).unwrap(), "st1"));
+        }
+        v
+    }
+
+    fn pg_store(url: &str, station: &str) -> Store {
+        Store::open_postgres(
+            PgSettings {
+                url: url.to_owned(),
+                password: None,
+            },
+            station,
+        )
+        .unwrap()
+    }
+
+    impl Store {
+        /// One text value selected by `sql`, on either backend (test inspection).
+        fn scalar_text(&self, sql: &'static str) -> String {
+            match self.pg() {
+                Some(p) => p.scalar_text(sql).unwrap(),
+                None => self
+                    .call(move |c| Ok(c.query_row(sql, [], |r| r.get(0))?))
+                    .unwrap(),
+            }
+        }
+    }
+
+    impl Store {
+        /// Runs one statement on either backend (tests plant legacy rows).
+        fn execute_sql(&self, sql: &'static str) {
+            match self.pg() {
+                Some(p) => p.execute_sql(sql).unwrap(),
+                None => self
+                    .call(move |c| {
+                        c.execute(sql, [])?;
+                        Ok(())
+                    })
+                    .unwrap(),
+            }
+        }
+    }
+
     fn refusal(imported: Imported) -> String {
         match imported {
             Imported::Refused(r) => r.code().to_owned(),
@@ -1168,84 +1447,124 @@ mod tests {
         }
     }
 
+    /// Every operation of `Store` reaches the fleet backend: one that ran the
+    /// SQLite code on PostgreSQL would fail with `NotSqlite` at run time (as
+    /// `waiting_products` did when it arrived without its dispatch).
+    #[test]
+    fn every_store_operation_dispatches_to_the_fleet_backend() {
+        let src = include_str!("mod.rs");
+        let body = &src[..src.find("#[cfg(test)]\nmod tests").unwrap()];
+        let start = body.find("\nimpl Store {").unwrap();
+        let end = start + body[start..].find("\n}\n").unwrap();
+        let mut missing = Vec::new();
+        for (i, _) in body[start..end].match_indices("\n    pub fn ") {
+            let at = start + i + "\n    pub fn ".len();
+            let name: String = body[at..]
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
+            let open = at + body[at..].find("{\n").unwrap();
+            let head = &body[open..(open + 400).min(end)];
+            // Constructors and the SQLite escape hatch are backend-specific by
+            // design; delivery_status is built on pending_deliveries.
+            let exempt = [
+                "open_postgres",
+                "open_config",
+                "open",
+                "open_in_memory",
+                "call",
+                "delivery_status",
+            ];
+            if !exempt.contains(&name.as_str())
+                && !head.contains("self.pg()")
+                && !head.contains("self.backend")
+            {
+                missing.push(name);
+            }
+        }
+        assert!(missing.is_empty(), "no PostgreSQL dispatch in: {missing:?}");
+    }
+
     #[test]
     fn import_is_idempotent_and_lease_is_fifo_by_product() {
-        let s = Store::open_in_memory().unwrap();
-        assert_eq!(s.import(&job("A", 1)).unwrap(), Imported::New);
-        assert_eq!(s.import(&job("A", 1)).unwrap(), Imported::Duplicate);
-        s.import(&job("B", 29)).unwrap();
-        s.import(&job("C", 1)).unwrap();
-        let lease = Duration::from_secs(60);
-        assert_eq!(
-            s.lease("slot1", &[29], lease)
-                .unwrap()
-                .unwrap()
-                .job
-                .shipment_id,
-            "B"
-        );
-        assert_eq!(
-            s.lease("slot2", &[1, 29], lease)
-                .unwrap()
-                .unwrap()
-                .job
-                .shipment_id,
-            "A"
-        );
-        assert_eq!(
-            s.lease("slot3", &[1], lease).unwrap().unwrap().job,
-            job("C", 1)
-        );
-        assert!(s.lease("slot4", &[1, 29], lease).unwrap().is_none());
-        assert_eq!(s.count("leased").unwrap(), 3);
+        for s in backends() {
+            assert_eq!(s.import(&job("A", 1)).unwrap(), Imported::New);
+            assert_eq!(s.import(&job("A", 1)).unwrap(), Imported::Duplicate);
+            s.import(&job("B", 29)).unwrap();
+            s.import(&job("C", 1)).unwrap();
+            assert_eq!(s.waiting_products().unwrap(), [1, 29]);
+            let lease = Duration::from_secs(60);
+            assert_eq!(
+                s.lease("slot1", &[29], lease)
+                    .unwrap()
+                    .unwrap()
+                    .job
+                    .shipment_id,
+                "B"
+            );
+            assert_eq!(
+                s.lease("slot2", &[1, 29], lease)
+                    .unwrap()
+                    .unwrap()
+                    .job
+                    .shipment_id,
+                "A"
+            );
+            assert_eq!(
+                s.lease("slot3", &[1], lease).unwrap().unwrap().job,
+                job("C", 1)
+            );
+            assert!(s.lease("slot4", &[1, 29], lease).unwrap().is_none());
+            assert_eq!(s.count("leased").unwrap(), 3);
+        }
     }
 
     #[test]
     fn a_full_life_leaves_only_an_audit_trail() {
-        let s = Store::open_in_memory().unwrap();
-        s.import(&job("A", 1)).unwrap();
-        s.lease("slot1", &[1], Duration::from_secs(60))
-            .unwrap()
-            .unwrap();
-        s.begin_programming("slot1", "A", "12345678").unwrap();
-        s.store_result("slot1", "A", "12345678", "5.7.1", "{\"r\":1}".into())
-            .unwrap();
-        assert_eq!(s.pending_deliveries().unwrap().len(), 1);
-        s.delivered("A", "outbox").unwrap();
-        assert!(s.pending_deliveries().unwrap().is_empty());
-        let (row, audit) = s.show("A").unwrap();
-        assert_eq!(row.state, "purged");
-        let events: Vec<_> = audit.iter().map(|a| a.event.as_str()).collect();
-        assert_eq!(
-            events,
-            [
-                "imported",
-                "leased",
-                "programming",
-                "programmed",
-                "delivered",
-                "purged"
-            ]
-        );
-        let pin: String = s
-            .call(|c| Ok(c.query_row("SELECT pin_request FROM jobs", [], |r| r.get(0))?))
-            .unwrap();
-        assert!(pin.is_empty());
+        for s in backends() {
+            s.import(&job("A", 1)).unwrap();
+            s.lease("slot1", &[1], Duration::from_secs(60))
+                .unwrap()
+                .unwrap();
+            s.begin_programming("slot1", "A", "12345678").unwrap();
+            s.store_result("slot1", "A", "12345678", "5.7.1", "{\"r\":1}".into())
+                .unwrap();
+            assert_eq!(s.pending_deliveries().unwrap().len(), 1);
+            s.delivered("A", "outbox").unwrap();
+            assert!(s.pending_deliveries().unwrap().is_empty());
+            let (row, audit) = s.show("A").unwrap();
+            assert_eq!(row.state, "purged");
+            let events: Vec<_> = audit.iter().map(|a| a.event.as_str()).collect();
+            assert_eq!(
+                events,
+                [
+                    "imported",
+                    "leased",
+                    "programming",
+                    "programmed",
+                    "delivered",
+                    "purged"
+                ]
+            );
+            let pin = s.scalar_text("SELECT pin_request FROM jobs");
+            assert!(pin.is_empty());
+        }
     }
 
     #[test]
     fn recovery_quarantines_half_programmed_keys_and_requeues() {
-        let s = Store::open_in_memory().unwrap();
-        for id in ["A", "B"] {
-            s.import(&job(id, 1)).unwrap();
-            s.lease(id, &[1], Duration::from_secs(60)).unwrap();
+        for s in backends() {
+            for id in ["A", "B"] {
+                s.import(&job(id, 1)).unwrap();
+                s.lease(id, &[1], Duration::from_secs(60)).unwrap();
+            }
+            s.begin_programming("slot1", "A", "111").unwrap();
+            let r = s.recover().unwrap();
+            assert_eq!(r.quarantined, vec!["111".to_string()]);
+            assert_eq!(r.requeued.len(), 2);
+            assert!(s.is_quarantined("111").unwrap());
+            assert_eq!(s.count("queued").unwrap(), 2);
         }
-        s.begin_programming("slot1", "A", "111").unwrap();
-        let r = s.recover().unwrap();
-        assert_eq!(r.quarantined, vec!["111".to_string()]);
-        assert_eq!(r.requeued.len(), 2);
-        assert!(s.is_quarantined("111").unwrap());
-        assert_eq!(s.count("queued").unwrap(), 2);
     }
 
     /// A programmed result for `id` (imported, leased, stored).
@@ -1261,49 +1580,50 @@ mod tests {
 
     #[test]
     fn a_failed_delivery_waits_its_turn_behind_fresh_results() {
-        let s = Store::open_in_memory().unwrap();
-        for id in ["A", "B", "C"] {
-            programmed(&s, id);
+        for s in backends() {
+            for id in ["A", "B", "C"] {
+                programmed(&s, id);
+            }
+            assert_eq!(
+                s.delivery_failed("A", "delivery.sink_refused", "422", 5_000)
+                    .unwrap(),
+                1
+            );
+            let ids = |v: Vec<PendingDelivery>| -> Vec<String> {
+                v.into_iter().map(|p| p.status.shipment_id).collect()
+            };
+            // Not due before its time; after it, behind the results that never failed.
+            assert_eq!(ids(s.due_deliveries(4_999).unwrap()), ["B", "C"]);
+            assert_eq!(ids(s.due_deliveries(5_000).unwrap()), ["B", "C", "A"]);
+            assert_eq!(
+                s.delivery_failed("A", "delivery.sink_refused", "422", 9_000)
+                    .unwrap(),
+                2
+            );
+            let a = &s.delivery_status().unwrap()[2];
+            assert_eq!(
+                (
+                    a.attempts,
+                    a.next_attempt_ms,
+                    a.reason.as_deref(),
+                    a.error.as_deref()
+                ),
+                (2, 9_000, Some("delivery.sink_refused"), Some("422"))
+            );
+            assert_eq!(
+                s.show("A").unwrap().0.reason.as_deref(),
+                Some("delivery.sink_refused: 422")
+            );
+            // A restart makes it due at once; delivery clears the reason.
+            s.retry_deliveries_now().unwrap();
+            assert_eq!(s.due_deliveries(0).unwrap().len(), 3);
+            s.delivered("A", "outbox").unwrap();
+            assert_eq!(s.show("A").unwrap().0.reason, None);
+            assert!(matches!(
+                s.delivery_failed("A", "delivery.outbox_io", "x", 0),
+                Err(StoreError::UnknownJob(_))
+            ));
         }
-        assert_eq!(
-            s.delivery_failed("A", "delivery.sink_refused", "422", 5_000)
-                .unwrap(),
-            1
-        );
-        let ids = |v: Vec<PendingDelivery>| -> Vec<String> {
-            v.into_iter().map(|p| p.status.shipment_id).collect()
-        };
-        // Not due before its time; after it, behind the results that never failed.
-        assert_eq!(ids(s.due_deliveries(4_999).unwrap()), ["B", "C"]);
-        assert_eq!(ids(s.due_deliveries(5_000).unwrap()), ["B", "C", "A"]);
-        assert_eq!(
-            s.delivery_failed("A", "delivery.sink_refused", "422", 9_000)
-                .unwrap(),
-            2
-        );
-        let a = &s.delivery_status().unwrap()[2];
-        assert_eq!(
-            (
-                a.attempts,
-                a.next_attempt_ms,
-                a.reason.as_deref(),
-                a.error.as_deref()
-            ),
-            (2, 9_000, Some("delivery.sink_refused"), Some("422"))
-        );
-        assert_eq!(
-            s.show("A").unwrap().0.reason.as_deref(),
-            Some("delivery.sink_refused: 422")
-        );
-        // A restart makes it due at once; delivery clears the reason.
-        s.retry_deliveries_now().unwrap();
-        assert_eq!(s.due_deliveries(0).unwrap().len(), 3);
-        s.delivered("A", "outbox").unwrap();
-        assert_eq!(s.show("A").unwrap().0.reason, None);
-        assert!(matches!(
-            s.delivery_failed("A", "delivery.outbox_io", "x", 0),
-            Err(StoreError::UnknownJob(_))
-        ));
     }
 
     #[test]
@@ -1334,130 +1654,129 @@ mod tests {
 
     #[test]
     fn attempts_end_in_failed() {
-        let s = Store::open_in_memory().unwrap();
-        s.import(&job("A", 1)).unwrap();
-        for _ in 0..2 {
-            s.lease("x", &[1], Duration::from_secs(60))
-                .unwrap()
-                .unwrap();
-            s.release("A", "key failed", true, 2).unwrap();
+        for s in backends() {
+            s.import(&job("A", 1)).unwrap();
+            for _ in 0..2 {
+                s.lease("x", &[1], Duration::from_secs(60))
+                    .unwrap()
+                    .unwrap();
+                s.release("A", "key failed", true, 2).unwrap();
+            }
+            assert_eq!(s.show("A").unwrap().0.state, "failed");
         }
-        assert_eq!(s.show("A").unwrap().0.state, "failed");
     }
 
     #[test]
     fn a_conflicting_reimport_is_refused_and_the_first_job_stays() {
-        let s = Store::open_in_memory().unwrap();
-        s.import(&job("A", 1)).unwrap();
-        let mut other = job("A", 1);
-        other.credential_requests = vec!["c.r.e.X.1".into()];
-        assert_eq!(refusal(s.import(&other).unwrap()), "intake.conflict");
-        let mut other = job("A", 29);
-        other.pin_request = job("A", 1).pin_request;
-        assert_eq!(refusal(s.import(&other).unwrap()), "intake.conflict");
-        // The first job is untouched and still leases as it was imported.
-        let (row, audit) = s.show("A").unwrap();
-        assert_eq!((row.state.as_str(), row.reason), ("queued", None));
-        let conflicts: Vec<_> = audit.iter().filter(|a| a.event == "conflict").collect();
-        assert_eq!(conflicts.len(), 2);
-        assert!(conflicts[0].detail.as_deref().unwrap().contains("requests"));
-        let leased = s
-            .lease("x", &[1], Duration::from_secs(60))
-            .unwrap()
-            .unwrap();
-        assert_eq!(leased.job, job("A", 1));
-        // The same content again is still an idempotent duplicate.
-        assert_eq!(s.import(&job("A", 1)).unwrap(), Imported::Duplicate);
+        for s in backends() {
+            s.import(&job("A", 1)).unwrap();
+            let mut other = job("A", 1);
+            other.credential_requests = vec!["c.r.e.X.1".into()];
+            assert_eq!(refusal(s.import(&other).unwrap()), "intake.conflict");
+            let mut other = job("A", 29);
+            other.pin_request = job("A", 1).pin_request;
+            assert_eq!(refusal(s.import(&other).unwrap()), "intake.conflict");
+            // The first job is untouched and still leases as it was imported.
+            let (row, audit) = s.show("A").unwrap();
+            assert_eq!((row.state.as_str(), row.reason), ("queued", None));
+            let conflicts: Vec<_> = audit.iter().filter(|a| a.event == "conflict").collect();
+            assert_eq!(conflicts.len(), 2);
+            assert!(conflicts[0].detail.as_deref().unwrap().contains("requests"));
+            let leased = s
+                .lease("x", &[1], Duration::from_secs(60))
+                .unwrap()
+                .unwrap();
+            assert_eq!(leased.job, job("A", 1));
+            // The same content again is still an idempotent duplicate.
+            assert_eq!(s.import(&job("A", 1)).unwrap(), Imported::Duplicate);
+        }
     }
 
     #[test]
     fn a_replayed_request_is_refused_even_after_the_purge() {
-        let s = Store::open_in_memory().unwrap();
-        s.import(&job("A", 1)).unwrap();
-        s.lease("slot1", &[1], Duration::from_secs(60)).unwrap();
-        s.begin_programming("slot1", "A", "1").unwrap();
-        s.store_result("slot1", "A", "1", "5.7.1", "{}".into())
-            .unwrap();
-        s.delivered("A", "outbox").unwrap();
-        // The requests are gone, their digests are not.
-        let mut replay = job("B", 1);
-        replay.credential_requests = job("A", 1).credential_requests;
-        assert_eq!(refusal(s.import(&replay).unwrap()), "request.replayed");
-        let (row, _) = s.show("B").unwrap();
-        assert_eq!(row.state, "refused");
-        assert!(row
-            .reason
-            .unwrap()
-            .contains("credential request 1 was already seen in shipment A"));
-        let mut replay = job("C", 1);
-        replay.pin_request = job("A", 1).pin_request;
-        assert_eq!(refusal(s.import(&replay).unwrap()), "request.replayed");
-        // A re-import of the purged job itself is a duplicate, not a replay.
-        assert_eq!(s.import(&job("A", 1)).unwrap(), Imported::Duplicate);
-        assert!(s
-            .lease("slot1", &[1], Duration::from_secs(60))
-            .unwrap()
-            .is_none());
-        let seen: i64 = s
-            .call(|c| Ok(c.query_row("SELECT COUNT(*) FROM seen_requests", [], |r| r.get(0))?))
-            .unwrap();
-        assert_eq!(seen, 2, "only the accepted job's digests are kept");
+        for s in backends() {
+            s.import(&job("A", 1)).unwrap();
+            s.lease("slot1", &[1], Duration::from_secs(60)).unwrap();
+            s.begin_programming("slot1", "A", "1").unwrap();
+            s.store_result("slot1", "A", "1", "5.7.1", "{}".into())
+                .unwrap();
+            s.delivered("A", "outbox").unwrap();
+            // The requests are gone, their digests are not.
+            let mut replay = job("B", 1);
+            replay.credential_requests = job("A", 1).credential_requests;
+            assert_eq!(refusal(s.import(&replay).unwrap()), "request.replayed");
+            let (row, _) = s.show("B").unwrap();
+            assert_eq!(row.state, "refused");
+            assert!(row
+                .reason
+                .unwrap()
+                .contains("credential request 1 was already seen in shipment A"));
+            let mut replay = job("C", 1);
+            replay.pin_request = job("A", 1).pin_request;
+            assert_eq!(refusal(s.import(&replay).unwrap()), "request.replayed");
+            // A re-import of the purged job itself is a duplicate, not a replay.
+            assert_eq!(s.import(&job("A", 1)).unwrap(), Imported::Duplicate);
+            assert!(s
+                .lease("slot1", &[1], Duration::from_secs(60))
+                .unwrap()
+                .is_none());
+            let seen = s.scalar_text("SELECT CAST(COUNT(*) AS TEXT) FROM seen_requests");
+            assert_eq!(seen, "2", "only the accepted job's digests are kept");
+        }
     }
 
     #[test]
     fn a_request_repeated_inside_one_job_is_a_replay() {
-        let s = Store::open_in_memory().unwrap();
-        let mut j = job("A", 1);
-        j.credential_requests.push(j.credential_requests[0].clone());
-        assert_eq!(refusal(s.import(&j).unwrap()), "request.replayed");
-        let mut j = job("B", 1);
-        j.credential_requests = vec![j.pin_request.clone()];
-        assert_eq!(refusal(s.import(&j).unwrap()), "request.replayed");
+        for s in backends() {
+            let mut j = job("A", 1);
+            j.credential_requests.push(j.credential_requests[0].clone());
+            assert_eq!(refusal(s.import(&j).unwrap()), "request.replayed");
+            let mut j = job("B", 1);
+            j.credential_requests = vec![j.pin_request.clone()];
+            assert_eq!(refusal(s.import(&j).unwrap()), "request.replayed");
+        }
     }
 
     #[test]
     fn a_refused_shipment_reimported_is_a_duplicate_and_a_changed_one_a_conflict() {
-        let s = Store::open_in_memory().unwrap();
-        let id = ShipmentId::parse("R").unwrap();
-        let content = JobContent::from(&job("R", 1));
-        let why = IntakeRefusal::Quantity(2);
-        assert_eq!(
-            s.import_refused(&id, &content, &why).unwrap(),
-            Imported::Refused(why.clone())
-        );
-        assert_eq!(
-            s.import_refused(&id, &content, &why).unwrap(),
-            Imported::Duplicate
-        );
-        assert_eq!(refusal(s.import(&job("R", 29)).unwrap()), "intake.conflict");
-        // Its requests were never used: they are not replays elsewhere.
-        let mut j = job("S", 1);
-        j.pin_request = job("R", 1).pin_request;
-        assert_eq!(s.import(&j).unwrap(), Imported::New);
+        for s in backends() {
+            let id = ShipmentId::parse("R").unwrap();
+            let content = JobContent::from(&job("R", 1));
+            let why = IntakeRefusal::Quantity(2);
+            assert_eq!(
+                s.import_refused(&id, &content, &why).unwrap(),
+                Imported::Refused(why.clone())
+            );
+            assert_eq!(
+                s.import_refused(&id, &content, &why).unwrap(),
+                Imported::Duplicate
+            );
+            assert_eq!(refusal(s.import(&job("R", 29)).unwrap()), "intake.conflict");
+            // Its requests were never used: they are not replays elsewhere.
+            let mut j = job("S", 1);
+            j.pin_request = job("R", 1).pin_request;
+            assert_eq!(s.import(&j).unwrap(), Imported::New);
+        }
     }
 
     #[test]
     fn a_legacy_row_with_a_bad_id_is_refused_at_lease_and_the_next_job_leased() {
-        let s = Store::open_in_memory().unwrap();
-        s.call(|c| {
-            c.execute(
+        for s in backends() {
+            s.execute_sql(
                 "INSERT INTO jobs (shipment_id, product_id, inventory_product_id, customization_id,
                    pin_request, cred_requests, request_digests, state, imported_at, updated_at)
                  VALUES ('BAD.1\r\n', 1, 1, 'C19881', 'x', '[]', '[]', 'queued', 0, 0)",
-                [],
-            )?;
-            Ok(())
-        })
-        .unwrap();
-        s.import(&job("A", 1)).unwrap();
-        let leased = s
-            .lease("slot1", &[1], Duration::from_secs(60))
-            .unwrap()
-            .unwrap();
-        assert_eq!(leased.job.shipment_id, "A");
-        let (row, _) = s.show("BAD.1\r\n").unwrap();
-        assert_eq!(row.state, "refused");
-        assert!(row.reason.unwrap().starts_with("intake.shipment_id"));
+            );
+            s.import(&job("A", 1)).unwrap();
+            let leased = s
+                .lease("slot1", &[1], Duration::from_secs(60))
+                .unwrap()
+                .unwrap();
+            assert_eq!(leased.job.shipment_id, "A");
+            let (row, _) = s.show("BAD.1\r\n").unwrap();
+            assert_eq!(row.state, "refused");
+            assert!(row.reason.unwrap().starts_with("intake.shipment_id"));
+        }
     }
 
     #[test]

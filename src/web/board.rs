@@ -202,6 +202,8 @@ struct SlotEntry {
 struct BoardState {
     slots: Vec<SlotEntry>,
     queue: BTreeMap<String, u64>,
+    /// The queue is the fleet's (PostgreSQL store, SPEC §13), not this station's.
+    queue_fleet: bool,
     rig: RigHealth,
     programmed: u64,
     failed: u64,
@@ -309,6 +311,7 @@ impl StatusBoard {
                         })
                         .collect(),
                     queue: BTreeMap::new(),
+                    queue_fleet: false,
                     rig: RigHealth::Absent,
                     programmed: 0,
                     failed: 0,
@@ -420,6 +423,12 @@ impl StatusBoard {
             .or_default()
             .observe(took);
         // Metrics only: the page does not show per-step histograms.
+    }
+
+    /// Says that the queue counts are those of the whole fleet (SPEC §13).
+    pub fn set_queue_fleet(&self, fleet: bool) {
+        self.lock().queue_fleet = fleet;
+        self.changed();
     }
 
     /// Replaces the job counts by state (e.g. "queued", "in_progress", …).
@@ -573,6 +582,7 @@ impl StatusBoard {
             },
             slots,
             queue: st.queue.clone(),
+            queue_fleet: st.queue_fleet,
             totals: Totals {
                 programmed: st.programmed,
                 failed: st.failed,
@@ -620,6 +630,8 @@ pub struct BoardSnapshot {
     pub rig: RigSnapshot,
     pub slots: Vec<SlotSnapshot>,
     pub queue: BTreeMap<String, u64>,
+    /// `queue` counts the jobs of the whole fleet (shared PostgreSQL store).
+    pub queue_fleet: bool,
     pub totals: Totals,
     pub keys_last_hour: u64,
     pub failures: Vec<FailureView>,
@@ -793,6 +805,17 @@ mod tests {
         assert!(rx.try_recv().is_ok());
         c.set_paused(true);
         assert!(rx.try_recv().is_err());
+    }
+
+    #[test]
+    fn a_fleet_queue_is_labelled_as_the_fleets() {
+        let b = StatusBoard::new("s", 1);
+        assert!(!b.snapshot().queue_fleet);
+        b.set_queue_fleet(true);
+        b.set_queue_counts([("queued", 60)]);
+        let snap = b.snapshot();
+        assert!(snap.queue_fleet);
+        assert_eq!(snap.queue.get("queued"), Some(&60));
     }
 
     #[test]

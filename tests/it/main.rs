@@ -6,6 +6,7 @@ mod util;
 mod cli;
 mod cli_ops;
 mod ctap;
+mod fleet;
 mod hil;
 mod hsm;
 mod intake;
