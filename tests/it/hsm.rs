@@ -140,22 +140,22 @@ fn slot_of(env: &Env, label: &str) -> cryptoki::slot::Slot {
         .unwrap()
 }
 
-/// A token fault at run time that lasts `outage`: the user PIN is changed
-/// under the station and this process is logged out (login state is per
-/// application, so every pooled session of the station loses it, as when an
-/// HSM restarts and its PIN no longer matches); then the PIN is set back and
-/// the token logged in again.
-pub fn outage(label: &str, pin: &str, outage: std::time::Duration) {
+/// Starts a token outage: the PIN changes and every session is logged out,
+/// so the station cannot log in again until [`outage_end`].
+pub fn outage_begin(label: &str, pin: &str) {
     let other = AuthPin::from("999999");
     let pin = AuthPin::from(pin);
-    {
-        let env = env().unwrap().lock().unwrap();
-        let s = env.ctx.open_rw_session(slot_of(&env, label)).unwrap();
-        let _ = s.login(UserType::User, Some(&pin));
-        s.set_pin(&pin, &other).unwrap();
-        s.logout().unwrap();
-    }
-    std::thread::sleep(outage);
+    let env = env().unwrap().lock().unwrap();
+    let s = env.ctx.open_rw_session(slot_of(&env, label)).unwrap();
+    let _ = s.login(UserType::User, Some(&pin));
+    s.set_pin(&pin, &other).unwrap();
+    s.logout().unwrap();
+}
+
+/// Ends an outage begun by [`outage_begin`]: the PIN is restored.
+pub fn outage_end(label: &str, pin: &str) {
+    let other = AuthPin::from("999999");
+    let pin = AuthPin::from(pin);
     let env = env().unwrap().lock().unwrap();
     let s = env.ctx.open_rw_session(slot_of(&env, label)).unwrap();
     s.login(UserType::User, Some(&other)).unwrap();

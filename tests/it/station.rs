@@ -401,9 +401,14 @@ fn a_token_that_fails_mid_run_requeues_the_job_before_any_key_is_touched() {
         hsm: Some(label),
         on_key: Some(Arc::new(move |slot, n, _key: &SimControl| {
             if slot == 0 && n == 0 {
+                // The outage begins before this key's job reaches step 4
+                // (the hook runs as the key is inserted), so that job meets
+                // it for certain; it ends 2.5 s later on its own.
+                let pin = super::hsm::pin_of(label);
+                super::hsm::outage_begin(label, &pin);
                 std::thread::spawn(move || {
-                    let pin = super::hsm::pin_of(label);
-                    super::hsm::outage(label, &pin, Duration::from_millis(2500));
+                    std::thread::sleep(Duration::from_millis(2500));
+                    super::hsm::outage_end(label, &pin);
                 });
             }
         })),
