@@ -1203,8 +1203,12 @@ fn known_content(
 }
 
 /// The `request.replayed` refusal for the first digest in `digests` that was
-/// seen before (SPEC §3), in an earlier job or earlier in this one.
-fn replayed(conn: &Connection, digests: &[String]) -> Result<Option<IntakeRefusal>, StoreError> {
+/// seen before (SPEC §3), earlier in this shipment or, as `seen_in` answers
+/// (the backend's `seen_requests` lookup), in an earlier job.
+pub(crate) fn replayed_with(
+    digests: &[String],
+    mut seen_in: impl FnMut(&str) -> Result<Option<String>, StoreError>,
+) -> Result<Option<IntakeRefusal>, StoreError> {
     let name = |i: usize| {
         if i == 0 {
             "the PIN request".to_owned()
@@ -1220,14 +1224,7 @@ fn replayed(conn: &Connection, digests: &[String]) -> Result<Option<IntakeRefusa
                 name(first)
             ))));
         }
-        let seen: Option<String> = conn
-            .query_row(
-                "SELECT shipment_id FROM seen_requests WHERE digest = ?1",
-                params![digest],
-                |r| r.get(0),
-            )
-            .optional()?;
-        if let Some(seen) = seen {
+        if let Some(seen) = seen_in(digest)? {
             return Ok(Some(IntakeRefusal::Replayed(format!(
                 "{} was already seen in shipment {}",
                 name(i),
@@ -1236,6 +1233,19 @@ fn replayed(conn: &Connection, digests: &[String]) -> Result<Option<IntakeRefusa
         }
     }
     Ok(None)
+}
+
+/// [`replayed_with`] on the SQLite store.
+fn replayed(conn: &Connection, digests: &[String]) -> Result<Option<IntakeRefusal>, StoreError> {
+    replayed_with(digests, |digest| {
+        Ok(conn
+            .query_row(
+                "SELECT shipment_id FROM seen_requests WHERE digest = ?1",
+                params![digest],
+                |r| r.get(0),
+            )
+            .optional()?)
+    })
 }
 
 /// Inserts a job row refused at intake, with its digests (not as seen), and audits it.

@@ -27,7 +27,6 @@ use super::{
     AuditRow, DeliveryStatus, FleetStatus, Imported, JobRow, LeasedJob, PendingDelivery,
     QuarantineRow, Recovery, StationStatus, StoreError,
 };
-use crate::escape::Untrusted;
 use crate::secret::SecretString;
 use crate::shipment::{IntakeRefusal, Job, JobContent, ShipmentId};
 use postgres::{Client, Row, Transaction};
@@ -1409,39 +1408,19 @@ fn known_content(
     }
 }
 
-/// As the SQLite backend's `replayed`.
+/// [`super::replayed_with`] on the PostgreSQL store.
 fn replayed(
     tx: &mut Transaction<'_>,
     digests: &[String],
 ) -> Result<Option<IntakeRefusal>, StoreError> {
-    let name = |i: usize| {
-        if i == 0 {
-            "the PIN request".to_owned()
-        } else {
-            format!("credential request {i}")
-        }
-    };
-    for (i, digest) in digests.iter().enumerate() {
-        if let Some(first) = digests[..i].iter().position(|d| d == digest) {
-            return Ok(Some(IntakeRefusal::Replayed(format!(
-                "{} repeats {} of the same shipment",
-                name(i),
-                name(first)
-            ))));
-        }
-        if let Some(r) = tx.query_opt(
-            "SELECT shipment_id FROM seen_requests WHERE digest = $1",
-            &[digest],
-        )? {
-            let seen: String = r.get(0);
-            return Ok(Some(IntakeRefusal::Replayed(format!(
-                "{} was already seen in shipment {}",
-                name(i),
-                Untrusted(&seen)
-            ))));
-        }
-    }
-    Ok(None)
+    super::replayed_with(digests, |digest| {
+        Ok(tx
+            .query_opt(
+                "SELECT shipment_id FROM seen_requests WHERE digest = $1",
+                &[&digest],
+            )?
+            .map(|r| r.get(0)))
+    })
 }
 
 fn insert_refused(
