@@ -19,6 +19,10 @@ use std::sync::{Mutex, OnceLock};
 /// Debian's `softhsm2` package (scripts/setup.sh installs it).
 pub const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 
+/// When set, SoftHSM2's token directory for this process (instead of one in
+/// a temp dir).
+pub const TOKENDIR_ENV: &str = "PREREG_TEST_SOFTHSM_TOKENDIR";
+
 struct Env {
     _dir: tempfile::TempDir,
     ctx: Pkcs11,
@@ -39,8 +43,13 @@ fn env() -> Option<&'static Mutex<Env>> {
             return None;
         }
         let dir = tempfile::tempdir().unwrap();
-        let tokens = dir.path().join("tokens");
-        std::fs::create_dir(&tokens).unwrap();
+        // The token-full test (tests/it/hsm_process.rs) runs this process
+        // again inside a mount namespace with a small tmpfs as token storage.
+        let tokens = match std::env::var_os(TOKENDIR_ENV) {
+            Some(d) => PathBuf::from(d),
+            None => dir.path().join("tokens"),
+        };
+        std::fs::create_dir_all(&tokens).unwrap();
         let conf = dir.path().join("softhsm2.conf");
         std::fs::write(
             &conf,
@@ -176,6 +185,86 @@ pub fn pin_of(label: &str) -> String {
 }
 
 static PINS: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
+
+/// Puts a KNOWN P-384 private key into the token the way `keys generate`
+/// leaves its own (src/jose/pkcs11.rs): a token object, private, sensitive,
+/// non-extractable, `CKA_LABEL` = `CKA_ID` = `kid`, derive-only (transport)
+/// or sign-only (signing), and its public-key object with the same
+/// `CKA_ID` and `CKA_EC_POINT`. Tests that must know the scalar (to look
+/// for it in a process's memory) use this instead of generating in the token.
+pub fn import_known_key(token: &TestToken, kid: &str, secret: &p384::SecretKey, sign: bool) {
+    use cryptoki::object::KeyType;
+    use p384::elliptic_curve::sec1::ToEncodedPoint;
+    use prereg_station::jose::pkcs11::P384_EC_PARAMS;
+    let env = env().unwrap().lock().unwrap();
+    let s = env
+        .ctx
+        .open_rw_session(slot_of(&env, &token.config.token_label))
+        .unwrap();
+    let _ = s.login(UserType::User, Some(&AuthPin::from(token.pin.as_str())));
+    let point = secret.public_key().to_encoded_point(false);
+    // CKA_EC_POINT: DER OCTET STRING around the SEC1 point (PKCS#11 v2.40 §2.3.3).
+    let mut ec_point = vec![0x04, point.as_bytes().len() as u8];
+    ec_point.extend_from_slice(point.as_bytes());
+    let name = kid.as_bytes().to_vec();
+    s.create_object(&[
+        Attribute::Class(ObjectClass::PRIVATE_KEY),
+        Attribute::KeyType(KeyType::EC),
+        Attribute::EcParams(P384_EC_PARAMS.to_vec()),
+        Attribute::Value(secret.to_bytes().to_vec()),
+        Attribute::Token(true),
+        Attribute::Private(true),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(false),
+        Attribute::Derive(!sign),
+        Attribute::Sign(sign),
+        Attribute::Decrypt(false),
+        Attribute::Unwrap(false),
+        Attribute::Label(name.clone()),
+        Attribute::Id(name.clone()),
+    ])
+    .unwrap();
+    s.create_object(&[
+        Attribute::Class(ObjectClass::PUBLIC_KEY),
+        Attribute::KeyType(KeyType::EC),
+        Attribute::EcParams(P384_EC_PARAMS.to_vec()),
+        Attribute::EcPoint(ec_point),
+        Attribute::Token(true),
+        Attribute::Private(false),
+        Attribute::Verify(sign),
+        Attribute::Derive(false),
+        Attribute::Label(name.clone()),
+        Attribute::Id(name),
+    ])
+    .unwrap();
+}
+
+/// Every object in the token as (class, label), read through PKCS#11 by
+/// this test (logged in, so private objects are listed too).
+pub fn token_objects(token: &TestToken) -> Vec<(String, String)> {
+    let env = env().unwrap().lock().unwrap();
+    let s = env
+        .ctx
+        .open_ro_session(slot_of(&env, &token.config.token_label))
+        .unwrap();
+    let _ = s.login(UserType::User, Some(&AuthPin::from(token.pin.as_str())));
+    let mut out = Vec::new();
+    for h in s.find_objects(&[]).unwrap() {
+        let mut row = (String::from("?"), String::new());
+        if let Ok(attrs) = s.get_attributes(h, &[AttributeType::Class, AttributeType::Label]) {
+            for a in attrs {
+                match a {
+                    Attribute::Class(c) => row.0 = format!("{c}"),
+                    Attribute::Label(l) => row.1 = String::from_utf8_lossy(&l).into_owned(),
+                    _ => {}
+                }
+            }
+        }
+        out.push(row);
+    }
+    out.sort();
+    out
+}
 
 /// What the token itself says about every private key on it, read by this
 /// test through PKCS#11 (not through the station's code): (label,

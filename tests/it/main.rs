@@ -9,6 +9,7 @@ mod ctap;
 mod fleet;
 mod hil;
 mod hsm;
+mod hsm_process;
 mod intake;
 mod jose;
 mod pcsc;
