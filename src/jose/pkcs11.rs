@@ -100,6 +100,10 @@ fn describe(what: &str, e: &CkError) -> HsmError {
             RvError::DeviceMemory => "the token is full (CKR_DEVICE_MEMORY); delete retired keys".into(),
             RvError::TokenNotPresent | RvError::DeviceRemoved => "the token is not present (CKR_TOKEN_NOT_PRESENT)".into(),
             RvError::DeviceError => "the token reported a device error (CKR_DEVICE_ERROR)".into(),
+            // p11-kit's RPC client (Debian bookworm's 0.24) forwards only the
+            // mechanisms whose parameters it can serialise, and
+            // CKM_ECDH1_DERIVE is not among them: the call never reaches the token.
+            RvError::MechanismInvalid => "the token or a PKCS#11 proxy in front of it (p11-kit before 0.25) does not offer this mechanism (CKR_MECHANISM_INVALID)".into(),
             other => format!("PKCS#11 error {other}"),
         },
         CkError::LibraryLoading(l) => format!("cannot load the PKCS#11 module: {l}"),
@@ -515,7 +519,7 @@ impl TokenKeys {
             .find(|k| k.kid == kid)
             .ok_or(JoseError::KidUnknown)?;
         let point = epk.to_encoded_point(false);
-        let result = self.with_key("ECDH derive", key, |s, handle| {
+        let result = self.with_key("ECDH derive (CKM_ECDH1_DERIVE)", key, |s, handle| {
             let params = Ecdh1DeriveParams::new(EcKdf::null(), point.as_bytes());
             let template = [
                 Attribute::Class(ObjectClass::SECRET_KEY),
@@ -562,7 +566,7 @@ impl TokenKeys {
             .ok_or(JoseError::KidUnknown)?;
         let digest = Sha384::digest(signing_input);
         let sig = self
-            .with_key("ECDSA sign", key, |s, handle| {
+            .with_key("ECDSA sign (CKM_ECDSA)", key, |s, handle| {
                 s.sign(&Mechanism::Ecdsa, handle, &digest)
             })
             .map_err(|e| {
@@ -581,5 +585,25 @@ impl TokenKeys {
         let mut out = [0u8; 96];
         out.copy_from_slice(&parsed.to_bytes());
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cryptoki::context::Function;
+
+    #[test]
+    fn a_mechanism_the_module_or_its_proxy_lacks_is_named_with_its_code() {
+        let e = describe(
+            "token \"t\": ECDH derive (CKM_ECDH1_DERIVE)",
+            &CkError::Pkcs11(RvError::MechanismInvalid, Function::DeriveKey),
+        )
+        .to_string();
+        assert!(e.contains("CKM_ECDH1_DERIVE") && e.contains("CKR_MECHANISM_INVALID"));
+        assert!(
+            e.contains("p11-kit before 0.25") && !e.contains('\n'),
+            "{e}"
+        );
     }
 }
