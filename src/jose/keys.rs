@@ -450,11 +450,20 @@ impl StationKeys {
     pub fn generate_in_token(keys_dir: Option<&Path>, hsm: &HsmConfig) -> Result<Self, KeyError> {
         let dir = custody_dir(keys_dir)?;
         let keys = TokenKeys::load(open_token(&dir, hsm)?).map_err(KeyError::Hsm)?;
-        keys.generate("prereg-trans", KeyUse::Enc)
+        let transport = keys
+            .generate("prereg-trans", KeyUse::Enc)
             .map_err(KeyError::Hsm)?;
-        let signing = keys
-            .generate("prereg-sign", KeyUse::Sig)
-            .map_err(KeyError::Hsm)?;
+        // Both pairs or neither: a transport key without its rotation's
+        // signing key would be published by the next export-jwks.
+        let signing = match keys.generate("prereg-sign", KeyUse::Sig) {
+            Ok(kid) => kid,
+            Err(e) => {
+                if let Err(undo) = keys.destroy_pair(&transport) {
+                    tracing::warn!("the new transport key {transport} stays in the token: {undo}");
+                }
+                return Err(KeyError::Hsm(e));
+            }
+        };
         let manifest = Manifest {
             v: 1,
             active_signing_kid: signing,

@@ -100,6 +100,8 @@ fn describe(what: &str, e: &CkError) -> HsmError {
             RvError::DeviceMemory => "the token is full (CKR_DEVICE_MEMORY); delete retired keys".into(),
             RvError::TokenNotPresent | RvError::DeviceRemoved => "the token is not present (CKR_TOKEN_NOT_PRESENT)".into(),
             RvError::DeviceError => "the token reported a device error (CKR_DEVICE_ERROR)".into(),
+            RvError::GeneralError => "the token failed without saying why (CKR_GENERAL_ERROR)".into(),
+            RvError::FunctionFailed => "the token could not carry out the call (CKR_FUNCTION_FAILED)".into(),
             // p11-kit's RPC client (Debian bookworm's 0.24) forwards only the
             // mechanisms whose parameters it can serialise, and
             // CKM_ECDH1_DERIVE is not among them: the call never reaches the token.
@@ -318,6 +320,42 @@ fn recoverable(e: &CkError) -> bool {
     )
 }
 
+/// After a failed C_GenerateKeyPair: destroys the objects that were not on
+/// the token `before` and carry either our temporary label or no label at
+/// all (a half-written object whose attributes never reached the store).
+/// Objects with any other label are someone else's and are left alone.
+/// Returns how many such objects the token still lists afterwards (a
+/// destroy can fail too: SoftHSM2 removes the object file, then fails on
+/// the lock file it could not create). The generation's error is what is
+/// reported; this count is added to it.
+fn remove_half_made(s: &Session, before: &[ObjectHandle], tmp_label: &[u8]) -> usize {
+    let half_made = || -> Vec<ObjectHandle> {
+        let Ok(now) = s.find_objects(&[]) else {
+            return Vec::new();
+        };
+        now.into_iter()
+            .filter(|h| !before.contains(h))
+            .filter(|h| {
+                let label = s
+                    .get_attributes(*h, &[AttributeType::Label])
+                    .ok()
+                    .and_then(|attrs| {
+                        attrs.into_iter().find_map(|a| match a {
+                            Attribute::Label(l) => Some(l),
+                            _ => None,
+                        })
+                    })
+                    .unwrap_or_default();
+                label.is_empty() || label == tmp_label
+            })
+            .collect()
+    };
+    for h in half_made() {
+        let _ = s.destroy_object(h);
+    }
+    half_made().len()
+}
+
 /// The station keys found in a token.
 #[derive(Debug)]
 pub struct TokenKeys {
@@ -367,7 +405,10 @@ impl TokenKeys {
                         _ => {}
                     }
                 }
-                let (Some(label), Some(id)) = (label, id) else {
+                // An object without a label is not one of ours (a half-made
+                // object a failed generation left behind, on a token where
+                // it could not be removed): skip it rather than fail start-up.
+                let (Some(label), Some(id)) = (label.filter(|l| !l.is_empty()), id) else {
                     continue;
                 };
                 let publics = s.find_objects(&[
@@ -430,9 +471,16 @@ impl TokenKeys {
         let mut tmp = [0u8; 16];
         rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut tmp);
         let tmp_label = format!("prereg-new-{}", super::b64::encode(tmp));
-        let token_label = self.token.label.clone();
+        // Why the token refused, kept for the message below.
+        let refused = std::cell::Cell::new(None);
+        // Half-made objects the token still lists after the clean-up.
+        let left = std::cell::Cell::new(0usize);
         self.token
-            .with_session("generating a key pair", |s| {
+            .with_session("generating a key pair (CKM_EC_KEY_PAIR_GEN)", |s| {
+                // What is on the token before: a failed generation may leave
+                // a half-written object behind (SoftHSM2 does when its store
+                // fills up between the two objects of the pair).
+                let before = s.find_objects(&[])?;
                 let public_template = [
                     Attribute::Token(true),
                     Attribute::Private(false),
@@ -454,11 +502,20 @@ impl TokenKeys {
                     Attribute::Label(tmp_label.clone().into_bytes()),
                     Attribute::Id(tmp_label.clone().into_bytes()),
                 ];
-                let (public, private) = s.generate_key_pair(
+                let (public, private) = match s.generate_key_pair(
                     &Mechanism::EccKeyPairGen,
                     &public_template,
                     &private_template,
-                )?;
+                ) {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        if let CkError::Pkcs11(rv, _) = &e {
+                            refused.set(Some(*rv));
+                        }
+                        left.set(remove_half_made(s, &before, tmp_label.as_bytes()));
+                        return Err(e);
+                    }
+                };
                 let mut point = None;
                 for a in s.get_attributes(public, &[AttributeType::EcPoint])? {
                     if let Attribute::EcPoint(b) = a {
@@ -480,7 +537,40 @@ impl TokenKeys {
                 s.update_attributes(private, &names)?;
                 Ok(kid)
             })
-            .map_err(|e| HsmError(format!("{e} (token {token_label:?})")))
+            .map_err(|e| {
+                // SoftHSM2 answers CKR_GENERAL_ERROR when its object store
+                // cannot take another file; a hardware token says
+                // CKR_DEVICE_MEMORY. Either way the operator's move is the same.
+                let hint = match refused.get() {
+                    Some(
+                        RvError::GeneralError | RvError::DeviceMemory | RvError::FunctionFailed,
+                    ) => {
+                        "; no key was added: the token's storage may be full \
+                         (delete retired keys, or free the storage of a software token)"
+                    }
+                    _ => "",
+                };
+                let left = match left.get() {
+                    0 => String::new(),
+                    n => format!(
+                        "; {n} half-made object(s) without a label could not be removed \
+                         (remove them with the token's own tool)"
+                    ),
+                };
+                HsmError(format!("{e}{hint}{left}"))
+            })
+    }
+
+    /// Removes the pair `kid` (both objects), for a rotation that could not
+    /// make its second pair: `keys generate` adds both pairs or neither.
+    pub fn destroy_pair(&self, kid: &str) -> Result<(), HsmError> {
+        self.token
+            .with_session("removing a half-made rotation", |s| {
+                for h in s.find_objects(&[Attribute::Label(kid.as_bytes().to_vec())])? {
+                    s.destroy_object(h)?;
+                }
+                Ok(())
+            })
     }
 
     /// Runs `op` with `key`'s private handle on a pooled session; after a
