@@ -10,11 +10,13 @@ cd "$(dirname "$0")/.."
 # softhsm2 + opensc: a software PKCS#11 token and pkcs11-tool for the HSM
 # key-custody tests (SPEC §14, tests/it/hsm.rs); the station itself loads
 # whatever module [keys] pkcs11_module names.
+# p11-kit + p11-kit-modules: `p11-kit server` and p11-kit-client.so put the
+# test token in another process, as a network HSM is (tests/it/hsm_process.rs).
 # libssl-dev: OpenSSL headers for the josekit dev-dependency (tests only; the
 # station binary does not link OpenSSL).
 need_apt=()
 # postgresql + openssl: the throw-away fleet database of scripts/pg-throwaway.sh (SPEC §13).
-for pkg in pkg-config libudev-dev libpcsclite-dev libclang-dev libssl-dev pcscd vsmartcard-vpcd libfido2-dev softhsm2 opensc postgresql openssl; do
+for pkg in pkg-config libudev-dev libpcsclite-dev libclang-dev libssl-dev pcscd vsmartcard-vpcd libfido2-dev softhsm2 opensc p11-kit p11-kit-modules postgresql openssl; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then
