@@ -668,10 +668,11 @@ const FULL_TOKEN_ENV: &str = "PREREG_TEST_FULL_TOKEN";
 /// configuration once per process.
 ///
 /// Why inodes and not bytes: SoftHSM2 2.6 writes object files through
-/// stdio and never checks `fflush`/`fclose`, so a full disk (ENOSPC) or
-/// RLIMIT_FSIZE (EFBIG, SIGXFSZ ignored) truncates the object file while
-/// C_GenerateKeyPair still answers CKR_OK — a corrupt key, no error. Only a
-/// file that cannot be *created* makes SoftHSM2 fail the call.
+/// stdio and never checks `fflush`/`fclose`. With RLIMIT_FSIZE (EFBIG,
+/// SIGXFSZ ignored) the object files were truncated while
+/// C_GenerateKeyPair answered CKR_OK — a corrupt key, no error — and a disk
+/// full by bytes (ENOSPC at the same unchecked flush) takes the same path.
+/// Only a file that cannot be *created* makes SoftHSM2 fail the call.
 #[test]
 fn a_full_token_store_fails_keys_generate_in_one_line_and_leaves_no_half_made_key() {
     if !hsm::available() {
@@ -699,7 +700,7 @@ fn a_full_token_store_fails_keys_generate_in_one_line_and_leaves_no_half_made_ke
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     if !out.status.success()
         && !stdout.contains("running 1 test")
-        && stderr.contains("ermission denied") | stderr.contains("Operation not permitted")
+        && (stderr.contains("ermission denied") || stderr.contains("Operation not permitted"))
     {
         require(&format!(
             "this process may not make a mount namespace with a tmpfs (needs CAP_SYS_ADMIN): {stderr}"
