@@ -438,6 +438,13 @@ fn assert_all_verified(site: &Site, jobs: usize, extra: &[&str]) {
 /// What this proves and what not (docs/operations.md): the station process
 /// holds no private key when custody is out of process; it says nothing
 /// about SoftHSM2, which holds the keys in its own memory by construction.
+///
+/// p11-kit before 0.25 (Debian bookworm has 0.24) cannot forward
+/// CKM_ECDH1_DERIVE (its RPC serialises only the mechanism parameters it
+/// knows): then the daemon cannot decrypt, every job fails at step 4 before
+/// any key is touched, and the scan covers a station that loaded its keys
+/// and tried to decrypt over RPC; the test says so on stderr. With a p11-kit
+/// that forwards it, the whole flow runs and `idp activate` verifies it.
 #[test]
 fn the_station_holds_no_private_key_in_memory_when_the_token_is_out_of_process() {
     if !hsm::available() {
@@ -489,6 +496,28 @@ fn the_station_holds_no_private_key_in_memory_when_the_token_is_out_of_process()
     let mechanisms = text(&mechanisms.stdout);
     assert!(mechanisms.contains("  ECDSA,"), "{mechanisms}");
     let forwards_ecdh = mechanisms.contains("  ECDH1-DERIVE,");
+    // Signing crosses the socket whatever the version: `keys csr` has the
+    // token sign over RPC, and the facility CA checks that signature
+    // against the known signing key.
+    let csr = site.d.join("sign.csr");
+    site.ok(&["keys", "csr", "--out", csr.to_str().unwrap()]);
+    let csr = std::fs::read_to_string(&csr).unwrap();
+    hsm::FacilityCa::new("Facility Signing CA").issue(&csr);
+    {
+        use p384::pkcs8::EncodePublicKey;
+        use x509_cert::der::{DecodePem, Encode};
+        let req = x509_cert::request::CertReq::from_pem(csr.as_bytes()).unwrap();
+        assert_eq!(
+            req.info.public_key.to_der().unwrap(),
+            known
+                .signing
+                .public_key()
+                .to_public_key_der()
+                .unwrap()
+                .as_bytes(),
+            "the CSR is for the known signing key"
+        );
+    }
     site.publish_enroll_import(JOBS);
     let ready = |log: &str| {
         if forwards_ecdh {
@@ -532,7 +561,8 @@ fn the_station_holds_no_private_key_in_memory_when_the_token_is_out_of_process()
         eprintln!(
             "PARTIAL: this p11-kit cannot forward CKM_ECDH1_DERIVE (it needs p11-kit >= 0.25), so the \
              station could not decrypt through it: the scan covers a station that loaded its keys and \
-             attempted decryption over RPC, not one that programmed keys; `idp activate` not run"
+             attempted decryption over RPC (signing over RPC was shown by `keys csr`), not one \
+             that programmed keys; `idp activate` not run"
         );
     }
 
