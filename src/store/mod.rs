@@ -17,14 +17,17 @@
 
 use crate::escape::Untrusted;
 use crate::shipment::{IntakeRefusal, Job, JobContent, ShipmentId};
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::time::Duration;
 use thiserror::Error;
 
 pub mod pg;
+mod writer;
 pub use pg::PgSettings;
+pub use writer::WriterStats;
+use writer::{Call, TxCall};
 
 /// Migrations, applied in order; `PRAGMA user_version` records how many ran.
 const MIGRATIONS: &[&str] = &[
@@ -67,6 +70,8 @@ pub enum StoreError {
     Stopped,
     #[error("job {0} is not known")]
     UnknownJob(String),
+    #[error("database: the transaction was not committed ({0}); nothing of it was stored")]
+    NotCommitted(String),
     #[error("job {shipment_id} is {state}, not {expected}")]
     WrongState {
         shipment_id: String,
@@ -75,7 +80,12 @@ pub enum StoreError {
     },
 }
 
-type Call = Box<dyn FnOnce(&mut Connection) + Send>;
+/// The SQLite backend: the store thread's queue and counters.
+#[derive(Clone, Debug)]
+struct SqliteHandle {
+    calls: mpsc::Sender<Call>,
+    stats: Arc<WriterStats>,
+}
 
 /// Handle to the store thread.
 #[derive(Clone, Debug)]
@@ -88,7 +98,7 @@ pub struct Store {
 /// where the fleet backend differs (see docs/ARCHITECTURE.md, "Store backends").
 #[derive(Clone, Debug)]
 enum Backend {
-    Sqlite(mpsc::Sender<Call>),
+    Sqlite(SqliteHandle),
     Postgres(pg::PgStore),
 }
 
@@ -339,18 +349,31 @@ impl Store {
         conn.busy_timeout(Duration::from_secs(5))?;
         migrate(&mut conn)?;
         let (tx, rx) = mpsc::channel::<Call>();
+        let stats = Arc::new(WriterStats::default());
+        let thread_stats = stats.clone();
         std::thread::Builder::new()
             .name("store".into())
-            .spawn(move || {
-                // Ends when every Store handle is dropped.
-                for call in rx {
-                    call(&mut conn);
-                }
-            })
+            // Ends when every Store handle is dropped.
+            .spawn(move || writer::serve(conn, rx, thread_stats))
             .map_err(|_| StoreError::Stopped)?;
         Ok(Store {
-            backend: Backend::Sqlite(tx),
+            backend: Backend::Sqlite(SqliteHandle { calls: tx, stats }),
         })
+    }
+
+    /// The SQLite store thread's counters (`None` on the fleet backend).
+    pub fn writer_stats(&self) -> Option<&WriterStats> {
+        match &self.backend {
+            Backend::Sqlite(h) => Some(&h.stats),
+            Backend::Postgres(_) => None,
+        }
+    }
+
+    fn sqlite(&self) -> Result<&SqliteHandle, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(h) => Ok(h),
+            Backend::Postgres(_) => Err(StoreError::NotSqlite),
+        }
     }
 
     /// Runs `f` on the SQLite store thread and returns its answer: the
@@ -361,29 +384,30 @@ impl Store {
         &self,
         f: impl FnOnce(&mut Connection) -> Result<R, StoreError> + Send + 'static,
     ) -> Result<R, StoreError> {
-        let Backend::Sqlite(tx) = &self.backend else {
-            return Err(StoreError::NotSqlite);
-        };
         let (reply_tx, reply_rx) = mpsc::sync_channel(1);
-        tx.send(Box::new(move |conn| {
-            let _ = reply_tx.send(f(conn));
-        }))
-        .map_err(|_| StoreError::Stopped)?;
+        self.sqlite()?
+            .calls
+            .send(Call::Alone(Box::new(move |conn| {
+                let _ = reply_tx.send(f(conn));
+            })))
+            .map_err(|_| StoreError::Stopped)?;
         reply_rx.recv().map_err(|_| StoreError::Stopped)?
     }
 
-    /// Like [`Store::call`], as one transaction committed when `f` succeeds:
-    /// all or nothing, and one WAL sync instead of one per statement.
+    /// Like [`Store::call`], as one transaction (`BEGIN IMMEDIATE`): all or
+    /// nothing, answered once durably committed. Writes waiting together
+    /// share one commit ([`writer`], group commit); `f` must not begin,
+    /// commit or roll back a transaction itself.
     fn call_tx<R: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
     ) -> Result<R, StoreError> {
-        self.call(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let r = f(&tx)?;
-            tx.commit()?;
-            Ok(r)
-        })
+        let (reply, reply_rx) = mpsc::sync_channel(1);
+        self.sqlite()?
+            .calls
+            .send(Call::Grouped(Box::new(TxCall { body: f, reply })))
+            .map_err(|_| StoreError::Stopped)?;
+        reply_rx.recv().map_err(|_| StoreError::Stopped)?
     }
 
     /// Adds a job as queued (SPEC §3), in one transaction that also decides:
@@ -478,7 +502,7 @@ impl Store {
             return p.record_bad_shipment_id(refusal);
         }
         let detail = refusal.to_string();
-        self.call(move |conn| audit(conn, None, "refused", None, None, None, Some(&detail)))
+        self.call_tx(move |conn| audit(conn, None, "refused", None, None, None, Some(&detail)))
     }
 
     /// Leases the oldest queued job for one of `products` to `owner`.
@@ -493,14 +517,13 @@ impl Store {
         }
         let owner = owner.to_owned();
         let products = serde_json::to_string(products).unwrap_or_default();
-        self.call(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        self.call_tx(move |conn| {
             let now = now_secs();
             // A row whose id fails the SPEC §3 grammar (imported before intake
             // checked it) is refused here and the next one taken, in the same
             // transaction: one legacy row must not stop every slot.
             let leased = loop {
-                let row = tx
+                let row = conn
                     .query_row(
                         "SELECT shipment_id, product_id, inventory_product_id, customization_id,
                                 pin_request, cred_requests, attempts
@@ -538,21 +561,21 @@ impl Store {
                     Ok(shipment_id) => shipment_id,
                     Err(refusal) => {
                         let reason = refusal.to_string();
-                        tx.execute(
+                        conn.execute(
                             "UPDATE jobs SET state = 'refused', reason = ?2, updated_at = ?3
                              WHERE shipment_id = ?1",
                             params![id, reason, now],
                         )?;
-                        audit(&tx, Some(&id), "refused", None, None, None, Some(&reason))?;
+                        audit(conn, Some(&id), "refused", None, None, None, Some(&reason))?;
                         continue;
                     }
                 };
-                tx.execute(
+                conn.execute(
                     "UPDATE jobs SET state = 'leased', lease_owner = ?2, lease_expires = ?3,
                        updated_at = ?4 WHERE shipment_id = ?1",
                     params![id, owner, now + lease.as_secs() as i64, now],
                 )?;
-                audit(&tx, Some(&id), "leased", Some(&owner), None, None, None)?;
+                audit(conn, Some(&id), "leased", Some(&owner), None, None, None)?;
                 break Some(LeasedJob {
                     job: Job {
                         shipment_id,
@@ -565,7 +588,6 @@ impl Store {
                     attempts,
                 });
             };
-            tx.commit()?;
             Ok(leased)
         })
     }
@@ -583,9 +605,8 @@ impl Store {
             return p.release(shipment_id, reason, count_attempt, max_attempts);
         }
         let (id, reason) = (shipment_id.to_owned(), reason.to_owned());
-        self.call(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let attempts: u32 = tx
+        self.call_tx(move |conn| {
+            let attempts: u32 = conn
                 .query_row(
                     "SELECT attempts FROM jobs WHERE shipment_id = ?1 AND state = 'leased'",
                     params![id],
@@ -599,7 +620,7 @@ impl Store {
             } else {
                 "queued"
             };
-            tx.execute(
+            conn.execute(
                 "UPDATE jobs SET state = ?2, reason = ?3, attempts = ?4, lease_owner = NULL,
                    lease_expires = NULL, updated_at = ?5 WHERE shipment_id = ?1",
                 params![id, state, reason, attempts, now_secs()],
@@ -609,8 +630,7 @@ impl Store {
             } else {
                 "requeued"
             };
-            audit(&tx, Some(&id), event, None, None, None, Some(&reason))?;
-            tx.commit()?;
+            audit(conn, Some(&id), event, None, None, None, Some(&reason))?;
             Ok(())
         })
     }
@@ -700,7 +720,7 @@ impl Store {
         }
         let (event, slot, detail) = (event.to_owned(), slot.to_owned(), detail.to_owned());
         let (serial, firmware) = (serial.map(str::to_owned), firmware.map(str::to_owned));
-        self.call(move |conn| {
+        self.call_tx(move |conn| {
             audit(
                 conn,
                 None,
@@ -764,10 +784,9 @@ impl Store {
             serial.to_owned(),
             firmware.to_owned(),
         );
-        self.call(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        self.call_tx(move |conn| {
             let now = now_secs();
-            let n = tx.execute(
+            let n = conn.execute(
                 "UPDATE jobs SET state = 'programmed', reason = NULL, lease_owner = NULL,
                    lease_expires = NULL, updated_at = ?2 WHERE shipment_id = ?1 AND state = 'leased'",
                 params![id, now],
@@ -779,13 +798,12 @@ impl Store {
                     expected: "leased",
                 });
             }
-            tx.execute(
+            conn.execute(
                 "INSERT INTO outbox (shipment_id, result_json, created_at) VALUES (?1, ?2, ?3)",
                 params![id, result_json, now],
             )?;
-            tx.execute("DELETE FROM in_flight WHERE slot = ?1", params![slot])?;
-            audit(&tx, Some(&id), "programmed", Some(&slot), Some(&serial), Some(&firmware), None)?;
-            tx.commit()?;
+            conn.execute("DELETE FROM in_flight WHERE slot = ?1", params![slot])?;
+            audit(conn, Some(&id), "programmed", Some(&slot), Some(&serial), Some(&firmware), None)?;
             Ok(())
         })
     }
@@ -809,16 +827,15 @@ impl Store {
             step.to_owned(),
             reason.to_owned(),
         );
-        self.call(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            tx.execute(
+        self.call_tx(move |conn| {
+            conn.execute(
                 "INSERT OR REPLACE INTO quarantine (serial, shipment_id, step, reason, at)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![serial, id, step, reason, now_secs()],
             )?;
-            tx.execute("DELETE FROM in_flight WHERE slot = ?1", params![slot])?;
+            conn.execute("DELETE FROM in_flight WHERE slot = ?1", params![slot])?;
             audit(
-                &tx,
+                conn,
                 id.as_deref(),
                 "quarantined",
                 Some(&slot),
@@ -826,7 +843,6 @@ impl Store {
                 None,
                 Some(&format!("{step}: {reason}")),
             )?;
-            tx.commit()?;
             Ok(())
         })
     }
@@ -960,7 +976,7 @@ impl Store {
         if let Some(p) = self.pg() {
             return p.retry_deliveries_now();
         }
-        self.call(|conn| Ok(conn.execute("UPDATE outbox SET next_attempt_ms = 0", [])?))
+        self.call_tx(|conn| Ok(conn.execute("UPDATE outbox SET next_attempt_ms = 0", [])?))
     }
 
     /// After the sink acknowledged: the responses and requests are purged, the audit stays.
@@ -969,11 +985,10 @@ impl Store {
             return p.delivered(shipment_id, sink);
         }
         let (id, sink) = (shipment_id.to_owned(), sink.to_owned());
-        self.call(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            tx.execute("DELETE FROM outbox WHERE shipment_id = ?1", params![id])?;
+        self.call_tx(move |conn| {
+            conn.execute("DELETE FROM outbox WHERE shipment_id = ?1", params![id])?;
             // A delivery failure's reason ends with the delivery.
-            let n = tx.execute(
+            let n = conn.execute(
                 "UPDATE jobs SET state = 'purged', pin_request = '', cred_requests = '[]',
                    reason = NULL, updated_at = ?2 WHERE shipment_id = ?1 AND state = 'programmed'",
                 params![id, now_secs()],
@@ -985,9 +1000,8 @@ impl Store {
                     expected: "programmed",
                 });
             }
-            audit(&tx, Some(&id), "delivered", None, None, None, Some(&sink))?;
-            audit(&tx, Some(&id), "purged", None, None, None, None)?;
-            tx.commit()?;
+            audit(conn, Some(&id), "delivered", None, None, None, Some(&sink))?;
+            audit(conn, Some(&id), "purged", None, None, None, None)?;
             Ok(())
         })
     }
@@ -998,11 +1012,10 @@ impl Store {
         if let Some(p) = self.pg() {
             return p.recover();
         }
-        self.call(|conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        self.call_tx(|conn| {
             let mut report = Recovery::default();
             let in_flight: Vec<(String, String, String, String)> = {
-                let mut stmt = tx.prepare("SELECT slot, shipment_id, serial, step FROM in_flight")?;
+                let mut stmt = conn.prepare("SELECT slot, shipment_id, serial, step FROM in_flight")?;
                 let rows = stmt
                     .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
                     .collect::<Result<_, _>>()?;
@@ -1010,34 +1023,33 @@ impl Store {
             };
             let now = now_secs();
             for (slot, id, serial, step) in in_flight {
-                tx.execute(
+                conn.execute(
                     "INSERT OR REPLACE INTO quarantine (serial, shipment_id, step, reason, at)
                      VALUES (?1, ?2, ?3, 'station stopped while programming', ?4)",
                     params![serial, id, step, now],
                 )?;
-                tx.execute(
+                conn.execute(
                     "UPDATE jobs SET attempts = attempts + 1 WHERE shipment_id = ?1 AND state = 'leased'",
                     params![id],
                 )?;
-                audit(&tx, Some(&id), "quarantined", Some(&slot), Some(&serial), None, Some("recovery: stopped mid-programming"))?;
+                audit(conn, Some(&id), "quarantined", Some(&slot), Some(&serial), None, Some("recovery: stopped mid-programming"))?;
                 report.quarantined.push(serial);
             }
-            tx.execute("DELETE FROM in_flight", [])?;
+            conn.execute("DELETE FROM in_flight", [])?;
             let leased: Vec<String> = {
-                let mut stmt = tx.prepare("SELECT shipment_id FROM jobs WHERE state = 'leased'")?;
+                let mut stmt = conn.prepare("SELECT shipment_id FROM jobs WHERE state = 'leased'")?;
                 let rows = stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
                 rows
             };
             for id in leased {
-                tx.execute(
+                conn.execute(
                     "UPDATE jobs SET state = 'queued', lease_owner = NULL, lease_expires = NULL,
                        reason = 'recovered after restart', updated_at = ?2 WHERE shipment_id = ?1",
                     params![id, now],
                 )?;
-                audit(&tx, Some(&id), "requeued", None, None, None, Some("recovery"))?;
+                audit(conn, Some(&id), "requeued", None, None, None, Some("recovery"))?;
                 report.requeued.push(id);
             }
-            tx.commit()?;
             Ok(report)
         })
     }
