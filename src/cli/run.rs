@@ -63,6 +63,11 @@ pub fn run(config_path: &Option<PathBuf>, args: Args) -> CliResult {
     let mut last_change = (Instant::now(), store.counts().unwrap_or_default());
     let mut stuck = false;
     let mut undeliverable = Vec::new();
+    // `--once` with `[upstream]`: since when everything local is done and only
+    // a first answered poll is awaited; a back end that never answers ends
+    // the run after `once_give_up` instead of holding it forever.
+    let mut awaiting_upstream: Option<Instant> = None;
+    let mut upstream_silent = None;
     while !stop.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(200));
         if watchdog.is_some_and(|w| last_ping.elapsed() >= w) {
@@ -70,12 +75,19 @@ pub fn run(config_path: &Option<PathBuf>, args: Args) -> CliResult {
             last_ping = Instant::now();
         }
         // `--once` also waits for the spool to be scanned once with nothing new.
-        if args.once
-            && station.drained()
-            && spool.as_ref().is_none_or(SpoolThread::idle)
-            && upstream.as_ref().is_none_or(|u| u.empty_polls() > 0)
-        {
-            break;
+        if args.once && station.drained() && spool.as_ref().is_none_or(SpoolThread::idle) {
+            match &upstream {
+                Some(u) if u.empty_polls() == 0 => {
+                    let since = *awaiting_upstream.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= stuck_after {
+                        upstream_silent = Some(upstream_status(&station));
+                        break;
+                    }
+                }
+                _ => break,
+            }
+        } else {
+            awaiting_upstream = None;
         }
         if args.once {
             // Drained except results that cannot be delivered: say which.
@@ -89,6 +101,7 @@ pub fn run(config_path: &Option<PathBuf>, args: Args) -> CliResult {
             if counts != last_change.1 {
                 last_change = (Instant::now(), counts);
             } else if last_change.0.elapsed() >= stuck_after
+                && store.count("queued").is_ok_and(|n| n > 0)
                 && store.count("leased").is_ok_and(|n| n == 0)
                 && store
                     .count("programmed")
@@ -175,7 +188,28 @@ pub fn run(config_path: &Option<PathBuf>, args: Args) -> CliResult {
     if !undeliverable.is_empty() {
         return Err(CliError::failed(once_undeliverable(&undeliverable)));
     }
+    if let Some(why) = upstream_silent {
+        return Err(CliError::failed(format!(
+            "--once: the upstream back end has not answered a poll for {}s \
+             ([station] once_give_up_secs): {why}",
+            stuck_after.as_secs()
+        )));
+    }
     Ok(())
+}
+
+/// The upstream's URL and its last error, for the line `run --once` ends
+/// with when the back end never answered.
+fn upstream_status(station: &Station) -> String {
+    let Some(client) = station.shared().upstream.as_ref() else {
+        return "no upstream".into();
+    };
+    let snap = client.stats().snapshot();
+    let url = Untrusted(&snap.url);
+    match snap.last_error {
+        Some(e) => format!("{url}: {}", Untrusted(&e)),
+        None => format!("{url}: no answer yet"),
+    }
 }
 
 /// Why keys were turned away during this run, for the line `run --once`

@@ -273,6 +273,38 @@ fn run_once_names_the_wrong_product_after_its_configured_give_up_wait() {
     assert_eq!(lines[0]["programmed"], 0);
 }
 
+/// `run --once` with `[upstream]` waits for one answered poll (jobs may be
+/// on their way); a back end that never answers ends the run after
+/// `[station] once_give_up_secs` with a line naming the back end and its last
+/// error, instead of holding the run forever.
+#[test]
+fn run_once_gives_up_on_an_upstream_that_never_answers_and_names_it() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    demo(dir);
+    let cfg = dir.join("station.toml");
+    // Nothing listens on the loopback discard port: every poll is refused.
+    let toml = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("[station]\n", "[station]\nonce_give_up_secs = 2\n")
+        + "\n[upstream]\nurl = \"http://127.0.0.1:9/\"\npoll_secs = 1\ntimeout_secs = 1\n";
+    std::fs::write(&cfg, toml).unwrap();
+    let t0 = Instant::now();
+    let out = run(&["run", "--once"], Some(&cfg));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        t0.elapsed() < Duration::from_secs(30),
+        "gave up after {:?}, not ~2 s",
+        t0.elapsed()
+    );
+    let stderr = text(&out.stderr);
+    let last = stderr.lines().last().unwrap();
+    assert!(
+        last.contains("--once: the upstream back end has not answered a poll for 2s ([station] once_give_up_secs): http://127.0.0.1:9/"),
+        "{last}"
+    );
+}
+
 /// Item 4: every configuration error is one line naming the key or path and
 /// the fix, exit 2; the advice given is advice the configuration accepts.
 #[test]
