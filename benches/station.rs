@@ -587,22 +587,44 @@ fn hsm_section(rounds: usize) {
     ];
     println!("keys/h: steady state as in section 1; ratio = keys/h / the files run of the same");
     println!("round; station ms = process CPU per key minus the simulator's (SoftHSM2 runs in");
-    println!("the process, so its CPU is in it); load = 1-min load average before → after.");
+    println!("the process, so its CPU is in it); load = 1-min load average before → after;");
+    println!("run = its place in the round (each round starts with the next custody).");
     println!("Per token call: wait = asking the pool for a session until holding one (opening");
     println!("a new one included), hold = the token call on it; ms, p50/p99 read from the");
     println!("pool's histograms (at most 1/8 above the true value), max exact; blocked = calls");
-    println!("that found every session busy; busy = sum of holds / (wall × sessions).");
+    println!("that found every session busy; Σwait/key = all waits / keys; busy = sum of holds");
+    println!("/ (wall × sessions).");
     println!(
-        "{:>5} {:<22} {:>5} {:>7} {:>8} {:>6} {:>8} {:>11}",
-        "slots", "custody", "keys", "wall s", "keys/h", "ratio", "station", "load"
+        "{:>5} {:<22} {:>5} {:>7} {:>8} {:>6} {:>8} {:>11} {:>3}",
+        "slots", "custody", "keys", "wall s", "keys/h", "ratio", "station", "load", "run"
     );
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); custodies.len()];
     for round in 0..repeat {
-        let mut files_rate = None;
-        for (i, (name, custody)) in custodies.iter().enumerate() {
+        // Each round starts with a different custody, so a load that drifts
+        // during a round does not always favour the same one.
+        let n = custodies.len();
+        let mut done: Vec<Option<(usize, Result<RunResult, String>, f64, f64)>> =
+            (0..n).map(|_| None).collect();
+        for k in 0..n {
+            let i = (round + k) % n;
             let load0 = loadavg();
-            let run = run_station(slots, keys, None, Savings::Merge, custody);
-            let load1 = loadavg();
+            let run = run_station(slots, keys, None, Savings::Merge, &custodies[i].1);
+            done[i] = Some((k + 1, run, load0, loadavg()));
+        }
+        let rate_of = |r: &RunResult| {
+            r.steady
+                .unwrap_or(keys as f64 * 3600.0 / r.wall.as_secs_f64())
+        };
+        let files_rate = match &done[0] {
+            Some((_, Ok(r), _, _)) => Some(rate_of(r)),
+            _ => None,
+        };
+        println!("round {}:", round + 1);
+        for (i, entry) in done.iter().enumerate() {
+            let name = &custodies[i].0;
+            let Some((order, run, load0, load1)) = entry else {
+                continue;
+            };
             let r = match run {
                 Ok(r) => r,
                 Err(e) => {
@@ -610,18 +632,13 @@ fn hsm_section(rounds: usize) {
                     continue;
                 }
             };
-            let rate = r
-                .steady
-                .unwrap_or(keys as f64 * 3600.0 / r.wall.as_secs_f64());
-            if matches!(custody, Custody::Files) {
-                files_rate = Some(rate);
-            }
+            let rate = rate_of(r);
             rates[i].push(rate);
             let meter = read_cost * r.metered_calls as u32;
             let sim = r.sim_cpu.saturating_sub(meter) + insert_cost * keys as u32;
             let station = r.process_cpu.saturating_sub(sim + meter * 2);
             println!(
-                "{:>5} {:<22} {:>5} {:>7.1} {:>8.0} {:>6} {:>6.1}ms {:>5.2}→{:<5.2}",
+                "{:>5} {:<22} {:>5} {:>7.1} {:>8.0} {:>6} {:>6.1}ms {:>5.2}→{:<5.2} {:>3}",
                 slots,
                 name,
                 keys,
@@ -630,14 +647,16 @@ fn hsm_section(rounds: usize) {
                 files_rate.map_or("-".into(), |f| format!("{:.3}", rate / f)),
                 millis(station) / keys as f64,
                 load0,
-                load1
+                load1,
+                order
             );
             if let Some(t) = &r.token {
                 for (call, op) in [("ECDH derive", &t.derive), ("ES384 sign", &t.sign)] {
                     println!(
-                        "      {call:<11} {:>5} calls  wait {}  hold {}  blocked {:>4}  busy {:>4.1}%{}",
+                        "      {call:<11} {:>4} calls  wait {}  Σwait/key {:>5.2}  hold {}  blocked {:>3}  busy {:>4.1}%{}",
                         op.hold.count,
                         pmm(&op.wait),
+                        millis(op.wait.sum) / keys as f64,
                         pmm(&op.hold),
                         op.blocked,
                         100.0 * op.hold.sum.as_secs_f64()
@@ -650,10 +669,8 @@ fn hsm_section(rounds: usize) {
                     );
                 }
                 println!(
-                    "      sessions: at most {}, opened {} (round {})",
-                    t.max_sessions,
-                    t.opened,
-                    round + 1
+                    "      sessions: at most {}, opened {}",
+                    t.max_sessions, t.opened
                 );
             }
         }
