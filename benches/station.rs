@@ -677,6 +677,7 @@ fn hsm_section(rounds: usize) {
     }
     latency::set_metering(false);
     latency::set_model(None);
+    token_saturation(&keys_dir, &hsm);
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
     let files = mean(&rates[0]);
     for (i, (name, _)) in custodies.iter().enumerate().skip(1) {
@@ -690,6 +691,77 @@ fn hsm_section(rounds: usize) {
             files,
             100.0 * mean(&rates[i]) / files
         );
+    }
+}
+
+/// Does the pool or the token serialise? T threads call nothing but ECDH
+/// derive on the token back to back (no keys, no latency model), with one
+/// session and with the default pool: if the token ran one call at a time,
+/// more sessions would not raise the rate; if only the pool did, one session
+/// would stay flat while the pool scales up to the cores.
+fn token_saturation(keys_dir: &Path, hsm: &dyn Fn(usize) -> HsmConfig) {
+    use prereg_station::jose::jwe::KeyResolver;
+    const SPAN: Duration = Duration::from_millis(1500);
+    println!();
+    println!(
+        "token saturation: T threads doing only ECDH derive back to back for {:.1} s;",
+        SPAN.as_secs_f64()
+    );
+    println!("calls/s, and per call wait / hold p50/p99 in ms, blocked = share of calls that");
+    println!("found every session busy; load = 1-min load average before the row");
+    println!(
+        "{:>8} {:>7} {:>8} {:>11} {:>11} {:>8} {:>5}",
+        "sessions", "threads", "calls/s", "wait", "hold", "blocked", "load"
+    );
+    for sessions in [1usize, DEFAULT_SESSIONS] {
+        for threads in [1usize, 2, 4, 8] {
+            let load = loadavg();
+            let keys = match StationKeys::open(Some(keys_dir), Some(&hsm(sessions))) {
+                Ok(k) => k,
+                Err(e) => {
+                    println!("{sessions:>8} {threads:>7}  FAILED: {e}");
+                    continue;
+                }
+            };
+            let kid = keys.transport_kids()[0].to_string();
+            let epk = p384::SecretKey::random(&mut rand::rngs::OsRng).public_key();
+            let t = Instant::now();
+            let failed = std::sync::atomic::AtomicBool::new(false);
+            std::thread::scope(|sc| {
+                for _ in 0..threads {
+                    sc.spawn(|| {
+                        while t.elapsed() < SPAN {
+                            if keys.ecdh_z(&kid, &epk).is_err() {
+                                failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                                return;
+                            }
+                        }
+                    });
+                }
+            });
+            let wall = t.elapsed();
+            let Some(st) = keys.token_stats() else {
+                continue;
+            };
+            let d = &st.derive;
+            println!(
+                "{:>8} {:>7} {:>8.0} {:>5.2}/{:<5.2} {:>5.2}/{:<5.2} {:>7.1}% {:>5.2}{}",
+                sessions,
+                threads,
+                d.hold.count as f64 / wall.as_secs_f64(),
+                millis(d.wait.quantile(0.5)),
+                millis(d.wait.quantile(0.99)),
+                millis(d.hold.quantile(0.5)),
+                millis(d.hold.quantile(0.99)),
+                100.0 * d.blocked as f64 / d.wait.count.max(1) as f64,
+                load,
+                if failed.into_inner() {
+                    "  (a call FAILED)"
+                } else {
+                    ""
+                }
+            );
+        }
     }
 }
 
