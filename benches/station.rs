@@ -603,8 +603,7 @@ fn hsm_section(rounds: usize) {
         // Each round starts with a different custody, so a load that drifts
         // during a round does not always favour the same one.
         let n = custodies.len();
-        let mut done: Vec<Option<(usize, Result<RunResult, String>, f64, f64)>> =
-            (0..n).map(|_| None).collect();
+        let mut done: Vec<Option<Turn>> = (0..n).map(|_| None).collect();
         for k in 0..n {
             let i = (round + k) % n;
             let load0 = loadavg();
@@ -764,6 +763,10 @@ fn token_saturation(keys_dir: &Path, hsm: &dyn Fn(usize) -> HsmConfig) {
         }
     }
 }
+
+/// One run of a round: its place in the round, its result, and the load
+/// average before and after it.
+type Turn = (usize, Result<RunResult, String>, f64, f64);
 
 /// `p50/p99/max` in milliseconds.
 fn pmm(h: &LatencySnapshot) -> String {
