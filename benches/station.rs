@@ -19,7 +19,8 @@
 //! (also 1,000,000 queued jobs) make it run longer. `PREREG_BENCH_ONLY` =
 //! `throughput` | `store` | `hsm` runs one section (sections 1–2, 3, 4);
 //! `PREREG_BENCH_HSM_REPEAT` (default 2) is how many times section 4 repeats
-//! its interleaved files / token runs.
+//! its interleaved files / token runs; `PREREG_BENCH_SOFTHSM2_MODULE` names
+//! the SoftHSM2 module when it is not at Debian's path.
 
 use prereg_station::cli::jobs::{import_file, open_store};
 use prereg_station::config::Config;
@@ -467,7 +468,8 @@ fn run_station(
     })
 }
 
-/// Debian's `softhsm2` package (scripts/setup.sh installs it).
+/// Debian's `softhsm2` package (scripts/setup.sh installs it); another path
+/// with `PREREG_BENCH_SOFTHSM2_MODULE`.
 const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 
 /// Section 4 (SPEC §14, issue #18): keys/h at 32 slots with the station keys
@@ -480,8 +482,10 @@ fn hsm_section(rounds: usize) {
     use std::os::unix::fs::PermissionsExt;
     println!();
     println!("-- keys/h at 32 slots: station keys in SoftHSM2 against key files (SPEC §14)");
-    if !Path::new(SOFTHSM_MODULE).exists() {
-        println!("skipped: SoftHSM2 is not installed ({SOFTHSM_MODULE} missing; scripts/setup.sh installs softhsm2)");
+    let module = std::env::var("PREREG_BENCH_SOFTHSM2_MODULE")
+        .unwrap_or_else(|_| SOFTHSM_MODULE.to_string());
+    if !Path::new(&module).exists() {
+        println!("skipped: SoftHSM2 is not installed ({module} missing; scripts/setup.sh installs softhsm2)");
         return;
     }
     let Ok(dir) = TempDir::new(None) else {
@@ -545,7 +549,7 @@ fn hsm_section(rounds: usize) {
         return;
     }
     let hsm = |sessions: usize| HsmConfig {
-        module: SOFTHSM_MODULE.into(),
+        module: module.clone().into(),
         token_label: "bench".into(),
         pin_file: "hsm-pin".into(),
         sessions,
@@ -555,7 +559,7 @@ fn hsm_section(rounds: usize) {
         return;
     }
     println!(
-        "module {SOFTHSM_MODULE} ({}), one token, keys generated in it once; {} key(s) per slot per run",
+        "module {module} ({}), one token, keys generated in it once; {} key(s) per slot per run",
         softhsm_version(),
         rounds
     );
