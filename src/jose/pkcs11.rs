@@ -151,7 +151,8 @@ fn session_broken(e: &CkError) -> bool {
 pub enum TokenOp {
     /// `C_DeriveKey` (ECDH) + reading and destroying the derived secret.
     Derive,
-    /// `C_Sign` (ECDSA over a SHA-384 digest) + our check of the signature.
+    /// `C_Sign` (ECDSA over a SHA-384 digest); our check of the signature
+    /// runs after the session is back in the pool.
     Sign,
     /// Listing and generating keys (start-up, `keys generate`).
     Other,
