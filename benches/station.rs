@@ -13,7 +13,10 @@
 //!    (SPEC §14, issue #18) against key files, interleaved run by run, with
 //!    the token's session pool at its default size and at one session; per
 //!    token call (ECDH derive, ES384 sign) how long slots waited for a pooled
-//!    session and how long they held it. Skipped, saying why, without SoftHSM2.
+//!    session and how long they held it; then a saturation probe (threads
+//!    calling only ECDH derive, one session against the pool) that shows
+//!    whether the pool or the token serialises. Skipped, saying why, without
+//!    SoftHSM2.
 //!
 //! `PREREG_BENCH_ROUNDS` (keys per slot, default 4; the one-slot run does twice as many) and `PREREG_BENCH_BIG=1`
 //! (also 1,000,000 queued jobs) make it run longer. `PREREG_BENCH_ONLY` =
