@@ -9,14 +9,27 @@
 //!    metered inside the latency wrapper) as a share of the key's modelled time,
 //!    and 32-slot scaling against 32 × the one-slot rate.
 //! 3. Store import and lease+release cost per job with 1,000 vs 100,000 queued.
+//! 4. Keys per hour at 32 slots with the station keys in a SoftHSM2 token
+//!    (SPEC §14, issue #18) against key files, interleaved run by run, with
+//!    the token's session pool at its default size and at one session; per
+//!    token call (ECDH derive, ES384 sign) how long slots waited for a pooled
+//!    session and how long they held it; then a saturation probe (threads
+//!    calling only ECDH derive, one session against the pool) that shows
+//!    whether the pool or the token serialises. Skipped, saying why, without
+//!    SoftHSM2.
 //!
 //! `PREREG_BENCH_ROUNDS` (keys per slot, default 4; the one-slot run does twice as many) and `PREREG_BENCH_BIG=1`
-//! (also 1,000,000 queued jobs) make it run longer.
+//! (also 1,000,000 queued jobs) make it run longer. `PREREG_BENCH_ONLY` =
+//! `throughput` | `store` | `hsm` runs one section (sections 1–2, 3, 4);
+//! `PREREG_BENCH_HSM_REPEAT` (default 2) is how many times section 4 repeats
+//! its interleaved files / token runs; `PREREG_BENCH_SOFTHSM2_MODULE` names
+//! the SoftHSM2 module when it is not at Debian's path.
 
 use prereg_station::cli::jobs::{import_file, open_store};
 use prereg_station::config::Config;
 use prereg_station::idp::{EnrollOptions, Idp};
 use prereg_station::jose::keys::StationKeys;
+use prereg_station::jose::pkcs11::{HsmConfig, LatencySnapshot, PoolSnapshot, DEFAULT_SESSIONS};
 use prereg_station::profile::{FirmwareProfile, ProfileSet};
 use prereg_station::shipment::Job;
 use prereg_station::sim::latency::{self, CommandClass, LatencyModel};
@@ -25,7 +38,7 @@ use prereg_station::station::simslot::{SimSource, SIM_CA_SEED};
 use prereg_station::station::source::KeySource;
 use prereg_station::station::{app, Station};
 use prereg_station::store::Store;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 const PROFILE: &str = "yubikey-5.7";
@@ -100,7 +113,31 @@ fn main() {
         cpu_model()
     );
     let t0 = Instant::now();
+    let only = std::env::var("PREREG_BENCH_ONLY").ok();
+    let section = |name: &str| only.as_deref().is_none_or(|o| o == name);
+    if let Some(o) = &only {
+        if !["throughput", "store", "hsm"].contains(&o.as_str()) {
+            println!("PREREG_BENCH_ONLY={o:?}: not a section (throughput, store, hsm)");
+            return;
+        }
+        println!("only section {o:?} (PREREG_BENCH_ONLY)");
+    }
+    let shm = Path::new("/dev/shm");
+    if section("throughput") {
+        throughput_section(rounds, shm);
+    }
+    if section("store") {
+        store_section(big, shm);
+    }
+    if section("hsm") {
+        hsm_section(rounds);
+    }
+    println!();
+    println!("total bench time {:.0} s", t0.elapsed().as_secs_f64());
+}
 
+/// Sections 1 and 2: keys/h, device messages and station CPU by slot count.
+fn throughput_section(rounds: usize, shm: &Path) {
     // --- 1 + 2: throughput and CPU with the latency model -----------------------
     let model = LatencyModel::yubikey();
     latency::set_model(Some(model));
@@ -141,7 +178,6 @@ fn main() {
     let mut rates = Vec::new();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     let mut hook_missing = false;
-    let shm = Path::new("/dev/shm");
     let mut runs = vec![
         (1usize, false, Savings::None),
         (1, false, Savings::Merge),
@@ -164,7 +200,7 @@ fn main() {
             slots * rounds
         };
         let state = if on_shm { "tmpfs" } else { "disk" };
-        match run_station(slots, keys, on_shm.then_some(shm), savings) {
+        match run_station(slots, keys, on_shm.then_some(shm), savings, &Custody::Files) {
             Ok(r) => {
                 hook_missing |= r.wrapped == 0;
                 // Metering reads: ~1 read inside each bracket (charged to the
@@ -239,8 +275,10 @@ fn main() {
     }
     latency::set_metering(false);
     latency::set_model(None);
+}
 
-    // --- 3: store import and lease cost vs queue depth ---------------------------
+/// Section 3: store import and lease cost vs queue depth.
+fn store_section(big: bool, shm: &Path) {
     println!();
     println!(
         "{:>6} {:>9} {:>6} {:>12} {:>12} {:>12}",
@@ -271,8 +309,6 @@ fn main() {
             }
         }
     }
-    println!();
-    println!("total bench time {:.0} s", t0.elapsed().as_secs_f64());
 }
 
 struct RunResult {
@@ -288,6 +324,17 @@ struct RunResult {
     modelled: Duration,
     wrapped: u64,
     messages: Vec<(latency::CommandClass, u64)>,
+    /// The token's session pool over the run (HSM custody only).
+    token: Option<PoolSnapshot>,
+}
+
+/// Where the station keeps its keys for a run.
+enum Custody {
+    /// Fresh JWK files in the run's directory (the default custody).
+    Files,
+    /// The keys already generated in a token (SPEC §14); `keys_dir` holds
+    /// its PIN file and manifest.
+    Token { keys_dir: PathBuf, hsm: HsmConfig },
 }
 
 /// One station with `slots` simulated slots programming `keys` jobs.
@@ -296,11 +343,21 @@ fn run_station(
     keys: usize,
     base: Option<&Path>,
     savings: Savings,
+    custody: &Custody,
 ) -> Result<RunResult, String> {
     let dir = TempDir::new(base)?;
     let d = dir.0.as_path();
-    let keys_dir = d.join("keys");
-    let station_keys = StationKeys::generate(&keys_dir).map_err(|e| e.to_string())?;
+    let (keys_dir, station_keys) = match custody {
+        Custody::Files => {
+            let keys_dir = d.join("keys");
+            let keys = StationKeys::generate(&keys_dir).map_err(|e| e.to_string())?;
+            (keys_dir, keys)
+        }
+        Custody::Token { keys_dir, hsm } => (
+            keys_dir.clone(),
+            StationKeys::open(Some(keys_dir), Some(hsm)).map_err(|e| e.to_string())?,
+        ),
+    };
     let ca = d.join("ca.pem");
     let pem = prereg_station::sim::attestation::root_pem(SIM_CA_SEED).map_err(|e| e.to_string())?;
     std::fs::write(&ca, pem).map_err(|e| e.to_string())?;
@@ -317,6 +374,15 @@ fn run_station(
         q(&ca),
         profile.min_firmware
     );
+    if let Custody::Token { hsm, .. } = custody {
+        text.push_str(&format!(
+            "\n[keys]\npkcs11_module = {}\ntoken_label = {}\npin_file = {}\nsessions = {}\n",
+            q(&hsm.module),
+            toml::Value::String(hsm.token_label.clone()),
+            q(&hsm.pin_file),
+            hsm.sessions
+        ));
+    }
     for i in 0..slots {
         text.push_str(&format!(
             "\n[[slot]]\nname = \"S{}\"\ndevice = \"sim:{PROFILE}\"\n",
@@ -382,6 +448,7 @@ fn run_station(
     let cpu_wall = t0.elapsed();
     let cpu = process_cpu()?.saturating_sub(cpu0);
     let stats = latency::stats();
+    let token = station.shared().keys.token_stats();
     let drained = station.drained();
     let programmed = station.shared().programmed.lock().map_or(0, |p| p.len());
     station.shutdown();
@@ -400,7 +467,339 @@ fn run_station(
         modelled: stats.modelled,
         wrapped: stats.wrapped,
         messages: stats.messages,
+        token,
     })
+}
+
+/// Debian's `softhsm2` package (scripts/setup.sh installs it); another path
+/// with `PREREG_BENCH_SOFTHSM2_MODULE`.
+const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+
+/// Section 4 (SPEC §14, issue #18): keys/h at 32 slots with the station keys
+/// in a throw-away SoftHSM2 token (its own `SOFTHSM2_CONF` in a temp dir, as
+/// `benches/crypto.rs` makes one) against key files; files, token with the
+/// default pool and token with one session take turns, so each ratio compares
+/// runs made under the same load. Same latency model, recipe (`merge`) and
+/// state on disk as the 32-slot run of section 1.
+fn hsm_section(rounds: usize) {
+    use std::os::unix::fs::PermissionsExt;
+    println!();
+    println!("-- keys/h at 32 slots: station keys in SoftHSM2 against key files (SPEC §14)");
+    let module = std::env::var("PREREG_BENCH_SOFTHSM2_MODULE")
+        .unwrap_or_else(|_| SOFTHSM_MODULE.to_string());
+    if !Path::new(&module).exists() {
+        println!("skipped: SoftHSM2 is not installed ({module} missing; scripts/setup.sh installs softhsm2)");
+        return;
+    }
+    let Ok(dir) = TempDir::new(None) else {
+        println!("skipped: cannot make a temporary directory");
+        return;
+    };
+    let tokens = dir.0.join("tokens");
+    let keys_dir = dir.0.join("keys");
+    let conf = dir.0.join("softhsm2.conf");
+    let made = std::fs::create_dir_all(&tokens)
+        .and_then(|()| std::fs::create_dir_all(&keys_dir))
+        .and_then(|()| std::fs::set_permissions(&keys_dir, std::fs::Permissions::from_mode(0o700)))
+        .and_then(|()| {
+            std::fs::write(
+                &conf,
+                format!(
+                    "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+                    tokens.display()
+                ),
+            )
+        });
+    if let Err(e) = made {
+        println!("skipped: cannot set up the token directory: {e}");
+        return;
+    }
+    // SoftHSM2 reads its configuration at C_Initialize; no token was opened
+    // in this process before this point.
+    std::env::set_var("SOFTHSM2_CONF", &conf);
+    let pin = "246810";
+    let init = std::process::Command::new("softhsm2-util")
+        .args([
+            "--init-token",
+            "--free",
+            "--label",
+            "bench",
+            "--pin",
+            pin,
+            "--so-pin",
+            "13579111",
+        ])
+        .output();
+    match init {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => {
+            println!(
+                "skipped: softhsm2-util --init-token failed: {}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            );
+            return;
+        }
+        Err(e) => {
+            println!("skipped: cannot run softhsm2-util ({e}); the softhsm2 package provides it");
+            return;
+        }
+    }
+    let pin_path = keys_dir.join("hsm-pin");
+    let written = std::fs::write(&pin_path, pin)
+        .and_then(|()| std::fs::set_permissions(&pin_path, std::fs::Permissions::from_mode(0o600)));
+    if let Err(e) = written {
+        println!("skipped: cannot write the PIN file: {e}");
+        return;
+    }
+    let hsm = |sessions: usize| HsmConfig {
+        module: module.clone().into(),
+        token_label: "bench".into(),
+        pin_file: "hsm-pin".into(),
+        sessions,
+    };
+    if let Err(e) = StationKeys::generate_in_token(Some(&keys_dir), &hsm(DEFAULT_SESSIONS)) {
+        println!("skipped: cannot generate the station keys in the token: {e}");
+        return;
+    }
+    println!(
+        "module {module} ({}), one token, keys generated in it once; {} key(s) per slot per run",
+        softhsm_version(),
+        rounds
+    );
+
+    let model = LatencyModel::yubikey();
+    latency::set_model(Some(model));
+    latency::set_metering(true);
+    let read_cost = schedstat_read_cost();
+    let insert_cost = sim_key_insert_cost();
+    let repeat = env_num("PREREG_BENCH_HSM_REPEAT", 2).max(1);
+    let slots = 32;
+    let keys = slots * rounds;
+    let custodies = [
+        ("files".to_string(), Custody::Files),
+        (
+            format!("softhsm2, {DEFAULT_SESSIONS} sessions"),
+            Custody::Token {
+                keys_dir: keys_dir.clone(),
+                hsm: hsm(DEFAULT_SESSIONS),
+            },
+        ),
+        (
+            "softhsm2, 1 session".to_string(),
+            Custody::Token {
+                keys_dir: keys_dir.clone(),
+                hsm: hsm(1),
+            },
+        ),
+    ];
+    println!("keys/h: steady state as in section 1; ratio = keys/h / the files run of the same");
+    println!("round; station ms = process CPU per key minus the simulator's (SoftHSM2 runs in");
+    println!("the process, so its CPU is in it); load = 1-min load average before → after;");
+    println!("run = its place in the round (each round starts with the next custody).");
+    println!("Per token call: wait = asking the pool for a session until holding one (opening");
+    println!("a new one included), hold = the token call on it; ms, p50/p99 read from the");
+    println!("pool's histograms (at most 1/8 above the true value), max exact; blocked = calls");
+    println!("that found every session busy; Σwait/key = all waits / keys; busy = sum of holds");
+    println!("/ (wall × sessions).");
+    println!(
+        "{:>5} {:<22} {:>5} {:>7} {:>8} {:>6} {:>8} {:>11} {:>3}",
+        "slots", "custody", "keys", "wall s", "keys/h", "ratio", "station", "load", "run"
+    );
+    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); custodies.len()];
+    for round in 0..repeat {
+        // Each round starts with a different custody, so a load that drifts
+        // during a round does not always favour the same one.
+        let n = custodies.len();
+        let mut done: Vec<Option<Turn>> = (0..n).map(|_| None).collect();
+        for k in 0..n {
+            let i = (round + k) % n;
+            let load0 = loadavg();
+            let run = run_station(slots, keys, None, Savings::Merge, &custodies[i].1);
+            done[i] = Some((k + 1, run, load0, loadavg()));
+        }
+        let rate_of = |r: &RunResult| {
+            r.steady
+                .unwrap_or(keys as f64 * 3600.0 / r.wall.as_secs_f64())
+        };
+        let files_rate = match &done[0] {
+            Some((_, Ok(r), _, _)) => Some(rate_of(r)),
+            _ => None,
+        };
+        println!("round {}:", round + 1);
+        for (i, entry) in done.iter().enumerate() {
+            let name = &custodies[i].0;
+            let Some((order, run, load0, load1)) = entry else {
+                continue;
+            };
+            let r = match run {
+                Ok(r) => r,
+                Err(e) => {
+                    println!("{slots:>5} {name:<22} {keys:>5}  FAILED: {e}");
+                    continue;
+                }
+            };
+            let rate = rate_of(r);
+            rates[i].push(rate);
+            let meter = read_cost * r.metered_calls as u32;
+            let sim = r.sim_cpu.saturating_sub(meter) + insert_cost * keys as u32;
+            let station = r.process_cpu.saturating_sub(sim + meter * 2);
+            println!(
+                "{:>5} {:<22} {:>5} {:>7.1} {:>8.0} {:>6} {:>6.1}ms {:>5.2}→{:<5.2} {:>3}",
+                slots,
+                name,
+                keys,
+                r.wall.as_secs_f64(),
+                rate,
+                files_rate.map_or("-".into(), |f| format!("{:.3}", rate / f)),
+                millis(station) / keys as f64,
+                load0,
+                load1,
+                order
+            );
+            if let Some(t) = &r.token {
+                for (call, op) in [("ECDH derive", &t.derive), ("ES384 sign", &t.sign)] {
+                    println!(
+                        "      {call:<11} {:>4} calls  wait {}  Σwait/key {:>5.2}  hold {}  blocked {:>3}  busy {:>4.1}%{}",
+                        op.hold.count,
+                        pmm(&op.wait),
+                        millis(op.wait.sum) / keys as f64,
+                        pmm(&op.hold),
+                        op.blocked,
+                        100.0 * op.hold.sum.as_secs_f64()
+                            / (r.cpu_wall.as_secs_f64() * t.max_sessions as f64),
+                        if op.no_session > 0 {
+                            format!("  NO SESSION {}", op.no_session)
+                        } else {
+                            String::new()
+                        }
+                    );
+                }
+                println!(
+                    "      sessions: at most {}, opened {}",
+                    t.max_sessions, t.opened
+                );
+            }
+        }
+    }
+    latency::set_metering(false);
+    latency::set_model(None);
+    token_saturation(&keys_dir, &hsm);
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    let files = mean(&rates[0]);
+    for (i, (name, _)) in custodies.iter().enumerate().skip(1) {
+        if rates[i].is_empty() || rates[0].is_empty() {
+            continue;
+        }
+        println!(
+            "mean of {} run(s): {name} {:.0} keys/h vs files {:.0} keys/h: {:.1}%",
+            rates[i].len(),
+            mean(&rates[i]),
+            files,
+            100.0 * mean(&rates[i]) / files
+        );
+    }
+}
+
+/// Does the pool or the token serialise? T threads call nothing but ECDH
+/// derive on the token back to back (no keys, no latency model), with one
+/// session and with the default pool: if the token ran one call at a time,
+/// more sessions would not raise the rate; if only the pool did, one session
+/// would stay flat while the pool scales up to the cores.
+fn token_saturation(keys_dir: &Path, hsm: &dyn Fn(usize) -> HsmConfig) {
+    use prereg_station::jose::jwe::KeyResolver;
+    const SPAN: Duration = Duration::from_millis(1500);
+    println!();
+    println!(
+        "token saturation: T threads doing only ECDH derive back to back for {:.1} s;",
+        SPAN.as_secs_f64()
+    );
+    println!("calls/s, and per call wait / hold p50/p99 in ms, blocked = share of calls that");
+    println!("found every session busy; load = 1-min load average before the row");
+    println!(
+        "{:>8} {:>7} {:>8} {:>11} {:>11} {:>8} {:>5}",
+        "sessions", "threads", "calls/s", "wait", "hold", "blocked", "load"
+    );
+    for sessions in [1usize, DEFAULT_SESSIONS] {
+        for threads in [1usize, 2, 4, 8] {
+            let load = loadavg();
+            let keys = match StationKeys::open(Some(keys_dir), Some(&hsm(sessions))) {
+                Ok(k) => k,
+                Err(e) => {
+                    println!("{sessions:>8} {threads:>7}  FAILED: {e}");
+                    continue;
+                }
+            };
+            let kid = keys.transport_kids()[0].to_string();
+            let epk = p384::SecretKey::random(&mut rand::rngs::OsRng).public_key();
+            let t = Instant::now();
+            let failed = std::sync::atomic::AtomicBool::new(false);
+            std::thread::scope(|sc| {
+                for _ in 0..threads {
+                    sc.spawn(|| {
+                        while t.elapsed() < SPAN {
+                            if keys.ecdh_z(&kid, &epk).is_err() {
+                                failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                                return;
+                            }
+                        }
+                    });
+                }
+            });
+            let wall = t.elapsed();
+            let Some(st) = keys.token_stats() else {
+                continue;
+            };
+            let d = &st.derive;
+            println!(
+                "{:>8} {:>7} {:>8.0} {:>5.2}/{:<5.2} {:>5.2}/{:<5.2} {:>7.1}% {:>5.2}{}",
+                sessions,
+                threads,
+                d.hold.count as f64 / wall.as_secs_f64(),
+                millis(d.wait.quantile(0.5)),
+                millis(d.wait.quantile(0.99)),
+                millis(d.hold.quantile(0.5)),
+                millis(d.hold.quantile(0.99)),
+                100.0 * d.blocked as f64 / d.wait.count.max(1) as f64,
+                load,
+                if failed.into_inner() {
+                    "  (a call FAILED)"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
+}
+
+/// One run of a round: its place in the round, its result, and the load
+/// average before and after it.
+type Turn = (usize, Result<RunResult, String>, f64, f64);
+
+/// `p50/p99/max` in milliseconds.
+fn pmm(h: &LatencySnapshot) -> String {
+    format!(
+        "{:.2}/{:.2}/{:.2}",
+        millis(h.quantile(0.5)),
+        millis(h.quantile(0.99)),
+        millis(h.max)
+    )
+}
+
+/// The 1-minute load average (`/proc/loadavg`, what `uptime` prints first).
+fn loadavg() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+fn softhsm_version() -> String {
+    std::process::Command::new("softhsm2-util")
+        .arg("--version")
+        .output()
+        .ok()
+        .map(|o| format!("SoftHSM2 {}", String::from_utf8_lossy(&o.stdout).trim()))
+        .unwrap_or_else(|| "SoftHSM2, version unknown".into())
 }
 
 /// Import `depth` jobs, then time `k` more imports, `k` leases and `k` releases.

@@ -412,6 +412,15 @@ impl StationKeys {
         }
     }
 
+    /// The token's session-pool statistics (wait and hold per call);
+    /// `None` for file custody, which has no token and no pool.
+    pub fn token_stats(&self) -> Option<super::pkcs11::PoolSnapshot> {
+        match &self.custody {
+            Custody::Files { .. } => None,
+            Custody::Pkcs11(t) => Some(t.token.stats()),
+        }
+    }
+
     /// Opens the custody the configuration names: the PKCS#11 token of
     /// `hsm` when set (its PIN file in the keys directory), else key files.
     pub fn open(keys_dir: Option<&Path>, hsm: Option<&HsmConfig>) -> Result<Self, KeyError> {

@@ -34,6 +34,21 @@
 //! accepts `CKR_USER_ALREADY_LOGGED_IN` (the token may have been re-plugged).
 //! A session whose call failed with a session or device error is closed
 //! instead of being returned.
+//!
+//! Nothing else is locked around a token call either: a key's cached object
+//! handle sits behind its own mutex, held only to copy the handle out (and,
+//! after a token restart, to store the one found again), never during the
+//! call. Whatever serialises calls inside the module (SoftHSM2's own mutexes,
+//! an HSM's queue) is the module's; [`Token::stats`] measures it from outside.
+//!
+//! ## Statistics
+//!
+//! Every pooled call records, by kind ([`TokenOp`]: ECDH derive, ES384 sign,
+//! other), how long the caller *waited* for a session (including opening a
+//! new one while the pool grows) and how long it *held* it (the token call
+//! and our handling of its answer), in fixed log-linear histograms of
+//! atomics: no lock, two clock reads and a few relaxed adds per call, so
+//! they are always on. `benches/station.rs` reads them (docs/benchmarks.md).
 
 use super::jwe::EcdhSecret;
 use super::jwk::{EcJwk, KeyUse};
@@ -53,8 +68,9 @@ use p384::PublicKey;
 use sha2::{Digest, Sha384};
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use zeroize::{Zeroize, Zeroizing};
 
 /// DER of the named curve secp384r1 (OID 1.3.132.0.34), `CKA_EC_PARAMS`.
@@ -134,6 +150,208 @@ fn session_broken(e: &CkError) -> bool {
     )
 }
 
+/// What a pooled session was taken for; the pool's statistics keep the kinds
+/// apart because they cost differently (SPEC §14: decrypt = ECDH derive,
+/// sign = ES384).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenOp {
+    /// `C_DeriveKey` (ECDH) + reading and destroying the derived secret.
+    Derive,
+    /// `C_Sign` (ECDSA over a SHA-384 digest); our check of the signature
+    /// runs after the session is back in the pool.
+    Sign,
+    /// Listing and generating keys (start-up, `keys generate`).
+    Other,
+}
+
+/// Values below this many microseconds have a bucket each.
+const EXACT_US: u64 = 16;
+/// Sub-buckets per power of two above [`EXACT_US`] (2^3): a quantile read
+/// from the histogram is at most 1/8 above the true value.
+const SUB_BITS: u32 = 3;
+/// Powers of two covered above [`EXACT_US`]: up to 2^40 µs (~12 days);
+/// anything longer lands in the last bucket.
+const OCTAVES: usize = 36;
+const BUCKETS: usize = EXACT_US as usize + (OCTAVES << SUB_BITS);
+
+fn bucket_of(us: u64) -> usize {
+    if us < EXACT_US {
+        return us as usize;
+    }
+    let octave = 63 - us.leading_zeros(); // >= 4
+    let i = (octave as usize - 4) * (1 << SUB_BITS)
+        + ((us >> (octave - SUB_BITS)) & ((1 << SUB_BITS) - 1)) as usize;
+    (EXACT_US as usize + i).min(BUCKETS - 1)
+}
+
+/// The smallest value (µs) that no longer falls into bucket `i`.
+fn bucket_end(i: usize) -> u64 {
+    if i < EXACT_US as usize {
+        return i as u64 + 1;
+    }
+    let octave = 4 + (i - EXACT_US as usize) / (1 << SUB_BITS);
+    let sub = ((i - EXACT_US as usize) % (1 << SUB_BITS)) as u64;
+    ((1 << SUB_BITS) + sub + 1) << (octave as u32 - SUB_BITS)
+}
+
+/// A latency histogram in atomics (microseconds): lock-free to record and
+/// to read; a reading taken while calls record may be off by those calls.
+struct Latency {
+    buckets: [AtomicU64; BUCKETS],
+    count: AtomicU64,
+    sum_us: AtomicU64,
+    max_us: AtomicU64,
+}
+
+impl Latency {
+    fn new() -> Self {
+        Latency {
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            count: AtomicU64::new(0),
+            sum_us: AtomicU64::new(0),
+            max_us: AtomicU64::new(0),
+        }
+    }
+
+    fn record(&self, d: Duration) {
+        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        self.buckets[bucket_of(us)].fetch_add(1, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(us, Ordering::Relaxed);
+        self.max_us.fetch_max(us, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> LatencySnapshot {
+        LatencySnapshot {
+            buckets: self
+                .buckets
+                .iter()
+                .map(|b| b.load(Ordering::Relaxed))
+                .collect(),
+            count: self.count.load(Ordering::Relaxed),
+            sum: Duration::from_micros(self.sum_us.load(Ordering::Relaxed)),
+            max: Duration::from_micros(self.max_us.load(Ordering::Relaxed)),
+        }
+    }
+}
+
+/// A reading of one latency histogram.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LatencySnapshot {
+    buckets: Vec<u64>,
+    pub count: u64,
+    pub sum: Duration,
+    /// Exact (not bucketed).
+    pub max: Duration,
+}
+
+impl LatencySnapshot {
+    /// The `q` quantile (0 < q ≤ 1) as the end of its bucket, capped at the
+    /// exact maximum: never below the true value, at most 1/8 above it
+    /// (exact below 16 µs). Zero when nothing was recorded.
+    pub fn quantile(&self, q: f64) -> Duration {
+        if self.count == 0 {
+            return Duration::ZERO;
+        }
+        let rank = ((q.clamp(0.0, 1.0) * self.count as f64).ceil() as u64).max(1);
+        let mut seen = 0;
+        for (i, n) in self.buckets.iter().enumerate() {
+            seen += n;
+            if seen >= rank {
+                let end = Duration::from_micros(bucket_end(i).saturating_sub(1));
+                return end.min(self.max);
+            }
+        }
+        self.max
+    }
+
+    /// Mean, or zero when nothing was recorded.
+    pub fn mean(&self) -> Duration {
+        if self.count == 0 {
+            return Duration::ZERO;
+        }
+        self.sum / u32::try_from(self.count).unwrap_or(u32::MAX)
+    }
+}
+
+struct OpStats {
+    wait: Latency,
+    hold: Latency,
+    /// Calls that found every session busy and had to wait for one back.
+    blocked: AtomicU64,
+    /// Calls that got no session (waited [`SESSION_WAIT`] in vain, or
+    /// opening one failed).
+    no_session: AtomicU64,
+}
+
+impl OpStats {
+    fn new() -> Self {
+        OpStats {
+            wait: Latency::new(),
+            hold: Latency::new(),
+            blocked: AtomicU64::new(0),
+            no_session: AtomicU64::new(0),
+        }
+    }
+
+    fn snapshot(&self) -> OpSnapshot {
+        OpSnapshot {
+            wait: self.wait.snapshot(),
+            hold: self.hold.snapshot(),
+            blocked: self.blocked.load(Ordering::Relaxed),
+            no_session: self.no_session.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Session wait and hold times of one kind of token call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpSnapshot {
+    /// From asking the pool to holding a session (opening one included).
+    pub wait: LatencySnapshot,
+    /// From holding the session to giving it back: the token call.
+    pub hold: LatencySnapshot,
+    /// Calls that found every session busy.
+    pub blocked: u64,
+    /// Calls that got no session (custody errors).
+    pub no_session: u64,
+}
+
+/// The pool's statistics since the token was opened ([`Token::stats`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolSnapshot {
+    /// `[keys] sessions`: the most sessions the pool opens.
+    pub max_sessions: usize,
+    /// Sessions opened so far (the first at start-up; replacements of
+    /// broken ones count again).
+    pub opened: u64,
+    pub derive: OpSnapshot,
+    pub sign: OpSnapshot,
+    pub other: OpSnapshot,
+}
+
+struct PoolStats {
+    ops: [OpStats; 3],
+    opened: AtomicU64,
+}
+
+impl PoolStats {
+    fn new() -> Self {
+        PoolStats {
+            ops: std::array::from_fn(|_| OpStats::new()),
+            opened: AtomicU64::new(0),
+        }
+    }
+
+    fn op(&self, op: TokenOp) -> &OpStats {
+        &self.ops[match op {
+            TokenOp::Derive => 0,
+            TokenOp::Sign => 1,
+            TokenOp::Other => 2,
+        }]
+    }
+}
+
 struct Pool {
     idle: Vec<Session>,
     /// Sessions open now (idle + in use + being opened).
@@ -149,6 +367,7 @@ pub struct Token {
     pool: Mutex<Pool>,
     freed: Condvar,
     max: usize,
+    stats: PoolStats,
 }
 
 impl fmt::Debug for Token {
@@ -212,6 +431,7 @@ impl Token {
             }),
             freed: Condvar::new(),
             max: cfg.sessions.max(1),
+            stats: PoolStats::new(),
         };
         // One session now: a wrong PIN or a full token is a start-up error.
         let first = token.open_session()?;
@@ -224,6 +444,18 @@ impl Token {
         &self.label
     }
 
+    /// Session wait and hold times since the token was opened, by kind of
+    /// call (lock-free to read; see the module docs).
+    pub fn stats(&self) -> PoolSnapshot {
+        PoolSnapshot {
+            max_sessions: self.max,
+            opened: self.stats.opened.load(Ordering::Relaxed),
+            derive: self.stats.op(TokenOp::Derive).snapshot(),
+            sign: self.stats.op(TokenOp::Sign).snapshot(),
+            other: self.stats.op(TokenOp::Other).snapshot(),
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Pool> {
         self.pool.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -234,6 +466,7 @@ impl Token {
             .ctx
             .open_rw_session(self.slot)
             .map_err(|e| describe(&what, &e))?;
+        self.stats.opened.fetch_add(1, Ordering::Relaxed);
         match s.login(UserType::User, Some(&self.pin)) {
             Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(s),
             Err(e) => Err(describe(&what, &e)),
@@ -242,7 +475,8 @@ impl Token {
 
     /// Takes an idle session, or opens one if the pool may grow, or waits
     /// for one to come back. The lock is held only while the list changes.
-    fn acquire(&self) -> Result<Session, HsmError> {
+    /// `blocked` is set when every session was busy.
+    fn acquire(&self, blocked: &mut bool) -> Result<Session, HsmError> {
         let mut pool = self.lock();
         loop {
             if let Some(s) = pool.idle.pop() {
@@ -256,6 +490,7 @@ impl Token {
                     self.freed.notify_one();
                 });
             }
+            *blocked = true;
             let (p, timeout) = self
                 .freed
                 .wait_timeout(pool, SESSION_WAIT)
@@ -272,14 +507,38 @@ impl Token {
         }
     }
 
-    /// Runs `f` on a pooled session (no lock held during the call).
+    /// Runs `f` on a pooled session (no lock held during the call),
+    /// counted as [`TokenOp::Other`].
     pub fn with_session<T>(
         &self,
         what: &str,
         f: impl FnOnce(&Session) -> Result<T, CkError>,
     ) -> Result<T, HsmError> {
-        let session = self.acquire()?;
+        self.with_session_as(TokenOp::Other, what, f)
+    }
+
+    /// Runs `f` on a pooled session (no lock held during the call) and
+    /// records the session's wait and hold times under `op`.
+    pub fn with_session_as<T>(
+        &self,
+        op: TokenOp,
+        what: &str,
+        f: impl FnOnce(&Session) -> Result<T, CkError>,
+    ) -> Result<T, HsmError> {
+        let stats = self.stats.op(op);
+        let asked = Instant::now();
+        let mut blocked = false;
+        let acquired = self.acquire(&mut blocked);
+        let got = Instant::now();
+        stats.wait.record(got - asked);
+        if blocked {
+            stats.blocked.fetch_add(1, Ordering::Relaxed);
+        }
+        let session = acquired.inspect_err(|_| {
+            stats.no_session.fetch_add(1, Ordering::Relaxed);
+        })?;
         let result = f(&session);
+        stats.hold.record(got.elapsed());
         match &result {
             Err(e) if session_broken(e) => {
                 drop(session);
@@ -578,12 +837,13 @@ impl TokenKeys {
     /// and tries once more.
     fn with_key<T>(
         &self,
+        kind: TokenOp,
         what: &str,
         key: &TokenKey,
         op: impl Fn(&Session, ObjectHandle) -> Result<T, CkError>,
     ) -> Result<T, HsmError> {
         self.token
-            .with_session(what, |s| match op(s, key.handle()) {
+            .with_session_as(kind, what, |s| match op(s, key.handle()) {
                 Err(e) if recoverable(&e) => {
                     match s.login(UserType::User, Some(&self.token.pin)) {
                         Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
@@ -609,38 +869,43 @@ impl TokenKeys {
             .find(|k| k.kid == kid)
             .ok_or(JoseError::KidUnknown)?;
         let point = epk.to_encoded_point(false);
-        let result = self.with_key("ECDH derive (CKM_ECDH1_DERIVE)", key, |s, handle| {
-            let params = Ecdh1DeriveParams::new(EcKdf::null(), point.as_bytes());
-            let template = [
-                Attribute::Class(ObjectClass::SECRET_KEY),
-                Attribute::KeyType(KeyType::GENERIC_SECRET),
-                Attribute::ValueLen(48u64.into()),
-                // A session object, readable once: the derived secret, not the key.
-                Attribute::Token(false),
-                Attribute::Sensitive(false),
-                Attribute::Extractable(true),
-            ];
-            let derived = s.derive_key(&Mechanism::Ecdh1Derive(params), handle, &template)?;
-            let value = s.get_attributes(derived, &[AttributeType::Value]);
-            let destroyed = s.destroy_object(derived);
-            let mut z = Zeroizing::new([0u8; 48]);
-            let mut ok = false;
-            for a in value? {
-                if let Attribute::Value(mut v) = a {
-                    if v.len() == 48 {
-                        z.copy_from_slice(&v);
-                        ok = true;
+        let result = self.with_key(
+            TokenOp::Derive,
+            "ECDH derive (CKM_ECDH1_DERIVE)",
+            key,
+            |s, handle| {
+                let params = Ecdh1DeriveParams::new(EcKdf::null(), point.as_bytes());
+                let template = [
+                    Attribute::Class(ObjectClass::SECRET_KEY),
+                    Attribute::KeyType(KeyType::GENERIC_SECRET),
+                    Attribute::ValueLen(48u64.into()),
+                    // A session object, readable once: the derived secret, not the key.
+                    Attribute::Token(false),
+                    Attribute::Sensitive(false),
+                    Attribute::Extractable(true),
+                ];
+                let derived = s.derive_key(&Mechanism::Ecdh1Derive(params), handle, &template)?;
+                let value = s.get_attributes(derived, &[AttributeType::Value]);
+                let destroyed = s.destroy_object(derived);
+                let mut z = Zeroizing::new([0u8; 48]);
+                let mut ok = false;
+                for a in value? {
+                    if let Attribute::Value(mut v) = a {
+                        if v.len() == 48 {
+                            z.copy_from_slice(&v);
+                            ok = true;
+                        }
+                        v.zeroize();
                     }
-                    v.zeroize();
                 }
-            }
-            destroyed?;
-            if ok {
-                Ok(z)
-            } else {
-                Err(CkError::NotSupported)
-            }
-        });
+                destroyed?;
+                if ok {
+                    Ok(z)
+                } else {
+                    Err(CkError::NotSupported)
+                }
+            },
+        );
         result.map_err(|e| {
             tracing::error!("key custody: {e}");
             JoseError::Custody
@@ -656,7 +921,7 @@ impl TokenKeys {
             .ok_or(JoseError::KidUnknown)?;
         let digest = Sha384::digest(signing_input);
         let sig = self
-            .with_key("ECDSA sign (CKM_ECDSA)", key, |s, handle| {
+            .with_key(TokenOp::Sign, "ECDSA sign (CKM_ECDSA)", key, |s, handle| {
                 s.sign(&Mechanism::Ecdsa, handle, &digest)
             })
             .map_err(|e| {
@@ -695,5 +960,83 @@ mod tests {
             e.contains("p11-kit before 0.25") && !e.contains('\n'),
             "{e}"
         );
+    }
+
+    /// Every value falls into the bucket whose range holds it, and the
+    /// buckets tile the line without gaps: a quantile read back is never
+    /// below the true value and at most 1/8 above it.
+    #[test]
+    fn histogram_buckets_hold_their_values_within_one_eighth() {
+        let mut prev_end = 0;
+        for i in 0..BUCKETS - 1 {
+            let end = bucket_end(i);
+            assert!(end > prev_end, "bucket {i} is empty");
+            prev_end = end;
+        }
+        for us in (0..5_000u64).chain([65_535, 65_536, 1_234_567, 999_999_999]) {
+            let i = bucket_of(us);
+            let start = if i == 0 { 0 } else { bucket_end(i - 1) };
+            assert!(start <= us && us < bucket_end(i), "{us} µs in bucket {i}");
+            let reported = bucket_end(i) - 1;
+            assert!(
+                reported * 8 <= us * 9 || us < EXACT_US,
+                "{us} µs read as {reported}"
+            );
+        }
+        assert_eq!(bucket_of(u64::MAX), BUCKETS - 1);
+    }
+
+    /// p50 / p99 / max / mean of a known sample, and an empty histogram
+    /// reads as zero (the bench prints it for a custody that made no call).
+    #[test]
+    fn latency_quantiles_of_a_known_sample() {
+        let h = Latency::new();
+        assert_eq!(h.snapshot().quantile(0.5), Duration::ZERO);
+        // 1..=1000 µs, then one slow call of 40 ms.
+        for us in 1..=1000u64 {
+            h.record(Duration::from_micros(us));
+        }
+        h.record(Duration::from_millis(40));
+        let s = h.snapshot();
+        assert_eq!(s.count, 1001);
+        assert_eq!(s.max, Duration::from_millis(40));
+        assert_eq!(s.sum, Duration::from_micros(500_500 + 40_000));
+        let p50 = s.quantile(0.5).as_micros() as u64;
+        assert!((501..=501 * 9 / 8).contains(&p50), "p50 {p50}");
+        let p99 = s.quantile(0.99).as_micros() as u64;
+        assert!((991..=991 * 9 / 8).contains(&p99), "p99 {p99}");
+        assert_eq!(s.quantile(1.0), Duration::from_millis(40));
+        assert_eq!(s.mean(), Duration::from_micros(540_500) / 1001);
+    }
+
+    /// Records from many threads at once are all counted (relaxed atomics,
+    /// no lock), each kind of call in its own histograms.
+    #[test]
+    fn pool_stats_count_every_call_from_many_threads_by_kind() {
+        let stats = PoolStats::new();
+        std::thread::scope(|s| {
+            for t in 0..8u64 {
+                let stats = &stats;
+                s.spawn(move || {
+                    for i in 0..1000u64 {
+                        let op = if i % 2 == 0 {
+                            TokenOp::Derive
+                        } else {
+                            TokenOp::Sign
+                        };
+                        stats.op(op).wait.record(Duration::from_micros(t));
+                        stats.op(op).hold.record(Duration::from_micros(100 + i));
+                    }
+                });
+            }
+        });
+        let derive = stats.op(TokenOp::Derive).snapshot();
+        let sign = stats.op(TokenOp::Sign).snapshot();
+        assert_eq!(derive.hold.count, 4000);
+        assert_eq!(sign.wait.count, 4000);
+        assert_eq!(stats.op(TokenOp::Other).snapshot().hold.count, 0);
+        assert_eq!(derive.wait.max, Duration::from_micros(7));
+        assert_eq!(sign.hold.max, Duration::from_micros(1099));
+        assert_eq!(derive.hold.max, Duration::from_micros(1098));
     }
 }

@@ -741,3 +741,75 @@ fn a_busy_session_pool_makes_callers_wait_then_fails_after_the_limit() {
     assert!(!e.contains('\n'));
     assert!(started.elapsed() >= SESSION_WAIT);
 }
+
+/// The pool's statistics (issue #18, "measure it"): a JWE decryption is
+/// counted as one ECDH derive and a signature as one ES384 sign, each with
+/// its hold time; with one session, a caller that finds it busy is counted
+/// as blocked and its wait covers the holder's call.
+#[test]
+fn pool_statistics_attribute_token_calls_and_measure_waiting_for_a_busy_session() {
+    use prereg_station::jose::jwe::{self, KeyResolver};
+    use prereg_station::jose::jws::Es384Signer;
+    use prereg_station::jose::pkcs11::TokenOp;
+    use prereg_station::jose::{KeyManagement, StationKeys};
+    use std::time::Duration;
+    if !available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let keys_dir = dir.path().join("keys");
+    let token = throwaway_token(&keys_dir).unwrap();
+    StationKeys::generate_in_token(Some(&keys_dir), &token.config).unwrap();
+    let mut cfg = token.config.clone();
+    cfg.sessions = 1;
+    let keys = StationKeys::open(Some(&keys_dir), Some(&cfg)).unwrap();
+    let before = keys.token_stats().unwrap();
+    assert_eq!(before.max_sessions, 1);
+    assert_eq!(before.derive.hold.count, 0);
+    assert!(before.other.hold.count >= 1, "listing keys is a token call");
+
+    let kid = keys.transport_kids()[0].to_string();
+    let public = keys.transport_jwks().keys[0]
+        .to_public_key_for(prereg_station::jose::jwk::KeyUse::Enc)
+        .unwrap();
+    let jwe = jwe::encrypt(b"hello", &public, &kid, "c", KeyManagement::EcdhEs).unwrap();
+    assert!(keys.has_decryption_key(&kid));
+    jwe::decrypt(&jwe, &keys, "c").unwrap();
+    keys.sign_es384(b"payload").unwrap();
+    let after = keys.token_stats().unwrap();
+    assert_eq!(after.derive.hold.count, 1);
+    assert_eq!(after.derive.wait.count, 1);
+    assert_eq!(after.sign.hold.count, 1);
+    assert!(after.derive.hold.max > Duration::ZERO);
+    assert_eq!(after.derive.blocked + after.sign.blocked, 0);
+    // File custody has no pool to report.
+    assert!(StationKeys::generate_ephemeral().token_stats().is_none());
+
+    // One session held for 300 ms: the second caller waits for it.
+    let t =
+        prereg_station::jose::pkcs11::Token::open(&cfg, zeroize::Zeroizing::new(token.pin.clone()))
+            .unwrap();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            t.with_session_as(TokenOp::Sign, "holding", |_| {
+                std::thread::sleep(Duration::from_millis(300));
+                Ok(())
+            })
+            .unwrap();
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        t.with_session_as(TokenOp::Derive, "second", |_| Ok(()))
+            .unwrap();
+    });
+    let busy = t.stats();
+    assert_eq!(busy.sign.hold.count, 1);
+    assert!(busy.sign.hold.max >= Duration::from_millis(300));
+    assert_eq!(busy.derive.blocked, 1);
+    assert!(
+        busy.derive.wait.max >= Duration::from_millis(200),
+        "{:?}",
+        busy.derive.wait
+    );
+    assert!(busy.derive.hold.max < Duration::from_millis(200));
+    assert_eq!(busy.opened, 1, "one session, never a second");
+}
