@@ -155,17 +155,19 @@ fn throughput_section(rounds: usize, shm: &Path) {
         millis(short_t)
     );
     println!();
-    println!("keys/h: steady state (keys after the first round / their time); per key: model =");
-    println!("modelled device time (jittered), xmin = model / shortest sequence, wall = slot");
-    println!("time per key, sim/station/meter = CPU of simulator / station / CPU meter");
+    println!("keys/h: steady state (keys after the first round / their time, with the drain at");
+    println!("the end); busy k/h: the same while every slot has a job (no drain); per key:");
+    println!("model = modelled device time (jittered), xmin = model / shortest sequence, wall =");
+    println!("slot time per key, sim/station/meter = CPU of simulator / station / CPU meter");
     println!(
-        "{:>5} {:>5} {:>5} {:>5} {:>7} {:>8} {:>9} {:>5} {:>6} {:>9} {:>7} {:>8} {:>6} {:>8}",
+        "{:>5} {:>5} {:>5} {:>5} {:>7} {:>8} {:>9} {:>9} {:>5} {:>6} {:>9} {:>7} {:>8} {:>6} {:>8}",
         "slots",
         "save",
         "state",
         "keys",
         "wall s",
         "keys/h",
+        "busy k/h",
         "model ms",
         "xmin",
         "wall",
@@ -213,17 +215,19 @@ fn throughput_section(rounds: usize, shm: &Path) {
                 let rate = r
                     .steady
                     .unwrap_or(keys as f64 * 3600.0 / r.wall.as_secs_f64());
+                let busy = r.busy.unwrap_or(rate);
                 if savings == Savings::Merge {
-                    rates.push((slots, state, rate));
+                    rates.push((slots, state, rate, busy));
                 }
                 println!(
-                    "{:>5} {:>5} {:>5} {:>5} {:>7.1} {:>8.0} {:>9.0} {:>5.2} {:>6.0} {:>9.1} {:>7.1} {:>8.1} {:>5.2}% {:>7.0}%",
+                    "{:>5} {:>5} {:>5} {:>5} {:>7.1} {:>8.0} {:>9.0} {:>9.0} {:>5.2} {:>6.0} {:>9.1} {:>7.1} {:>8.1} {:>5.2}% {:>7.0}%",
                     slots,
                     savings.name(),
                     state,
                     keys,
                     r.wall.as_secs_f64(),
                     rate,
+                    busy,
                     model_per_key,
                     model_per_key / millis(short_t),
                     millis(r.wall) * slots as f64 / keys as f64,
@@ -239,8 +243,11 @@ fn throughput_section(rounds: usize, shm: &Path) {
                     .iter()
                     .map(|(c, n)| format!("{} {:.1}", c.name(), *n as f64 / keys as f64))
                     .collect();
+                let commits = r.commits.map_or(String::new(), |c| {
+                    format!("; store commits per key {:.2}", c as f64 / keys as f64)
+                });
                 println!(
-                    "      round trips per key: {:.1} ({:.2} × the shortest {short_n}): {}",
+                    "      round trips per key: {:.1} ({:.2} × the shortest {short_n}): {}{commits}",
                     total as f64 / keys as f64,
                     total as f64 / keys as f64 / f64::from(short_n),
                     mix.join(", ")
@@ -259,16 +266,22 @@ fn throughput_section(rounds: usize, shm: &Path) {
         );
     }
     for state in ["disk", "tmpfs"] {
-        let Some((_, _, one)) = rates.iter().find(|(s, st, _)| *s == 1 && *st == state) else {
+        let Some((_, _, one, one_busy)) = rates.iter().find(|(s, st, ..)| *s == 1 && *st == state)
+        else {
             continue;
         };
         for many in [8usize, 32, 64] {
-            if let Some((_, _, rate)) = rates.iter().find(|(s, st, _)| *s == many && *st == state) {
+            if let Some((_, _, rate, busy)) =
+                rates.iter().find(|(s, st, ..)| *s == many && *st == state)
+            {
+                let m = many as f64;
                 println!(
-                    "scaling ({state}): {many} slots = {:.0} keys/h vs {many} × 1 slot = {:.0} keys/h: {:.1}% of linear",
-                    rate,
-                    many as f64 * one,
-                    100.0 * rate / (many as f64 * one)
+                    "scaling ({state}): {many} slots = {rate:.0} keys/h vs {many} × 1 slot = {:.0}: {:.1}% of linear; \
+                     every slot busy: {busy:.0} vs {:.0}: {:.1}%",
+                    m * one,
+                    100.0 * rate / (m * one),
+                    m * one_busy,
+                    100.0 * busy / (m * one_busy)
                 );
             }
         }
@@ -316,6 +329,10 @@ struct RunResult {
     wall: Duration,
     /// Keys per hour after the first round.
     steady: Option<f64>,
+    /// Keys per hour while every slot had a job (no drain at the end).
+    busy: Option<f64>,
+    /// SQLite commits (WAL fsyncs) of the whole run; `None` on PostgreSQL.
+    commits: Option<u64>,
     /// Start to everything delivered (the span `process_cpu` covers).
     cpu_wall: Duration,
     process_cpu: Duration,
@@ -426,10 +443,16 @@ fn run_station(
     // so it is polled only once every key is programmed.
     let programmed_now = || station.shared().programmed.lock().map_or(0, |p| p.len());
     let mut first_round = None;
+    // The last moment every slot is still sure to be busy: when no more than
+    // `slots` jobs are left, slots that finish start to find the queue empty.
+    let mut last_full = None;
     loop {
         let n = programmed_now();
         if n >= slots && first_round.is_none() {
             first_round = Some((n, t0.elapsed()));
+        }
+        if n + slots >= keys && last_full.is_none() {
+            last_full = Some((n, t0.elapsed()));
         }
         if n >= keys || Instant::now() >= deadline {
             break;
@@ -442,6 +465,16 @@ fn run_station(
     let steady = first_round
         .filter(|(n, _)| *n < keys)
         .map(|(n, t)| (keys - n) as f64 * 3600.0 / (wall - t).as_secs_f64());
+    // Busy: the same, but only while every slot has a job (from the end of
+    // the first round until `slots` jobs are left), so the drain at the end —
+    // slots idle while the last keys finish, which a line fed continuously
+    // never sees — is not in it. Needs at least three rounds.
+    let busy = match (first_round, last_full) {
+        (Some((a, ta)), Some((b, tb))) if b > a && tb > ta => {
+            Some((b - a) as f64 * 3600.0 / (tb - ta).as_secs_f64())
+        }
+        _ => None,
+    };
     while !station.drained() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -449,6 +482,11 @@ fn run_station(
     let cpu = process_cpu()?.saturating_sub(cpu0);
     let stats = latency::stats();
     let token = station.shared().keys.token_stats();
+    let commits = station
+        .shared()
+        .store
+        .writer_stats()
+        .map(|w| w.commits.load(std::sync::atomic::Ordering::Relaxed));
     let drained = station.drained();
     let programmed = station.shared().programmed.lock().map_or(0, |p| p.len());
     station.shutdown();
@@ -460,6 +498,8 @@ fn run_station(
     Ok(RunResult {
         wall,
         steady,
+        busy,
+        commits,
         cpu_wall,
         process_cpu: cpu,
         sim_cpu: stats.sim_cpu,
