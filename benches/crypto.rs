@@ -16,6 +16,9 @@ use prereg_station::webauthn::{self, Expected, TrustRoots};
 use std::hint::black_box;
 use std::time::Instant;
 
+#[path = "common/softhsm.rs"]
+mod softhsm;
+
 const AAGUID: [u8; 16] = [7; 16];
 
 fn time_us(iters: u32, mut f: impl FnMut()) -> f64 {
@@ -220,50 +223,17 @@ fn idp_dir_for_hsm() -> std::path::PathBuf {
 /// with several threads sharing the session pool.
 fn hsm_section(iters: u32, dir: &std::path::Path, now: i64) {
     use prereg_station::jose::pkcs11::{HsmConfig, DEFAULT_SESSIONS};
-    use std::os::unix::fs::PermissionsExt;
-    const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
-    if !std::path::Path::new(MODULE).exists() {
-        println!("-- HSM custody: skipped ({MODULE} missing; scripts/setup.sh installs softhsm2)");
-        return;
-    }
-    let keys_dir = dir.join("keys");
-    std::fs::create_dir_all(dir.join("tokens")).expect("token dir");
-    std::fs::create_dir_all(&keys_dir).expect("keys dir");
-    std::fs::set_permissions(&keys_dir, std::fs::Permissions::from_mode(0o700)).expect("chmod");
-    let conf = dir.join("softhsm2.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-            dir.join("tokens").display()
-        ),
-    )
-    .expect("conf");
-    std::env::set_var("SOFTHSM2_CONF", &conf);
-    let ok = std::process::Command::new("softhsm2-util")
-        .args([
-            "--init-token",
-            "--free",
-            "--label",
-            "bench",
-            "--pin",
-            "246810",
-            "--so-pin",
-            "13579111",
-        ])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        println!("-- HSM custody: skipped (softhsm2-util --init-token failed)");
-        return;
-    }
-    let pin = keys_dir.join("hsm-pin");
-    std::fs::write(&pin, "246810").expect("pin");
-    std::fs::set_permissions(&pin, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let keys_dir = match softhsm::throwaway_token(dir, softhsm::MODULE) {
+        Ok(keys_dir) => keys_dir,
+        Err(why) => {
+            println!("-- HSM custody: skipped ({why})");
+            return;
+        }
+    };
     for sessions in [1usize, DEFAULT_SESSIONS] {
         let cfg = HsmConfig {
-            module: MODULE.into(),
-            token_label: "bench".into(),
+            module: softhsm::MODULE.into(),
+            token_label: softhsm::LABEL.into(),
             pin_file: "hsm-pin".into(),
             sessions,
         };

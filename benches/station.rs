@@ -41,6 +41,9 @@ use prereg_station::store::Store;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+#[path = "common/softhsm.rs"]
+mod softhsm;
+
 const PROFILE: &str = "yubikey-5.7";
 
 /// Which of issue #16's savings the station uses.
@@ -511,10 +514,6 @@ fn run_station(
     })
 }
 
-/// Debian's `softhsm2` package (scripts/setup.sh installs it); another path
-/// with `PREREG_BENCH_SOFTHSM2_MODULE`.
-const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
-
 /// Section 4 (SPEC §14, issue #18): keys/h at 32 slots with the station keys
 /// in a throw-away SoftHSM2 token (its own `SOFTHSM2_CONF` in a temp dir, as
 /// `benches/crypto.rs` makes one) against key files; files, token with the
@@ -522,78 +521,24 @@ const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 /// runs made under the same load. Same latency model, recipe (`merge`) and
 /// state on disk as the 32-slot run of section 1.
 fn hsm_section(rounds: usize) {
-    use std::os::unix::fs::PermissionsExt;
     println!();
     println!("-- keys/h at 32 slots: station keys in SoftHSM2 against key files (SPEC §14)");
     let module = std::env::var("PREREG_BENCH_SOFTHSM2_MODULE")
-        .unwrap_or_else(|_| SOFTHSM_MODULE.to_string());
-    if !Path::new(&module).exists() {
-        println!("skipped: SoftHSM2 is not installed ({module} missing; scripts/setup.sh installs softhsm2)");
-        return;
-    }
+        .unwrap_or_else(|_| softhsm::MODULE.to_string());
     let Ok(dir) = TempDir::new(None) else {
         println!("skipped: cannot make a temporary directory");
         return;
     };
-    let tokens = dir.0.join("tokens");
-    let keys_dir = dir.0.join("keys");
-    let conf = dir.0.join("softhsm2.conf");
-    let made = std::fs::create_dir_all(&tokens)
-        .and_then(|()| std::fs::create_dir_all(&keys_dir))
-        .and_then(|()| std::fs::set_permissions(&keys_dir, std::fs::Permissions::from_mode(0o700)))
-        .and_then(|()| {
-            std::fs::write(
-                &conf,
-                format!(
-                    "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-                    tokens.display()
-                ),
-            )
-        });
-    if let Err(e) = made {
-        println!("skipped: cannot set up the token directory: {e}");
-        return;
-    }
-    // SoftHSM2 reads its configuration at C_Initialize; no token was opened
-    // in this process before this point.
-    std::env::set_var("SOFTHSM2_CONF", &conf);
-    let pin = "246810";
-    let init = std::process::Command::new("softhsm2-util")
-        .args([
-            "--init-token",
-            "--free",
-            "--label",
-            "bench",
-            "--pin",
-            pin,
-            "--so-pin",
-            "13579111",
-        ])
-        .output();
-    match init {
-        Ok(o) if o.status.success() => {}
-        Ok(o) => {
-            println!(
-                "skipped: softhsm2-util --init-token failed: {}",
-                String::from_utf8_lossy(&o.stderr).trim()
-            );
+    let keys_dir = match softhsm::throwaway_token(&dir.0, &module) {
+        Ok(keys_dir) => keys_dir,
+        Err(why) => {
+            println!("skipped: {why}");
             return;
         }
-        Err(e) => {
-            println!("skipped: cannot run softhsm2-util ({e}); the softhsm2 package provides it");
-            return;
-        }
-    }
-    let pin_path = keys_dir.join("hsm-pin");
-    let written = std::fs::write(&pin_path, pin)
-        .and_then(|()| std::fs::set_permissions(&pin_path, std::fs::Permissions::from_mode(0o600)));
-    if let Err(e) = written {
-        println!("skipped: cannot write the PIN file: {e}");
-        return;
-    }
+    };
     let hsm = |sessions: usize| HsmConfig {
         module: module.clone().into(),
-        token_label: "bench".into(),
+        token_label: softhsm::LABEL.into(),
         pin_file: "hsm-pin".into(),
         sessions,
     };

@@ -244,6 +244,17 @@ mod tests {
         rx
     }
 
+    /// Queues `bodies` behind the held thread, lets it go: they run as one
+    /// group. Their answers, in order.
+    fn run_group(dir: &std::path::Path, bodies: Vec<Body>) -> (Store, Vec<Result<(), StoreError>>) {
+        let (store, gate, blocker) = held_store(dir);
+        let answers: Vec<_> = bodies.into_iter().map(|b| queue(&store, b)).collect();
+        gate.send(()).unwrap();
+        blocker.join().unwrap();
+        let answers = answers.into_iter().map(|a| a.recv().unwrap()).collect();
+        (store, answers)
+    }
+
     fn insert(x: i64) -> Body {
         Box::new(move |c| {
             c.execute("INSERT INTO t (x) VALUES (?1)", [x])?;
@@ -266,13 +277,8 @@ mod tests {
     #[test]
     fn writes_waiting_together_share_one_commit_and_each_is_answered() {
         let dir = tempfile::tempdir().unwrap();
-        let (store, gate, blocker) = held_store(dir.path());
-        let answers: Vec<_> = (1..=10).map(|x| queue(&store, insert(x))).collect();
-        gate.send(()).unwrap();
-        blocker.join().unwrap();
-        for a in answers {
-            a.recv().unwrap().unwrap();
-        }
+        let (store, answers) = run_group(dir.path(), (1..=10).map(insert).collect());
+        assert!(answers.iter().all(Result::is_ok), "{answers:?}");
         let stats = store.writer_stats().unwrap();
         assert_eq!(
             stats.commits.load(Ordering::Relaxed),
@@ -292,21 +298,14 @@ mod tests {
     #[test]
     fn a_failing_call_is_rolled_back_alone_and_the_rest_of_its_group_commits() {
         let dir = tempfile::tempdir().unwrap();
-        let (store, gate, blocker) = held_store(dir.path());
-        let a = queue(&store, insert(1));
-        let b = queue(
-            &store,
-            Box::new(|c| {
-                c.execute("INSERT INTO t (x) VALUES (2)", [])?;
-                Err(StoreError::UnknownJob("B".into()))
-            }),
-        );
-        let c = queue(&store, insert(3));
-        gate.send(()).unwrap();
-        blocker.join().unwrap();
-        assert!(a.recv().unwrap().is_ok());
-        assert!(matches!(b.recv().unwrap(), Err(StoreError::UnknownJob(id)) if id == "B"));
-        assert!(c.recv().unwrap().is_ok());
+        let failing: Body = Box::new(|c| {
+            c.execute("INSERT INTO t (x) VALUES (2)", [])?;
+            Err(StoreError::UnknownJob("B".into()))
+        });
+        let (store, answers) = run_group(dir.path(), vec![insert(1), failing, insert(3)]);
+        assert!(answers[0].is_ok());
+        assert!(matches!(&answers[1], Err(StoreError::UnknownJob(id)) if id == "B"));
+        assert!(answers[2].is_ok());
         assert_eq!(
             stored(&store),
             vec![1, 3],
@@ -321,21 +320,14 @@ mod tests {
     #[test]
     fn a_transaction_rolled_back_under_the_group_fails_every_call_and_stores_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let (store, gate, blocker) = held_store(dir.path());
-        let a = queue(&store, insert(1));
-        let b = queue(
-            &store,
-            Box::new(|c| {
-                c.execute("INSERT INTO t (x) VALUES (2)", [])?;
-                c.execute_batch("ROLLBACK")?;
-                Ok(())
-            }),
-        );
-        let c = queue(&store, insert(3));
-        gate.send(()).unwrap();
-        blocker.join().unwrap();
-        for (name, answer) in [("A", a), ("B", b), ("C", c)] {
-            assert!(answer.recv().unwrap().is_err(), "{name} was told Ok");
+        let rollback: Body = Box::new(|c| {
+            c.execute("INSERT INTO t (x) VALUES (2)", [])?;
+            c.execute_batch("ROLLBACK")?;
+            Ok(())
+        });
+        let (store, answers) = run_group(dir.path(), vec![insert(1), rollback, insert(3)]);
+        for (name, answer) in ["A", "B", "C"].iter().zip(&answers) {
+            assert!(answer.is_err(), "{name} was told Ok");
         }
         assert!(stored(&store).is_empty());
         store
@@ -350,47 +342,30 @@ mod tests {
     #[test]
     fn under_a_full_database_every_answer_matches_what_was_stored() {
         let dir = tempfile::tempdir().unwrap();
-        let (store, gate, blocker) = held_store(dir.path());
-        // `held_store` holds the thread: read the page count from another connection.
-        let pages: i64 = Connection::open(dir.path().join("state.db"))
-            .unwrap()
-            .query_row("PRAGMA page_count", [], |r| r.get(0))
-            .unwrap();
-        let a = queue(
-            &store,
-            Box::new(move |c| {
-                c.query_row(
-                    &format!("PRAGMA max_page_count = {}", pages + 8),
-                    [],
-                    |_| Ok(()),
-                )?;
-                c.execute("INSERT INTO t (x) VALUES (1)", [])?;
-                Ok(())
-            }),
-        );
-        let big = queue(
-            &store,
-            Box::new(|c| {
-                c.execute("INSERT INTO t (x) VALUES (2)", [])?;
-                c.execute("CREATE TABLE filler AS SELECT randomblob(1000000) AS b", [])?;
-                Ok(())
-            }),
-        );
-        let c = queue(&store, insert(3));
-        gate.send(()).unwrap();
-        blocker.join().unwrap();
-        let answers = [
-            (1, a.recv().unwrap()),
-            (2, big.recv().unwrap()),
-            (3, c.recv().unwrap()),
-        ];
-        let full = &answers[1].1;
+        // Room for a few rows more than the schema, not for a megabyte.
+        let limit: Body = Box::new(|c| {
+            let pages: i64 = c.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+            c.query_row(
+                &format!("PRAGMA max_page_count = {}", pages + 8),
+                [],
+                |_| Ok(()),
+            )?;
+            c.execute("INSERT INTO t (x) VALUES (1)", [])?;
+            Ok(())
+        });
+        let big: Body = Box::new(|c| {
+            c.execute("INSERT INTO t (x) VALUES (2)", [])?;
+            c.execute("CREATE TABLE filler AS SELECT randomblob(1000000) AS b", [])?;
+            Ok(())
+        });
+        let (store, answers) = run_group(dir.path(), vec![limit, big, insert(3)]);
+        let full = &answers[1];
         assert!(
             matches!(full, Err(StoreError::Sql(rusqlite::Error::SqliteFailure(e, _))) if e.code == rusqlite::ErrorCode::DiskFull),
             "{full:?}"
         );
         let rows = stored(&store);
-        for (x, answer) in &answers {
+        for (x, answer) in [1, 2, 3].iter().zip(&answers) {
             assert_eq!(
                 answer.is_ok(),
                 rows.contains(x),

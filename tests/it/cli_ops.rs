@@ -216,6 +216,22 @@ fn jobs_import_reports_every_file_and_exits_1_when_anything_was_refused() {
     assert_eq!(refused_event["code"], "intake.quantity");
 }
 
+/// `run --once` with `once_give_up_secs = 2` in `cfg`: exits 1 well before
+/// 30 s; its stderr and the last line.
+fn run_once_giving_up(cfg: &Path) -> (String, String) {
+    let t0 = Instant::now();
+    let out = run(&["run", "--once"], Some(cfg));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        t0.elapsed() < Duration::from_secs(30),
+        "gave up after {:?}, not ~2 s",
+        t0.elapsed()
+    );
+    let stderr = text(&out.stderr);
+    let last = stderr.lines().last().unwrap().to_string();
+    (stderr, last)
+}
+
 /// Item 1: `run --once` with a Security Key in the only slot and only
 /// YubiKey 5 NFC jobs queued gives up after `[station] once_give_up_secs`
 /// and names the reason; `jobs list` shows the key turned away.
@@ -235,16 +251,7 @@ fn run_once_names_the_wrong_product_after_its_configured_give_up_wait() {
     let out = run(&["jobs", "import", jobs.to_str().unwrap()], Some(&cfg));
     assert!(out.status.success(), "{}", text(&out.stderr));
 
-    let t0 = Instant::now();
-    let out = run(&["run", "--once"], Some(&cfg));
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
-    assert!(
-        t0.elapsed() < Duration::from_secs(30),
-        "gave up after {:?}, not ~2 s",
-        t0.elapsed()
-    );
-    let stderr = text(&out.stderr);
-    let last = stderr.lines().last().unwrap();
+    let (stderr, last) = run_once_giving_up(&cfg);
     assert!(
         last.contains("for 2s ([station] once_give_up_secs)"),
         "{last}"
@@ -289,16 +296,7 @@ fn run_once_gives_up_on_an_upstream_that_never_answers_and_names_it() {
         .replace("[station]\n", "[station]\nonce_give_up_secs = 2\n")
         + "\n[upstream]\nurl = \"http://127.0.0.1:9/\"\npoll_secs = 1\ntimeout_secs = 1\n";
     std::fs::write(&cfg, toml).unwrap();
-    let t0 = Instant::now();
-    let out = run(&["run", "--once"], Some(&cfg));
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
-    assert!(
-        t0.elapsed() < Duration::from_secs(30),
-        "gave up after {:?}, not ~2 s",
-        t0.elapsed()
-    );
-    let stderr = text(&out.stderr);
-    let last = stderr.lines().last().unwrap();
+    let (_, last) = run_once_giving_up(&cfg);
     assert!(
         last.contains("--once: the upstream back end has not answered a poll for 2s ([station] once_give_up_secs): http://127.0.0.1:9/"),
         "{last}"

@@ -173,6 +173,23 @@ pub fn outage_end(label: &str, pin: &str) {
     std::mem::forget(s);
 }
 
+/// A temp dir, its `keys/` custody directory, a fresh token named there and
+/// the station keys generated in it; `None` (after saying why) without
+/// SoftHSM2.
+pub fn token_with_station_keys() -> Option<(
+    tempfile::TempDir,
+    PathBuf,
+    TestToken,
+    prereg_station::jose::StationKeys,
+)> {
+    let dir = tempfile::tempdir().unwrap();
+    let keys_dir = dir.path().join("keys");
+    let token = throwaway_token(&keys_dir)?;
+    let keys = prereg_station::jose::StationKeys::generate_in_token(Some(&keys_dir), &token.config)
+        .unwrap();
+    Some((dir, keys_dir, token, keys))
+}
+
 /// The PIN of the token `label` made by [`throwaway_token_labelled`].
 pub fn pin_of(label: &str) -> String {
     PINS.lock()
@@ -331,13 +348,9 @@ pub fn available() -> bool {
 fn generated_token_keys_are_sensitive_non_extractable_and_rotate() {
     use prereg_station::jose::jwe::{self, KeyResolver};
     use prereg_station::jose::{KeyManagement, StationKeys};
-    if !available() {
+    let Some((_dir, keys_dir, token, first)) = token_with_station_keys() else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let keys_dir = dir.path().join("keys");
-    let token = throwaway_token(&keys_dir).unwrap();
-    let first = StationKeys::generate_in_token(Some(&keys_dir), &token.config).unwrap();
+    };
     let old_kid = first.transport_kids()[0].to_string();
     let old_public = first.transport_jwks().keys[0]
         .to_public_key_for(prereg_station::jose::jwk::KeyUse::Enc)
@@ -385,13 +398,9 @@ fn generated_token_keys_are_sensitive_non_extractable_and_rotate() {
 #[test]
 fn wrong_pin_missing_token_and_missing_module_are_one_line_errors() {
     use prereg_station::jose::StationKeys;
-    if !available() {
+    let Some((_dir, keys_dir, token, _)) = token_with_station_keys() else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let keys_dir = dir.path().join("keys");
-    let token = throwaway_token(&keys_dir).unwrap();
-    StationKeys::generate_in_token(Some(&keys_dir), &token.config).unwrap();
+    };
     let wrong = if token.pin == "000000" {
         "111111"
     } else {
@@ -511,13 +520,9 @@ fn csr_signed_in_the_token_and_x5c_chain_is_trusted_by_the_facility_ca_only() {
     use prereg_station::jose::x5c::{certified_signers, csr_pem};
     use prereg_station::jose::StationKeys;
     use prereg_station::webauthn::TrustRoots;
-    if !available() {
+    let Some((_dir, keys_dir, token, mut keys)) = token_with_station_keys() else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let keys_dir = dir.path().join("keys");
-    let token = throwaway_token(&keys_dir).unwrap();
-    let mut keys = StationKeys::generate_in_token(Some(&keys_dir), &token.config).unwrap();
+    };
     let ca = FacilityCa::new("Facility Signing CA");
     let chain = ca.issue(&csr_pem(&keys, "Fulfillment").unwrap());
     assert!(keys.signing_jwks().keys[0].x5c.is_none());
@@ -567,14 +572,10 @@ fn csr_signed_in_the_token_and_x5c_chain_is_trusted_by_the_facility_ca_only() {
 /// wrong PIN), before any slot is opened; the PIN never appears.
 #[test]
 fn run_with_an_unusable_token_exits_2_with_one_line() {
-    if !available() {
+    let Some((dir, keys_dir, token, _)) = token_with_station_keys() else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
+    };
     let d = dir.path();
-    let keys_dir = d.join("keys");
-    let token = throwaway_token(&keys_dir).unwrap();
-    prereg_station::jose::StationKeys::generate_in_token(Some(&keys_dir), &token.config).unwrap();
     let ca = d.join("ca.pem");
     std::fs::write(&ca, prereg_station::sim::attestation::root_pem(0).unwrap()).unwrap();
     let write_config = |label: &str| {
@@ -753,13 +754,9 @@ fn pool_statistics_attribute_token_calls_and_measure_waiting_for_a_busy_session(
     use prereg_station::jose::pkcs11::TokenOp;
     use prereg_station::jose::{KeyManagement, StationKeys};
     use std::time::Duration;
-    if !available() {
+    let Some((_dir, keys_dir, token, _)) = token_with_station_keys() else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let keys_dir = dir.path().join("keys");
-    let token = throwaway_token(&keys_dir).unwrap();
-    StationKeys::generate_in_token(Some(&keys_dir), &token.config).unwrap();
+    };
     let mut cfg = token.config.clone();
     cfg.sessions = 1;
     let keys = StationKeys::open(Some(&keys_dir), Some(&cfg)).unwrap();
