@@ -11,12 +11,14 @@ cd "$(dirname "$0")/.."
 # key-custody tests (SPEC §14, tests/it/hsm.rs); the station itself loads
 # whatever module [keys] pkcs11_module names.
 # p11-kit + p11-kit-modules: `p11-kit server` and p11-kit-client.so put the
-# test token in another process, as a network HSM is (tests/it/hsm_process.rs).
+# test token in another process, as a network HSM is (tests/it/hsm_process.rs);
+# libffi-dev + libtasn1-6-dev + curl + xz-utils: scripts/p11-kit-build.sh builds
+# p11-kit 0.25 for that test (bookworm's 0.24 cannot forward ECDH).
 # libssl-dev: OpenSSL headers for the josekit dev-dependency (tests only; the
 # station binary does not link OpenSSL).
 need_apt=()
 # postgresql + openssl: the throw-away fleet database of scripts/pg-throwaway.sh (SPEC §13).
-for pkg in pkg-config libudev-dev libpcsclite-dev libclang-dev libssl-dev pcscd vsmartcard-vpcd libfido2-dev softhsm2 opensc p11-kit p11-kit-modules postgresql openssl; do
+for pkg in pkg-config libudev-dev libpcsclite-dev libclang-dev libssl-dev pcscd vsmartcard-vpcd libfido2-dev softhsm2 opensc p11-kit p11-kit-modules libffi-dev libtasn1-6-dev curl xz-utils postgresql openssl; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then
