@@ -36,6 +36,10 @@ export PREREG_TEST_P11_KIT_PREFIX
 # Interop and browser tests must not skip here: the venv and chromium above
 # provide the peers.
 PREREG_REQUIRE_PEERS=1 cargo test --locked
+# Once more with Debian's p11-kit 0.24, which cannot forward ECDH: `run` must refuse to
+# start through it with one line (exit 2), not requeue every job for ever.
+env -u PREREG_TEST_P11_KIT_PREFIX PREREG_REQUIRE_PEERS=1 \
+  cargo test --locked --test it hsm_process::the_station_holds_no_private_key
 .venv/bin/python -m pytest -q tests/python
 
 # python-fido2's own device test suite (Yubico's tests for real authenticators, from the

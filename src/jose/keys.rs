@@ -412,6 +412,26 @@ impl StationKeys {
         }
     }
 
+    /// Whether the custody can do what the station needs: always for files;
+    /// for a token, the one line naming what its module does not offer
+    /// ([`super::pkcs11::Token::missing_mechanisms`]).
+    pub fn check_mechanisms(&self) -> Result<(), String> {
+        let Custody::Pkcs11(t) = &self.custody else {
+            return Ok(());
+        };
+        let missing = t.token.missing_mechanisms();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        Err(format!(
+            "token {:?}: the module does not offer {}; the station needs CKM_ECDH1_DERIVE to \
+             decrypt requests and CKM_ECDSA to sign responses (a PKCS#11 proxy such as p11-kit \
+             before 0.25 does not forward ECDH; `pkcs11-tool --module MODULE -M` lists what it offers)",
+            t.token.label(),
+            missing.join(", ")
+        ))
+    }
+
     /// The token's session-pool statistics (wait and hold per call);
     /// `None` for file custody, which has no token and no pool.
     pub fn token_stats(&self) -> Option<super::pkcs11::PoolSnapshot> {

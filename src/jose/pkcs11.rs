@@ -56,7 +56,7 @@ use super::JoseError;
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::elliptic_curve::{EcKdf, Ecdh1DeriveParams};
-use cryptoki::mechanism::Mechanism;
+use cryptoki::mechanism::{Mechanism, MechanismInfo, MechanismType};
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
@@ -442,6 +442,46 @@ impl Token {
 
     pub fn label(&self) -> &str {
         &self.label
+    }
+
+    /// The mechanisms the station needs (SPEC §14) that the module does not
+    /// offer for that use, asked with `C_GetMechanismInfo`: CKM_ECDH1_DERIVE
+    /// to derive (decrypting requests) and CKM_ECDSA to sign (responses).
+    /// Empty when both are there. Asked when `run` starts, so a module — or
+    /// a proxy in front of it, such as p11-kit before 0.25 — that cannot
+    /// decrypt stops the station with one line, instead of every job
+    /// failing at step 4 and going back to the queue for ever.
+    pub fn missing_mechanisms(&self) -> Vec<String> {
+        type Offers = fn(&MechanismInfo) -> bool;
+        let needs: [(MechanismType, &str, &str, Offers); 2] = [
+            (
+                MechanismType::ECDH1_DERIVE,
+                "CKM_ECDH1_DERIVE",
+                "derive",
+                MechanismInfo::derive,
+            ),
+            (
+                MechanismType::ECDSA,
+                "CKM_ECDSA",
+                "sign",
+                MechanismInfo::sign,
+            ),
+        ];
+        let mut missing = Vec::new();
+        for (mechanism, name, use_, offers) in needs {
+            match self.ctx.get_mechanism_info(self.slot, mechanism) {
+                Ok(info) if offers(&info) => {}
+                Ok(_) => missing.push(format!("{name} (offered, but not to {use_})")),
+                Err(CkError::Pkcs11(RvError::MechanismInvalid, _)) => {
+                    missing.push(format!("{name} (not offered: CKR_MECHANISM_INVALID)"))
+                }
+                Err(CkError::Pkcs11(rv, _)) => {
+                    missing.push(format!("{name} (asking failed: {rv:?})"))
+                }
+                Err(e) => missing.push(format!("{name} (asking failed: {e})")),
+            }
+        }
+        missing
     }
 
     /// Session wait and hold times since the token was opened, by kind of

@@ -26,6 +26,8 @@ pub fn setup(config: Config, store: Store) -> Result<Setup, CliError> {
     preflight(&config)?;
     let keys = StationKeys::open(config.keys_dir.as_deref(), config.keys.as_ref())
         .map_err(|e| CliError::usage(format!("station keys: {e}{}", keys_hint(&e))))?;
+    keys.check_mechanisms()
+        .map_err(|e| CliError::usage(format!("station keys: {e}")))?;
     let roots = TrustRoots::from_files(&config.attestation_roots)
         .map_err(|e| CliError::usage(format!("attestation_roots: {e}")))?;
     if roots.is_empty() {
