@@ -49,6 +49,11 @@ pub struct Args {
     /// One JSON line with every key's result (docs/cli.md) instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Certify the station's signing key by a made-up facility CA (SPEC §14:
+    /// `keys csr`, the CA issues, `keys import-cert`) and have the IdP trust
+    /// that CA, as `idp activate --sign-ca` does, instead of pinning the key.
+    #[arg(long)]
+    pub facility_ca: bool,
 }
 
 /// The simulator's attestation CA seed used by `sim:` slots and `sim ca`.
@@ -106,7 +111,18 @@ pub fn run(args: Args) -> CliResult {
 
     // Station keys and the simulator's attestation root.
     let keys_dir = dir.join("keys");
-    let keys = StationKeys::generate(&keys_dir).map_err(CliError::failed)?;
+    let mut keys = StationKeys::generate(&keys_dir).map_err(CliError::failed)?;
+    let facility_ca = if args.facility_ca {
+        let pem = certify_signing_key(&mut keys, &keys_dir, &dir)?;
+        say(format_args!(
+            "signing key {} certified by a made-up facility CA ({}); the IdP trusts the CA, not the key",
+            keys.active_signing_kid(),
+            pem.display()
+        ));
+        Some(pem)
+    } else {
+        None
+    };
     let (transport_jwks, sign_jwks) = (keys.transport_jwks(), keys.signing_jwks());
     let ca_path = dir.join("sim-attestation-root.pem");
     let pem = crate::sim::attestation::root_pem(SIM_CA_SEED).map_err(CliError::failed)?;
@@ -246,7 +262,21 @@ pub fn run(args: Args) -> CliResult {
         None => config.outbox_dir.clone(),
     };
     let results = idp::read_results(&[results_dir]).map_err(CliError::failed)?;
-    let reports = idp.activate(&sign_jwks, &roots, &results, crate::idp::unix_now());
+    let now = crate::idp::unix_now();
+    // With a facility CA the IdP keeps only the signing keys whose x5c
+    // chains to it, as `idp activate --sign-ca` does.
+    let sign_jwks = match &facility_ca {
+        Some(pem) => {
+            let ca = TrustRoots::from_files(&[pem]).map_err(CliError::failed)?;
+            let (trusted, refused) = crate::jose::x5c::certified_signers(&sign_jwks, &ca, now);
+            for (kid, why) in refused {
+                tracing::warn!(kid = %kid, "signing key refused: {why}");
+            }
+            trusted
+        }
+        None => sign_jwks,
+    };
+    let reports = idp.activate(&sign_jwks, &roots, &results, now);
     say(format_args!(""));
     say(format_args!(
         "{:<5} {:<10} {:<8} {:<5} {:<9} SHIPMENT",
@@ -403,4 +433,24 @@ fn tempdir() -> Result<TempDir, CliError> {
         "cannot create a directory in {}",
         base.display()
     )))
+}
+
+/// `demo --facility-ca`: a made-up facility CA certifies the active signing
+/// key from its CSR and the chain is attached as `x5c` (SPEC §14); returns
+/// the CA certificate's path (`facility-ca.pem` in the demo directory).
+fn certify_signing_key(
+    keys: &mut StationKeys,
+    keys_dir: &Path,
+    dir: &Path,
+) -> Result<PathBuf, CliError> {
+    let ca = crate::idp::facility_ca::FacilityCa::new("Demo Facility Signing CA")
+        .map_err(CliError::failed)?;
+    let csr = crate::jose::x5c::csr_pem(keys, "Demo Fulfillment").map_err(CliError::failed)?;
+    let chain = ca.issue(&csr).map_err(CliError::failed)?;
+    keys.import_chain(Some(keys_dir), chain.as_bytes())
+        .map_err(CliError::failed)?;
+    let pem = dir.join("facility-ca.pem");
+    std::fs::write(&pem, ca.pem().map_err(CliError::failed)?)
+        .map_err(|e| CliError::failed(format!("{}: {e}", pem.display())))?;
+    Ok(pem)
 }

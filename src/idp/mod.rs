@@ -10,6 +10,7 @@
 //! the station's `idp_signing_jwks`). The PIN is never written anywhere: it is
 //! decrypted at activation and shown only when the caller asks (`--show-pin`).
 
+pub mod facility_ca;
 pub mod serve;
 pub mod wire;
 

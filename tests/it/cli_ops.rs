@@ -303,6 +303,71 @@ fn run_once_gives_up_on_an_upstream_that_never_answers_and_names_it() {
     );
 }
 
+/// SPEC §14, "the demo can run with a made-up facility CA": `demo
+/// --facility-ca` certifies the station's signing key (CSR, issue, x5c)
+/// and verifies through the CA; the same results then pass `idp activate
+/// --sign-ca` with that CA's PEM and fail with another's.
+#[test]
+fn demo_with_a_made_up_facility_ca_verifies_through_the_ca_not_a_pinned_key() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let out = bin()
+        .args([
+            "demo",
+            "--facility-ca",
+            "--keys",
+            "2",
+            "--slots",
+            "1",
+            "--dir",
+        ])
+        .arg(dir)
+        .output()
+        .unwrap();
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.contains("certified by a made-up facility CA"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("2/2 keys programmed and verified"),
+        "{stdout}"
+    );
+    export_jwks(dir);
+    let sign: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("pub/sign.jwks")).unwrap()).unwrap();
+    assert_eq!(sign["keys"][0]["x5c"].as_array().map(Vec::len), Some(2));
+    let activate = |ca: &Path| {
+        bin()
+            .args(["idp", "activate", "--state"])
+            .arg(dir.join("idp"))
+            .arg("--sign-jwks")
+            .arg(dir.join("pub/sign.jwks"))
+            .arg("--roots")
+            .arg(dir.join("sim-attestation-root.pem"))
+            .arg("--sign-ca")
+            .arg(ca)
+            .arg(dir.join("outbox"))
+            .output()
+            .unwrap()
+    };
+    let out = activate(&dir.join("facility-ca.pem"));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).matches("VERIFIED").count(), 2);
+    let other = dir.join("other-ca.pem");
+    std::fs::write(
+        &other,
+        prereg_station::idp::facility_ca::FacilityCa::new("Demo Facility Signing CA")
+            .unwrap()
+            .pem()
+            .unwrap(),
+    )
+    .unwrap();
+    let out = activate(&other);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+}
+
 /// Item 4: every configuration error is one line naming the key or path and
 /// the fix, exit 2; the advice given is advice the configuration accepts.
 #[test]

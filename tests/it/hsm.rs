@@ -435,82 +435,9 @@ fn wrong_pin_missing_token_and_missing_module_are_one_line_errors() {
     assert_eq!(e.code(), "keys.loose_permissions");
 }
 
-/// A made-up facility CA (P-384, self-signed) for the signing-certificate
-/// tests: its PEM, and a function that issues a leaf for a CSR's key.
-pub struct FacilityCa {
-    key: p384::ecdsa::SigningKey,
-    pub cert: x509_cert::Certificate,
-    name: x509_cert::name::Name,
-}
-
-impl FacilityCa {
-    pub fn new(cn: &str) -> Self {
-        use std::str::FromStr;
-        use x509_cert::builder::{Builder, CertificateBuilder, Profile};
-        use x509_cert::serial_number::SerialNumber;
-        use x509_cert::spki::SubjectPublicKeyInfoOwned;
-        let key = p384::ecdsa::SigningKey::random(&mut rand_core::OsRng);
-        let name = x509_cert::name::Name::from_str(&format!("CN={cn},O=Facility")).unwrap();
-        let cert = CertificateBuilder::new(
-            Profile::Root,
-            SerialNumber::from(1u32),
-            x509_cert::time::Validity::from_now(std::time::Duration::from_secs(3600 * 24)).unwrap(),
-            name.clone(),
-            SubjectPublicKeyInfoOwned::from_key(*key.verifying_key()).unwrap(),
-            &key,
-        )
-        .unwrap()
-        .build::<p384::ecdsa::DerSignature>()
-        .unwrap();
-        FacilityCa { key, cert, name }
-    }
-
-    pub fn pem(&self) -> String {
-        use x509_cert::der::EncodePem;
-        self.cert
-            .to_pem(x509_cert::der::pem::LineEnding::LF)
-            .unwrap()
-    }
-
-    /// Checks the CSR's self-signature (the custody signed it) and issues a
-    /// leaf for its key and subject; returns the chain PEM (leaf, CA).
-    pub fn issue(&self, csr_pem: &str) -> String {
-        use p384::ecdsa::signature::Verifier;
-        use x509_cert::builder::{Builder, CertificateBuilder, Profile};
-        use x509_cert::der::{DecodePem, Encode, EncodePem};
-        use x509_cert::serial_number::SerialNumber;
-        let req = x509_cert::request::CertReq::from_pem(csr_pem.as_bytes()).unwrap();
-        let info = req.info.to_der().unwrap();
-        let spki_der = req.info.public_key.to_der().unwrap();
-        let vk = <p384::ecdsa::VerifyingKey as p384::pkcs8::DecodePublicKey>::from_public_key_der(
-            &spki_der,
-        )
-        .unwrap();
-        let sig = p384::ecdsa::DerSignature::try_from(req.signature.raw_bytes()).unwrap();
-        vk.verify(&info, &sig)
-            .expect("the CSR is signed by the key it names");
-        let leaf = CertificateBuilder::new(
-            Profile::Leaf {
-                issuer: self.name.clone(),
-                enable_key_agreement: false,
-                enable_key_encipherment: false,
-            },
-            SerialNumber::from(rand::random::<u32>() | 1),
-            x509_cert::time::Validity::from_now(std::time::Duration::from_secs(3600)).unwrap(),
-            req.info.subject.clone(),
-            req.info.public_key.clone(),
-            &self.key,
-        )
-        .unwrap()
-        .build::<p384::ecdsa::DerSignature>()
-        .unwrap();
-        format!(
-            "{}{}",
-            leaf.to_pem(x509_cert::der::pem::LineEnding::LF).unwrap(),
-            self.pem()
-        )
-    }
-}
+/// The made-up facility CA of the demo (SPEC §14) issues the signing
+/// certificates of these tests too.
+pub use prereg_station::idp::facility_ca::FacilityCa;
 
 /// SPEC §14: `keys csr` is signed by the token's signing key; the chain a
 /// facility CA issues is attached as `x5c`; the IdP's CA check accepts that
@@ -523,8 +450,8 @@ fn csr_signed_in_the_token_and_x5c_chain_is_trusted_by_the_facility_ca_only() {
     let Some((_dir, keys_dir, token, mut keys)) = token_with_station_keys() else {
         return;
     };
-    let ca = FacilityCa::new("Facility Signing CA");
-    let chain = ca.issue(&csr_pem(&keys, "Fulfillment").unwrap());
+    let ca = FacilityCa::new("Facility Signing CA").unwrap();
+    let chain = ca.issue(&csr_pem(&keys, "Fulfillment").unwrap()).unwrap();
     assert!(keys.signing_jwks().keys[0].x5c.is_none());
     keys.import_chain(Some(&keys_dir), chain.as_bytes())
         .unwrap();
@@ -535,17 +462,17 @@ fn csr_signed_in_the_token_and_x5c_chain_is_trusted_by_the_facility_ca_only() {
     let reloaded = StationKeys::open(Some(&keys_dir), Some(&token.config)).unwrap();
     assert_eq!(reloaded.signing_jwks(), jwks);
 
-    let roots = TrustRoots::from_pem(ca.pem().as_bytes()).unwrap();
+    let roots = TrustRoots::from_pem(ca.pem().unwrap().as_bytes()).unwrap();
     let (ok, refused) = certified_signers(&jwks, &roots, prereg_station::idp::unix_now());
     assert_eq!(ok.keys.len(), 1, "{refused:?}");
-    let other = FacilityCa::new("Facility Signing CA");
-    let other_roots = TrustRoots::from_pem(other.pem().as_bytes()).unwrap();
+    let other = FacilityCa::new("Facility Signing CA").unwrap();
+    let other_roots = TrustRoots::from_pem(other.pem().unwrap().as_bytes()).unwrap();
     let (ok, refused) = certified_signers(&jwks, &other_roots, prereg_station::idp::unix_now());
     assert!(ok.keys.is_empty());
     assert!(refused[0].1.contains("does not chain"), "{refused:?}");
     // A chain for another key, attached to this key, is refused by both sides.
     let files = StationKeys::generate_ephemeral();
-    let foreign = ca.issue(&csr_pem(&files, "Other").unwrap());
+    let foreign = ca.issue(&csr_pem(&files, "Other").unwrap()).unwrap();
     let e = keys
         .import_chain(Some(&keys_dir), foreign.as_bytes())
         .unwrap_err();
@@ -554,7 +481,7 @@ fn csr_signed_in_the_token_and_x5c_chain_is_trusted_by_the_facility_ca_only() {
     let foreign_x5c = {
         let mut f = StationKeys::generate_ephemeral();
         let fdir = tempfile::tempdir().unwrap();
-        let fchain = ca.issue(&csr_pem(&f, "Other").unwrap());
+        let fchain = ca.issue(&csr_pem(&f, "Other").unwrap()).unwrap();
         f.import_chain(Some(fdir.path()), fchain.as_bytes())
             .unwrap();
         f.signing_jwks().keys[0].x5c.clone()
@@ -673,9 +600,13 @@ fn keys_cli_generates_in_the_token_and_publishes_the_certified_signing_key() {
         "--org",
         "Fulfillment",
     ]);
-    let ca = FacilityCa::new("Facility Signing CA");
+    let ca = FacilityCa::new("Facility Signing CA").unwrap();
     let chain = d.join("chain.pem");
-    std::fs::write(&chain, ca.issue(&std::fs::read_to_string(&csr).unwrap())).unwrap();
+    std::fs::write(
+        &chain,
+        ca.issue(&std::fs::read_to_string(&csr).unwrap()).unwrap(),
+    )
+    .unwrap();
     cli(&["import-cert", "--chain", chain.to_str().unwrap()]);
     let out = d.join("pub");
     cli(&["export-jwks", "--out", out.to_str().unwrap()]);
@@ -685,7 +616,8 @@ fn keys_cli_generates_in_the_token_and_publishes_the_certified_signing_key() {
     .unwrap();
     assert_eq!(sign.keys.len(), 1);
     assert_eq!(sign.keys[0].x5c.as_ref().map(Vec::len), Some(2));
-    let roots = prereg_station::webauthn::TrustRoots::from_pem(ca.pem().as_bytes()).unwrap();
+    let roots =
+        prereg_station::webauthn::TrustRoots::from_pem(ca.pem().unwrap().as_bytes()).unwrap();
     let (ok, refused) = prereg_station::jose::x5c::certified_signers(
         &sign,
         &roots,

@@ -535,7 +535,10 @@ fn the_station_holds_no_private_key_in_memory_when_the_token_is_out_of_process()
     let csr = site.d.join("sign.csr");
     site.ok(&["keys", "csr", "--out", csr.to_str().unwrap()]);
     let csr = std::fs::read_to_string(&csr).unwrap();
-    hsm::FacilityCa::new("Facility Signing CA").issue(&csr);
+    hsm::FacilityCa::new("Facility Signing CA")
+        .unwrap()
+        .issue(&csr)
+        .unwrap();
     {
         use p384::pkcs8::EncodePublicKey;
         use x509_cert::der::{DecodePem, Encode};
@@ -661,11 +664,15 @@ fn idp_activate_sign_ca_through_the_binary_trusts_the_facility_ca_only() {
     let csr = site.d.join("sign.csr");
     let wrote = site.ok(&["keys", "csr", "--out", csr.to_str().unwrap()]);
     assert!(wrote.starts_with("wrote "), "{wrote}");
-    let ca = hsm::FacilityCa::new("Facility Signing CA");
+    let ca = hsm::FacilityCa::new("Facility Signing CA").unwrap();
     let ca_pem = site.d.join("facility-ca.pem");
-    std::fs::write(&ca_pem, ca.pem()).unwrap();
+    std::fs::write(&ca_pem, ca.pem().unwrap()).unwrap();
     let chain = site.d.join("chain.pem");
-    std::fs::write(&chain, ca.issue(&std::fs::read_to_string(&csr).unwrap())).unwrap();
+    std::fs::write(
+        &chain,
+        ca.issue(&std::fs::read_to_string(&csr).unwrap()).unwrap(),
+    )
+    .unwrap();
     let stored = site.ok(&["keys", "import-cert", "--chain", chain.to_str().unwrap()]);
     assert!(stored.contains("run keys export-jwks"), "{stored}");
     site.publish_enroll_import(JOBS);
@@ -679,9 +686,9 @@ fn idp_activate_sign_ca_through_the_binary_trusts_the_facility_ca_only() {
 
     // Another CA (same name, other key): the signing key is refused, every
     // result fails, each named with its reason, exit 1.
-    let other = hsm::FacilityCa::new("Facility Signing CA");
+    let other = hsm::FacilityCa::new("Facility Signing CA").unwrap();
     let other_pem = site.d.join("other-ca.pem");
-    std::fs::write(&other_pem, other.pem()).unwrap();
+    std::fs::write(&other_pem, other.pem().unwrap()).unwrap();
     let out = site.activate(&["--sign-ca", other_pem.to_str().unwrap()]);
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");

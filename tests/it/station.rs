@@ -352,19 +352,19 @@ fn keys_in_softhsm_program_a_line_that_the_idp_verifies_and_never_leave_the_toke
     // makes every result fail.
     let keys_dir = line.dir.path().join("keys");
     let mut keys = StationKeys::open(Some(&keys_dir), line.config.keys.as_ref()).unwrap();
-    let ca = super::hsm::FacilityCa::new("Facility Signing CA");
+    let ca = super::hsm::FacilityCa::new("Facility Signing CA").unwrap();
     let csr = prereg_station::jose::x5c::csr_pem(&keys, "Fulfillment").unwrap();
-    keys.import_chain(Some(&keys_dir), ca.issue(&csr).as_bytes())
+    keys.import_chain(Some(&keys_dir), ca.issue(&csr).unwrap().as_bytes())
         .unwrap();
     let results = idp::read_results(&[line.outbox()]).unwrap();
     let now = idp::unix_now();
-    let roots = TrustRoots::from_pem(ca.pem().as_bytes()).unwrap();
+    let roots = TrustRoots::from_pem(ca.pem().unwrap().as_bytes()).unwrap();
     let (trusted, _) =
         prereg_station::jose::x5c::certified_signers(&keys.signing_jwks(), &roots, now);
     let reports = line.idp.activate(&trusted, &line.roots, &results, now);
     assert!(reports.iter().all(|r| r.verified()), "{reports:?}");
-    let other = super::hsm::FacilityCa::new("Facility Signing CA");
-    let other_roots = TrustRoots::from_pem(other.pem().as_bytes()).unwrap();
+    let other = super::hsm::FacilityCa::new("Facility Signing CA").unwrap();
+    let other_roots = TrustRoots::from_pem(other.pem().unwrap().as_bytes()).unwrap();
     let (untrusted, _) =
         prereg_station::jose::x5c::certified_signers(&keys.signing_jwks(), &other_roots, now);
     let reports = line.idp.activate(&untrusted, &line.roots, &results, now);
