@@ -335,6 +335,32 @@ struct PoolStats {
     opened: AtomicU64,
 }
 
+#[cfg(test)]
+impl PoolSnapshot {
+    /// A pool of 4 that made one 2 ms derive after waiting 1 ms behind a
+    /// busy session, and one 3 ms signature (tests elsewhere in the crate).
+    pub(crate) fn example() -> Self {
+        let stats = PoolStats::new();
+        stats.opened.store(4, Ordering::Relaxed);
+        let derive = stats.op(TokenOp::Derive);
+        derive.wait.record(Duration::from_millis(1));
+        derive.hold.record(Duration::from_millis(2));
+        derive.blocked.fetch_add(1, Ordering::Relaxed);
+        stats
+            .op(TokenOp::Sign)
+            .hold
+            .record(Duration::from_millis(3));
+        stats.op(TokenOp::Sign).wait.record(Duration::ZERO);
+        PoolSnapshot {
+            max_sessions: 4,
+            opened: 4,
+            derive: stats.op(TokenOp::Derive).snapshot(),
+            sign: stats.op(TokenOp::Sign).snapshot(),
+            other: stats.op(TokenOp::Other).snapshot(),
+        }
+    }
+}
+
 impl PoolStats {
     fn new() -> Self {
         PoolStats {

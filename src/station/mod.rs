@@ -215,6 +215,13 @@ impl Station {
             delivery: Mutex::new(Some(tx)),
             delivery_failures: Mutex::default(),
         });
+        if shared.keys.token_stats().is_some() {
+            // Weak: the board lives in `shared`, so a strong link would be a cycle.
+            let weak = Arc::downgrade(&shared);
+            shared.board.set_custody(Arc::new(move || {
+                weak.upgrade().and_then(|s| s.keys.token_stats())
+            }));
+        }
         // After a restart every pending result is tried at once, and the
         // temp files a crash left in the outbox go first.
         shared.store.retry_deliveries_now()?;

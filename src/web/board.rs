@@ -228,7 +228,22 @@ struct Inner {
     changes: broadcast::Sender<()>,
     /// `[upstream]` health (SPEC §12), when the station pulls from a back end.
     upstream: std::sync::OnceLock<Arc<crate::upstream::UpstreamStats>>,
+    /// The key custody's token pool (SPEC §14), when the keys are in a token.
+    custody: std::sync::OnceLock<CustodySource>,
 }
+
+/// [`CustodyStats`] with a `Debug` that says only that it is there.
+struct CustodySource(CustodyStats);
+
+impl std::fmt::Debug for CustodySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CustodySource")
+    }
+}
+
+/// Reads the token pool's statistics when asked (`/metrics`); `None` once
+/// the station is gone.
+pub type CustodyStats = Arc<dyn Fn() -> Option<crate::jose::pkcs11::PoolSnapshot> + Send + Sync>;
 
 /// The shared status board. Cheap to clone (one `Arc`); `Send + Sync`.
 #[derive(Debug, Clone)]
@@ -327,6 +342,7 @@ impl StatusBoard {
                 draining: AtomicBool::new(false),
                 changes,
                 upstream: std::sync::OnceLock::new(),
+                custody: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -525,6 +541,16 @@ impl StatusBoard {
         });
         let _ = self.inner.upstream.set(stats);
         self.changed();
+    }
+
+    /// Exports the token pool's statistics (`/metrics`) from `read`.
+    pub fn set_custody(&self, read: CustodyStats) {
+        let _ = self.inner.custody.set(CustodySource(read));
+    }
+
+    /// The token pool's statistics, when the keys are in a token.
+    pub fn custody(&self) -> Option<crate::jose::pkcs11::PoolSnapshot> {
+        self.inner.custody.get().and_then(|read| (read.0)())
     }
 
     /// The upstream counters, when the station has a back end.

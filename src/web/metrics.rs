@@ -102,6 +102,85 @@ fn upstream(out: &mut String, up: &crate::upstream::stats::UpstreamSnapshot) {
 }
 
 /// Renders every metric of the board.
+/// The key custody's token pool (SPEC §14): per kind of call (`derive`:
+/// ECDH for a request, `sign`: ES384, `other`), how many, how long they held
+/// a session and waited for one, how many found every session busy or got
+/// none; the pool's size. Only with `[keys]` (a token).
+fn custody(out: &mut String, pool: &crate::jose::pkcs11::PoolSnapshot) {
+    let ops = [
+        ("derive", &pool.derive),
+        ("sign", &pool.sign),
+        ("other", &pool.other),
+    ];
+    type Field = fn(&crate::jose::pkcs11::OpSnapshot) -> String;
+    let series: [(&str, &str, &str, Field); 6] = [
+        (
+            "prereg_custody_token_calls_total",
+            "counter",
+            "Token calls by kind.",
+            |o| o.hold.count.to_string(),
+        ),
+        (
+            "prereg_custody_token_call_seconds_sum",
+            "counter",
+            "Seconds token calls held a session, by kind.",
+            |o| o.hold.sum.as_secs_f64().to_string(),
+        ),
+        (
+            "prereg_custody_token_wait_seconds_sum",
+            "counter",
+            "Seconds callers waited for a pooled session, by kind.",
+            |o| o.wait.sum.as_secs_f64().to_string(),
+        ),
+        (
+            "prereg_custody_token_wait_seconds_max",
+            "gauge",
+            "Longest wait for a pooled session, by kind.",
+            |o| o.wait.max.as_secs_f64().to_string(),
+        ),
+        (
+            "prereg_custody_token_blocked_total",
+            "counter",
+            "Token calls that found every session busy, by kind.",
+            |o| o.blocked.to_string(),
+        ),
+        (
+            "prereg_custody_token_no_session_total",
+            "counter",
+            "Token calls that got no session (a custody error), by kind.",
+            |o| o.no_session.to_string(),
+        ),
+    ];
+    for (name, kind, help, field) in series {
+        header(out, name, kind, help);
+        for (op, o) in ops {
+            let _ = writeln!(out, "{name}{{op=\"{op}\"}} {}", field(o));
+        }
+    }
+    header(
+        out,
+        "prereg_custody_token_sessions_max",
+        "gauge",
+        "[keys] sessions: the most sessions the pool opens.",
+    );
+    let _ = writeln!(
+        out,
+        "prereg_custody_token_sessions_max {}",
+        pool.max_sessions
+    );
+    header(
+        out,
+        "prereg_custody_token_sessions_opened_total",
+        "counter",
+        "Sessions opened (replacements of broken ones count again).",
+    );
+    let _ = writeln!(
+        out,
+        "prereg_custody_token_sessions_opened_total {}",
+        pool.opened
+    );
+}
+
 pub fn render(board: &StatusBoard) -> String {
     let s = board.snapshot();
     let (steps, jobs) = board.histograms();
@@ -199,6 +278,9 @@ pub fn render(board: &StatusBoard) -> String {
 
     if let Some(up) = board.upstream() {
         upstream(&mut out, &up);
+    }
+    if let Some(pool) = board.custody() {
+        custody(&mut out, &pool);
     }
 
     header(
@@ -332,6 +414,35 @@ mod tests {
             m.contains("prereg_rig_up 0\nprereg_rig_configured") || m.contains("prereg_rig_up 0\n")
         );
         assert!(m.ends_with('\n'));
+    }
+
+    #[test]
+    fn the_token_pool_is_exported_only_with_keys_in_a_token() {
+        let b = StatusBoard::new("s", 1);
+        assert!(!render(&b).contains("prereg_custody"), "file custody: none");
+        b.set_custody(std::sync::Arc::new(|| {
+            Some(crate::jose::pkcs11::PoolSnapshot::example())
+        }));
+        let text = render(&b);
+        for line in [
+            "prereg_custody_token_calls_total{op=\"derive\"} 1",
+            "prereg_custody_token_calls_total{op=\"sign\"} 1",
+            "prereg_custody_token_calls_total{op=\"other\"} 0",
+            "prereg_custody_token_call_seconds_sum{op=\"derive\"} 0.002",
+            "prereg_custody_token_wait_seconds_sum{op=\"derive\"} 0.001",
+            "prereg_custody_token_wait_seconds_max{op=\"derive\"} 0.001",
+            "prereg_custody_token_blocked_total{op=\"derive\"} 1",
+            "prereg_custody_token_no_session_total{op=\"sign\"} 0",
+            "prereg_custody_token_sessions_max 4",
+            "prereg_custody_token_sessions_opened_total 4",
+            "# TYPE prereg_custody_token_calls_total counter",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+        // A station that is gone reads as none.
+        let gone = StatusBoard::new("s", 1);
+        gone.set_custody(std::sync::Arc::new(|| None));
+        assert!(!render(&gone).contains("prereg_custody"));
     }
 
     #[test]

@@ -336,12 +336,32 @@ fn keys_in_softhsm_program_a_line_that_the_idp_verifies_and_never_leave_the_toke
     if !super::hsm::available() {
         return;
     }
-    let line = Line::new(LineSpec {
-        slots: 3,
-        jobs: 8,
-        hsm: Some("line-8-keys"),
-        ..LineSpec::default()
-    });
+    let line = Line::prepare(
+        &LineSpec {
+            slots: 3,
+            jobs: 8,
+            hsm: Some("line-8-keys"),
+            ..LineSpec::default()
+        },
+        "",
+    );
+    let station = line.start(None);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !station.drained() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The token's pool on /metrics: per key 2 derives (the PIN and the
+    // credential request) and 3 signatures (the step-4 probe, the PIN and
+    // the credential response).
+    let metrics = prereg_station::web::metrics::render(&station.shared().board);
+    station.shutdown();
+    for line in [
+        "prereg_custody_token_calls_total{op=\"derive\"} 16",
+        "prereg_custody_token_calls_total{op=\"sign\"} 24",
+        "prereg_custody_token_no_session_total{op=\"derive\"} 0",
+    ] {
+        assert!(metrics.contains(line), "missing {line:?} in\n{metrics}");
+    }
     let reports = line.activate();
     assert_eq!(reports.len(), 8, "one verified result per job");
     for r in &reports {
