@@ -1565,6 +1565,51 @@ mod tests {
 
     const LONG: Duration = Duration::from_secs(60);
 
+    /// A dropped connection (a server restart, the network) costs the call
+    /// that meets it and no more: each pooled connection is made again
+    /// before its next call, and the station's work goes on.
+    #[test]
+    fn connections_the_server_dropped_are_made_again_before_the_next_call() {
+        let Some((a, _b, url)) = fleet() else { return };
+        a.import(&job("J1")).unwrap();
+        let (config, _) = client_config(&PgSettings {
+            url: url.clone(),
+            password: None,
+        })
+        .unwrap();
+        let mut admin = config.connect(postgres::NoTls).unwrap();
+        // What a restart does to every session of the stations.
+        let ended: i64 = admin
+            .query_one(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+                 WHERE datname = current_database() AND pid <> pg_backend_pid()",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        assert!(ended >= CONNECTIONS as i64, "ended {ended} sessions");
+        let (mut failures, mut in_a_row) = (0, 0);
+        for _ in 0..CONNECTIONS * 4 {
+            match a.counts() {
+                Ok(_) => in_a_row += 1,
+                Err(_) => {
+                    failures += 1;
+                    in_a_row = 0;
+                }
+            }
+            if in_a_row > CONNECTIONS * 2 {
+                break;
+            }
+        }
+        assert!(failures <= CONNECTIONS, "{failures} calls failed");
+        assert!(
+            in_a_row > CONNECTIONS * 2,
+            "still failing after {failures} failures"
+        );
+        // Writes too, on whichever connection takes them.
+        assert!(a.lease("s1", &[1], LONG).unwrap().is_some());
+    }
+
     #[test]
     fn a_job_is_leased_by_one_station_only() {
         let Some((a, b, _)) = fleet() else { return };
