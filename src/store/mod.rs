@@ -1188,18 +1188,12 @@ fn known_content(
             },
         )
         .optional()?;
-    let Some(mut known) = known else {
+    let Some(known) = known else {
         return Ok(None);
     };
-    // Rows refused at intake before digests were kept on them have none: their
-    // requests are unknown, so only the rest can be compared.
-    if known.request_digests.is_empty() {
-        known.request_digests = content.request_digests.clone();
-    }
-    match known.difference(content) {
-        None => Ok(Some(Imported::Duplicate)),
-        Some(what) => {
-            let refusal = IntakeRefusal::Conflict(what.to_owned());
+    match reimport(known, content) {
+        Ok(()) => Ok(Some(Imported::Duplicate)),
+        Err(refusal) => {
             audit(
                 conn,
                 Some(id),
@@ -1211,6 +1205,21 @@ fn known_content(
             )?;
             Ok(Some(Imported::Refused(refusal)))
         }
+    }
+}
+
+/// The rule for a shipment id the store knows, on both backends: `Ok` when
+/// `content` is what the first job holds (an idempotent re-import), else
+/// the `intake.conflict` refusal naming what differs.
+pub(crate) fn reimport(mut known: JobContent, content: &JobContent) -> Result<(), IntakeRefusal> {
+    // Rows refused at intake before digests were kept on them have none: their
+    // requests are unknown, so only the rest can be compared.
+    if known.request_digests.is_empty() {
+        known.request_digests = content.request_digests.clone();
+    }
+    match known.difference(content) {
+        None => Ok(()),
+        Some(what) => Err(IntakeRefusal::Conflict(what.to_owned())),
     }
 }
 

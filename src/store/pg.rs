@@ -1365,7 +1365,7 @@ fn quarantine_row(
     Ok(())
 }
 
-/// As the SQLite backend's `known_content`.
+/// As the SQLite backend's `known_content`: [`super::reimport`] decides.
 fn known_content(
     tx: &mut Transaction<'_>,
     station: &str,
@@ -1380,19 +1380,15 @@ fn known_content(
     else {
         return Ok(None);
     };
-    let mut known = JobContent {
+    let known = JobContent {
         product_id: u32_of(r.get(0))?,
         inventory_product_id: u32_of(r.get(1))?,
         customization_id: r.get(2),
         request_digests: serde_json::from_str(&r.get::<_, String>(3)).unwrap_or_default(),
     };
-    if known.request_digests.is_empty() {
-        known.request_digests = content.request_digests.clone();
-    }
-    match known.difference(content) {
-        None => Ok(Some(Imported::Duplicate)),
-        Some(what) => {
-            let refusal = IntakeRefusal::Conflict(what.to_owned());
+    match super::reimport(known, content) {
+        Ok(()) => Ok(Some(Imported::Duplicate)),
+        Err(refusal) => {
             audit(
                 tx,
                 station,
